@@ -1,0 +1,91 @@
+"""What `list`, `show` and `schema` print, as plain data (the CLI only formats it)."""
+
+from __future__ import annotations
+
+from .errors import SelectionError
+from .plan import IMPLIED_APT
+from .profile import RELEASE_NAME, RawStack, Release, Stack, available_stacks, load_stack
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """'qlora@2023.07' -> ('qlora', '2023.07'); 'qlora' -> ('qlora', None)."""
+    name, sep, release = spec.rpartition("@")
+    if not sep:
+        return spec, None
+    if not name or not RELEASE_NAME.match(release):
+        raise SelectionError(f"'{spec}' is not STACK or STACK@RELEASE")
+    return name, release
+
+
+def list_stacks() -> list[dict]:
+    """Every shipped stack with its releases and targets."""
+    rows = []
+    for name in available_stacks():
+        stack = load_stack(name)
+        rows.append({
+            "name": stack.name,
+            "title": stack.title,
+            "default_release": stack.default_release,
+            "releases": [
+                {"name": r.name, "default": r.name == stack.default_release, "era": r.era, "date": r.date,
+                 "summary": r.summary, "targets": list(r.targets)}
+                for r in stack.releases.values()
+            ],
+        })
+    return rows
+
+
+def _describe_release(stack: Stack, rel: Release) -> dict:
+    return {
+        "name": rel.name,
+        "default": rel.name == stack.default_release,
+        "era": rel.era,
+        "date": rel.date,
+        "summary": rel.summary,
+        "notes": list(rel.notes),
+        "torch": rel.torch,
+        "cuda": rel.cuda,
+        "targets": [
+            {"name": t.name, "base": t.base.ref, "python": t.python, "torch": t.torch.requirement,
+             "torch_index": t.torch_index, "arch_list": list(t.arch_list), "env": dict(t.env)}
+            for t in rel.targets.values()
+        ],
+        "apt": sorted(set(IMPLIED_APT) | set(rel.apt)),
+        "with_torch": [p.requirement for p in rel.with_torch],
+        "bootstrap": [p.requirement for p in rel.bootstrap],
+        "compiled": [
+            {"package": c.pin.requirement, "why": c.why, "targets": list(c.targets),
+             "requires": [p.requirement for p in c.requires], "no_build_isolation": c.no_build_isolation,
+             "memory_per_job_gib": c.memory_per_job_gib, "env": {t: dict(e) for t, e in c.env.items()}}
+            for c in rel.compiled
+        ],
+        "packages": [{"requirement": p.pin.requirement, "why": p.why, "targets": list(p.targets)}
+                     for p in rel.packages],
+        "patches": [{"id": p.id, "summary": p.summary, "package": p.package, "file": p.file, "find": p.find,
+                     "replace": p.replace, "count": p.count, "fixes": p.fixes} for p in rel.patches],
+        "options": [{"name": o.name, "summary": o.summary, "targets": list(o.targets),
+                     "packages": [p.requirement for p in o.packages]} for o in rel.options.values()],
+        "env": dict(rel.env),
+        "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail}
+                  for f in rel.fixes],
+    }
+
+
+def describe_stack(stack: Stack, release: str | None = None) -> dict:
+    """A stack resolved for display: every release, or only the one asked for."""
+    releases = [stack.release(release)] if release else list(stack.releases.values())
+    return {
+        "name": stack.name,
+        "title": stack.title,
+        "description": stack.description,
+        "requires_python": stack.requires_python,
+        "default_release": stack.default_release,
+        "notes": list(stack.notes),
+        "files": [{"name": f.name, "description": f.description} for f in stack.files],
+        "releases": [_describe_release(stack, r) for r in releases],
+    }
+
+
+def profile_schema() -> dict:
+    """JSON schema of a stack profile file."""
+    return RawStack.model_json_schema()

@@ -1,0 +1,246 @@
+"""The `stackbuild` command line: parse options, call one library function, print.
+
+Errors: every ``StackbuildError`` is caught in ``main`` and printed as ``error: …`` on stderr
+with its exit code; a traceback only with ``--debug`` (and never with local variables).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .errors import EXIT_CODES, RenderError, StackbuildError
+from .catalog import describe_stack, list_stacks, profile_schema, split_spec
+from .plan import plan_build
+from .profile import load_stack
+from .render import render_context
+
+class _ErrorBoundary(TyperGroup):
+    """The one place errors are turned into `error: …` and an exit code."""
+
+    def invoke(self, ctx: typer.Context):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except StackbuildError as exc:
+            if debug:
+                traceback.print_exc()
+            print(f"error: {exc}", file=sys.stderr)
+            ctx.exit(exc.exit_code)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # usage errors and exits: typer prints and exits as it always does
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            ctx.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            print(f"error: internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)",
+                  file=sys.stderr)
+            ctx.exit(1)
+
+
+app = typer.Typer(
+    cls=_ErrorBoundary,
+    name="stackbuild",
+    help="Curated, pinned Docker images for LLM training stacks that work the first time.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog="Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
+)
+# markup=False: profile text such as "[patch]" must print as written, never as rich markup.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="cuda (default) or cpu.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"stackbuild {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """stackbuild: render, build, test and diagnose LLM training images."""
+
+
+@app.command("list")
+def list_command(as_json: JsonOpt = False) -> None:
+    """List the curated stacks with their releases and targets."""
+    rows = list_stacks()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("STACK", no_wrap=True)
+    table.add_column("RELEASES (* = default)", no_wrap=True)
+    table.add_column("TARGETS", no_wrap=True)
+    table.add_column("TITLE", overflow="fold")
+    for row in rows:
+        releases = ", ".join(
+            f"{r['name']}{'*' if r['default'] else ''}{' (era)' if r['era'] else ''}" for r in row["releases"]
+        )
+        targets = ", ".join(sorted({t for r in row["releases"] for t in r["targets"]}))
+        table.add_row(row["name"], releases, targets, row["title"])
+    out.print(table)
+
+
+@app.command("show")
+def show_command(
+    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile path.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a stack's pins, build flags, patches, fixes and targets (every release, or one)."""
+    name, release = split_spec(spec)
+    info = describe_stack(load_stack(name), release)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    _print_stack(info)
+
+
+def _print_stack(info: dict) -> None:
+    out.print(Text(info["name"], style="bold"), f"- {info['title']}")
+    out.print(info["description"])
+    for note in info["notes"]:
+        out.print(f"  note: {note}")
+    for shipped in info["files"]:
+        out.print(f"  file: /opt/stackbuild/files/{shipped['name']} - {shipped['description']}")
+    for rel in info["releases"]:
+        flags = ", ".join(x for x in ("default" if rel["default"] else "", "era" if rel["era"] else "") if x)
+        out.print()
+        out.print(Text(f"{info['name']}@{rel['name']}", style="bold"), f"{f'({flags}) ' if flags else ''}- {rel['summary']}")
+        out.print(f"  date: {rel['date']}   torch {rel['torch']}   CUDA {rel['cuda']}")
+        for note in rel["notes"]:
+            out.print(f"  note: {note}")
+        out.print("  targets:")
+        for t in rel["targets"]:
+            extra = f"  archs {' '.join(t['arch_list'])}" if t["arch_list"] else ""
+            index = f"  from {t['torch_index']}" if t["torch_index"] else ""
+            out.print(f"    {t['name']:5} {t['base']}  python {t['python']}  {t['torch']}{index}{extra}")
+            for name, value in t["env"].items():
+                out.print(f"          env {name}={value}")
+        out.print(f"  apt: {' '.join(rel['apt'])}")
+        out.print(f"  installed with torch: {' '.join(rel['with_torch']) or '-'}")
+        for step in rel["compiled"]:
+            iso = " --no-build-isolation" if step["no_build_isolation"] else ""
+            out.print(f"  compiled ({', '.join(step['targets'])}): {step['package']}{iso} - {step['why']}")
+            if step["requires"]:
+                out.print(f"    first: {' '.join(step['requires'])}")
+            if step["memory_per_job_gib"]:
+                out.print(f"    MAX_JOBS: build host memory / {step['memory_per_job_gib']} GiB")
+            for target, env in step["env"].items():
+                out.print(f"    {target}: {' '.join(f'{k}={v}' for k, v in env.items())}")
+        out.print("  pins:")
+        for pkg in rel["packages"]:
+            only = f"  ({', '.join(pkg['targets'])} only)" if len(pkg["targets"]) == 1 else ""
+            why = f"  - {pkg['why']}" if pkg["why"] else ""
+            out.print(f"    {pkg['requirement']}{only}{why}")
+        for patch in rel["patches"]:
+            out.print(f"  patch {patch['id']} ({patch['package']}/{patch['file']}): {patch['summary']}")
+        for option in rel["options"]:
+            out.print(f"  option --with {option['name']} ({', '.join(option['targets'])}): {option['summary']}")
+            out.print(f"    adds: {' '.join(option['packages'])}")
+        out.print("  fixes:")
+        for fix in rel["fixes"]:
+            out.print(f"    {fix['issue']:28} [{fix['via']}] {fix['detail']}")
+            out.print(f"    {'':28} {fix['title']}")
+
+
+@app.command("render")
+def render_command(
+    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile path.")],
+    target: TargetOpt = None,
+    options: Annotated[
+        Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable), e.g. xformers.")
+    ] = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Write the Dockerfile here instead of stdout.")
+    ] = None,
+    context: Annotated[
+        Optional[Path], typer.Option("--context", help="Write the whole build context into this new or empty folder.")
+    ] = None,
+) -> None:
+    """Render the Dockerfile of a stack (pure: no Docker, no network)."""
+    name, release = split_spec(spec)
+    plan = plan_build(load_stack(name), release, target, options or [])
+    ctx = render_context(plan)
+    if context is not None:
+        _write_context(ctx, context)
+    if output is not None:
+        _write_atomic(output, ctx.dockerfile)
+    if output is None and context is None:
+        sys.stdout.write(ctx.dockerfile)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, so a failure leaves no half file."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise RenderError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise RenderError(f"cannot write {path}: it is a folder (use --context for a build context)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    except OSError as exc:
+        raise RenderError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RenderError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_context(ctx, folder: Path) -> None:
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RenderError(f"--context {folder} must be a new or empty folder")
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not parent.is_dir():
+        raise RenderError(f"cannot write {folder}: folder {parent} does not exist")
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
+    except OSError as exc:
+        raise RenderError(f"cannot write {folder}: {exc.strerror}") from None
+    try:
+        ctx.write(staging)
+        if folder.exists():
+            folder.rmdir()
+        staging.rename(folder)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RenderError(f"cannot write {folder}: {exc.strerror}") from None
+
+
+@app.command("schema")
+def schema_command() -> None:
+    """Print the JSON schema of a stack profile."""
+    print(json.dumps(profile_schema(), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,136 @@
+"""BuildPlan: everything one image depends on, for one stack x release x target x options.
+
+The plan is where Python prepares and orders the data; templates only loop over it. Nothing
+here touches Docker or the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .errors import SelectionError
+from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+
+# Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
+# toolchain (torch.compile and DeepSpeed's JIT compile at run time) and CA certificates.
+IMPLIED_APT = ("build-essential", "ca-certificates", "python3", "python3-dev", "python3-venv")
+VENV = "/opt/venv"
+STACKBUILD_DIR = "/opt/stackbuild"
+HELD = f"{STACKBUILD_DIR}/held.txt"
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """One package built against the installed torch, with its build environment."""
+
+    pin: Pin
+    why: str
+    requires: tuple[Pin, ...]
+    no_build_isolation: bool
+    memory_per_job_gib: int | None
+    env: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    stack: Stack
+    release: Release
+    target: TargetSpec
+    options: tuple[str, ...]
+    apt: tuple[str, ...]
+    compiled: tuple[CompiledStep, ...]
+    packages: tuple[Pin, ...]
+    patches: tuple[Patch, ...]
+    files: tuple[ShippedFile, ...]
+    runtime_env: tuple[tuple[str, str], ...]
+    fixes: tuple[Fix, ...]
+    pins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.stack.name}@{self.release.name}"
+
+    def manifest(self) -> dict:
+        """What the image says about itself (copied to /opt/stackbuild/manifest.json)."""
+        return {
+            "stack": self.stack.name,
+            "release": self.release.name,
+            "target": self.target.name,
+            "options": list(self.options),
+            "python": self.target.python,
+            "base": self.target.base.ref,
+            "pins": self.pins,
+            "patches": [p.id for p in self.patches],
+            "fixes": [f.issue.id for f in self.fixes],
+        }
+
+    def labels(self) -> dict[str, str]:
+        """Image labels known at render time (the content hash is added when building)."""
+        return {
+            "org.opencontainers.image.title": f"stackbuild {self.spec} ({self.target.name})",
+            "org.opencontainers.image.description": self.stack.title,
+            "org.opencontainers.image.version": f"{self.release.name}-{self.target.name}",
+            "org.opencontainers.image.base.name": self.target.base.ref,
+            "io.stackbuild.stack": self.stack.name,
+            "io.stackbuild.release": self.release.name,
+            "io.stackbuild.target": self.target.name,
+            "io.stackbuild.options": ",".join(self.options),
+            "io.stackbuild.pins": json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
+            "io.stackbuild.fixes": ",".join(f.issue.id for f in self.fixes),
+        }
+
+
+def select_target(stack: Stack, release: Release, target: str | None) -> TargetSpec:
+    name = target or ("cuda" if "cuda" in release.targets else next(iter(release.targets)))
+    if name not in release.targets:
+        known = ", ".join(t for t in TARGETS if t in release.targets)
+        raise SelectionError(f"{stack.name}@{release.name} has no target '{name}'; targets: {known}")
+    return release.targets[name]
+
+
+def plan_build(stack: Stack, release: str | None = None, target: str | None = None,
+               options: tuple[str, ...] | list[str] = ()) -> BuildPlan:
+    """Resolve one image's plan; unknown releases, targets and options list what exists."""
+    rel = stack.release(release)
+    spec = select_target(stack, rel, target)
+    chosen = tuple(sorted(set(options)))
+    for name in chosen:
+        if name not in rel.options:
+            known = ", ".join(rel.options) or "none"
+            raise SelectionError(f"{stack.name}@{rel.name} has no option '{name}'; options: {known}")
+        if spec.name not in rel.options[name].targets:
+            raise SelectionError(f"option '{name}' of {stack.name}@{rel.name} is for targets "
+                                 f"{', '.join(rel.options[name].targets)}, not {spec.name}")
+
+    compiled = []
+    for comp in rel.compiled:
+        if spec.name not in comp.targets:
+            continue
+        env = dict(comp.env.get(spec.name, ()))
+        if spec.arch_list:
+            # No GPU is visible during docker build: name the archs, or torch guesses none.
+            env["TORCH_CUDA_ARCH_LIST"] = ";".join(spec.arch_list)
+        compiled.append(CompiledStep(comp.pin, comp.why, comp.requires, comp.no_build_isolation,
+                                     comp.memory_per_job_gib, tuple(sorted(env.items()))))
+
+    packages = [p.pin for p in rel.packages if spec.name in p.targets]
+    fixes = list(rel.fixes)
+    for name in chosen:
+        packages.extend(rel.options[name].packages)
+        fixes.extend(rel.options[name].fixes)
+    packages.sort(key=lambda p: p.name)
+
+    apt = set(IMPLIED_APT) | set(rel.apt)
+    all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages]
+    if any(p.is_git for p in all_pins):
+        apt.add("git")
+    pins = {p.name: (p.version or p.url or "") for p in all_pins}
+
+    runtime_env = dict(rel.env)
+    runtime_env.update(spec.env)
+    return BuildPlan(
+        stack=stack, release=rel, target=spec, options=chosen, apt=tuple(sorted(apt)), compiled=tuple(compiled),
+        packages=tuple(packages), patches=rel.patches, files=stack.files,
+        runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
+    )

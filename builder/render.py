@@ -1,0 +1,90 @@
+"""Render a BuildPlan into a BuildContext: the Dockerfile text plus the files it copies.
+
+Pure: no Docker, no network, no clock. The same plan renders to the same bytes, which is what
+makes golden files and content tags meaningful.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from .errors import RenderError
+from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan
+from .resources import templates_dir
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything `docker build` receives: the Dockerfile and the files beside it."""
+
+    plan: BuildPlan
+    dockerfile: str
+    files: tuple[tuple[str, bytes], ...]  # (relative path, content), sorted by path
+
+    def write(self, directory: Path) -> None:
+        """Write the context into an empty or new directory."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "Dockerfile").write_text(self.dockerfile, encoding="utf-8")
+        for rel, content in self.files:
+            path = directory / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+
+
+def dockerfile_string(value: str) -> str:
+    """A double-quoted Dockerfile word: escapes quotes, backslashes and `$` (LABEL/ENV expand it)."""
+    if any(ord(c) < 0x20 for c in value):
+        raise RenderError(f"refusing to render a control character into the Dockerfile: {value!r}")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def shell_word(value: str) -> str:
+    """One shell word, quoted only when it needs to be."""
+    if any(ord(c) < 0x20 for c in value):
+        raise RenderError(f"refusing to render a control character into a RUN line: {value!r}")
+    return shlex.quote(value)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["dq"] = dockerfile_string
+    env.filters["sh"] = shell_word
+    return env
+
+
+def render_dockerfile(plan: BuildPlan) -> str:
+    """The Dockerfile text of a plan."""
+    try:
+        template = _environment().get_template("Dockerfile.j2")
+        return template.render(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD)
+    except jinja2.TemplateError as exc:
+        raise RenderError(f"template error while rendering {plan.spec} ({plan.target.name}): {exc}") from None
+
+
+def render_context(plan: BuildPlan) -> BuildContext:
+    """The Dockerfile plus every file it copies: patches, shipped files, the manifest."""
+    files: dict[str, bytes] = {"manifest.json": (json.dumps(plan.manifest(), indent=2) + "\n").encode()}
+    if plan.patches:
+        files["patches/apply_patch.py"] = (templates_dir() / "context" / "apply_patch.py").read_bytes()
+        for patch in plan.patches:
+            body = {"id": patch.id, "package": patch.package, "file": patch.file, "find": patch.find,
+                    "replace": patch.replace, "count": patch.count}
+            files[f"patches/{patch.id}.json"] = (json.dumps(body, indent=2) + "\n").encode()
+    for shipped in plan.files:
+        files[f"files/{shipped.name}"] = shipped.content.encode()
+    return BuildContext(plan, render_dockerfile(plan), tuple(sorted(files.items())))

@@ -1,0 +1,83 @@
+# alpaca-lora@2023.04, target cuda
+# alpaca-lora (LoRA fine-tuning with peft, 8-bit base model)
+# Rendered by `stackbuild render` from stacks/alpaca-lora.yaml: edit the profile, not this file.
+# Layers run from the most stable and expensive (OS, Python, torch) to the most volatile
+# (pins, stackbuild's files, labels), so bumping one pin rebuilds only what follows it.
+
+FROM nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1
+
+# OS packages: the interpreter and its headers, a C toolchain for compiled ops and
+# torch.compile, and the stack's own system libraries.
+# Versions come from the base image's distribution release, which the FROM line fixes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential \
+      ca-certificates \
+      python3 \
+      python3-dev \
+      python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+# Python 3.10 from the distribution, in a virtual environment so pip never
+# touches the system's packages; build tools pinned (and held) for reproducible source builds.
+RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version' \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 \
+ && mkdir -p /opt/stackbuild \
+ && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv
+
+# torch: torch==2.0.1+cu118 from https://download.pytorch.org/whl/cu118 (its CUDA 11.8 build).
+# The largest layer, shared by every stack and release with the same base, Python and torch;
+# held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
+RUN pip install -c /opt/stackbuild/held.txt --extra-index-url https://download.pytorch.org/whl/cu118 torch==2.0.1+cu118 numpy==1.24.4 \
+ && printf '%s\n' torch==2.0.1+cu118 numpy==1.24.4 >> /opt/stackbuild/held.txt
+
+# The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
+RUN pip install -c /opt/stackbuild/held.txt \
+      accelerate==0.18.0 \
+      appdirs==1.4.4 \
+      bitsandbytes==0.37.2 \
+      datasets==2.11.0 \
+      fire==0.5.0 \
+      fsspec==2023.4.0 \
+      huggingface-hub==0.14.1 \
+      loralib==0.1.1 \
+      peft==0.2.0 \
+      pyarrow==12.0.1 \
+      sentencepiece==0.1.99 \
+      tokenizers==0.13.3 \
+      transformers==4.28.1
+
+# stackbuild's own files: what the image says about itself.
+COPY manifest.json /opt/stackbuild/manifest.json
+
+ENV \
+    BNB_CUDA_VERSION="118" \
+    LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+
+WORKDIR /workspace
+CMD ["bash"]
+
+# Labels last: they change with every pin, and nothing builds on top of them.
+LABEL \
+      org.opencontainers.image.title="stackbuild alpaca-lora@2023.04 (cuda)" \
+      org.opencontainers.image.description="alpaca-lora (LoRA fine-tuning with peft, 8-bit base model)" \
+      org.opencontainers.image.version="2023.04-cuda" \
+      org.opencontainers.image.base.name="nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04" \
+      io.stackbuild.stack="alpaca-lora" \
+      io.stackbuild.release="2023.04" \
+      io.stackbuild.target="cuda" \
+      io.stackbuild.options="" \
+      io.stackbuild.pins="{\"accelerate\":\"0.18.0\",\"appdirs\":\"1.4.4\",\"bitsandbytes\":\"0.37.2\",\"datasets\":\"2.11.0\",\"fire\":\"0.5.0\",\"fsspec\":\"2023.4.0\",\"huggingface-hub\":\"0.14.1\",\"loralib\":\"0.1.1\",\"numpy\":\"1.24.4\",\"peft\":\"0.2.0\",\"pyarrow\":\"12.0.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1+cu118\",\"transformers\":\"4.28.1\"}" \
+      io.stackbuild.fixes="peft-empty-adapter,bnb-cpu-lib,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"

@@ -1,0 +1,87 @@
+# deepspeed-zero3-offload@2023.06, target cpu
+# DeepSpeed ZeRO-3 with CPU/NVMe offload and pre-compiled ops
+# Rendered by `stackbuild render` from stacks/deepspeed-zero3-offload.yaml: edit the profile, not this file.
+# Layers run from the most stable and expensive (OS, Python, torch) to the most volatile
+# (pins, stackbuild's files, labels), so bumping one pin rebuilds only what follows it.
+
+FROM debian:bullseye-slim
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1
+
+# OS packages: the interpreter and its headers, a C toolchain for compiled ops and
+# torch.compile, and the stack's own system libraries.
+# Versions come from the base image's distribution release, which the FROM line fixes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential \
+      ca-certificates \
+      libaio-dev \
+      python3 \
+      python3-dev \
+      python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+# Python 3.9 from the distribution, in a virtual environment so pip never
+# touches the system's packages; build tools pinned (and held) for reproducible source builds.
+RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 9), sys.version' \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 \
+ && mkdir -p /opt/stackbuild \
+ && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv
+
+# torch: torch==2.0.1 from PyPI.
+# The largest layer, shared by every stack and release with the same base, Python and torch;
+# held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
+RUN pip install -c /opt/stackbuild/held.txt torch==2.0.1 numpy==1.24.4 \
+ && printf '%s\n' torch==2.0.1 numpy==1.24.4 >> /opt/stackbuild/held.txt
+
+# deepspeed: ZeRO-3 offload; its ops are pre-compiled here, LLM-unused ones switched off
+# Built with --no-build-isolation: its setup.py imports the torch installed above.
+# The build host's CPU flags go to /opt/stackbuild/build-host-cpu.txt: code compiled here may need them.
+RUN pip install -c /opt/stackbuild/held.txt ninja==1.11.1 pydantic==1.10.9 py-cpuinfo==9.0.0 hjson==3.1.0 \
+ && DS_BUILD_AIO=1 \
+    DS_BUILD_CPU_ADAM=1 \
+    pip install --no-build-isolation -c /opt/stackbuild/held.txt deepspeed==0.9.3 \
+ && printf '%s\n' ninja==1.11.1 pydantic==1.10.9 py-cpuinfo==9.0.0 hjson==3.1.0 deepspeed==0.9.3 >> /opt/stackbuild/held.txt \
+ && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt
+
+# The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
+RUN pip install -c /opt/stackbuild/held.txt \
+      accelerate==0.18.0 \
+      datasets==2.11.0 \
+      fsspec==2023.4.0 \
+      huggingface-hub==0.14.1 \
+      pyarrow==12.0.1 \
+      sentencepiece==0.1.99 \
+      tokenizers==0.13.3 \
+      transformers==4.28.1
+
+# stackbuild's own files: what the image says about itself, and ready-made configs.
+# files/ds_config_zero3_offload.json: ZeRO-3 with optimizer and parameters offloaded to pinned CPU memory; "auto" values are filled by the Hugging Face Trainer.
+COPY files/ /opt/stackbuild/files/
+COPY manifest.json /opt/stackbuild/manifest.json
+
+WORKDIR /workspace
+CMD ["bash"]
+
+# Labels last: they change with every pin, and nothing builds on top of them.
+LABEL \
+      org.opencontainers.image.title="stackbuild deepspeed-zero3-offload@2023.06 (cpu)" \
+      org.opencontainers.image.description="DeepSpeed ZeRO-3 with CPU/NVMe offload and pre-compiled ops" \
+      org.opencontainers.image.version="2023.06-cpu" \
+      org.opencontainers.image.base.name="debian:bullseye-slim" \
+      io.stackbuild.stack="deepspeed-zero3-offload" \
+      io.stackbuild.release="2023.06" \
+      io.stackbuild.target="cpu" \
+      io.stackbuild.options="" \
+      io.stackbuild.pins="{\"accelerate\":\"0.18.0\",\"datasets\":\"2.11.0\",\"deepspeed\":\"0.9.3\",\"fsspec\":\"2023.4.0\",\"hjson\":\"3.1.0\",\"huggingface-hub\":\"0.14.1\",\"ninja\":\"1.11.1\",\"numpy\":\"1.24.4\",\"py-cpuinfo\":\"9.0.0\",\"pyarrow\":\"12.0.1\",\"pydantic\":\"1.10.9\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"transformers\":\"4.28.1\"}" \
+      io.stackbuild.fixes="ds-aio-precompile,ds-ninja-missing,ds-cpu-adam-build,ds-sparse-attn-torch2,ds-era-pin,ds-pydantic2,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"

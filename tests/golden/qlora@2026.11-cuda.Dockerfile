@@ -1,0 +1,74 @@
+# qlora@2026.11, target cuda
+# QLoRA (4-bit base model, LoRA adapters, paged optimizers)
+# Rendered by `stackbuild render` from stacks/qlora.yaml: edit the profile, not this file.
+# Layers run from the most stable and expensive (OS, Python, torch) to the most volatile
+# (pins, stackbuild's files, labels), so bumping one pin rebuilds only what follows it.
+
+FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive \
+    LANG=C.UTF-8 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1
+
+# OS packages: the interpreter and its headers, a C toolchain for compiled ops and
+# torch.compile, and the stack's own system libraries.
+# Versions come from the base image's distribution release, which the FROM line fixes.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+      build-essential \
+      ca-certificates \
+      python3 \
+      python3-dev \
+      python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+# Python 3.12 from the distribution, in a virtual environment so pip never
+# touches the system's packages; build tools pinned (and held) for reproducible source builds.
+RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/python -m pip install pip==25.3 setuptools==80.9.0 wheel==0.45.1 \
+ && mkdir -p /opt/stackbuild \
+ && printf '%s\n' pip==25.3 setuptools==80.9.0 wheel==0.45.1 > /opt/stackbuild/held.txt
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv
+
+# torch: torch==2.10.0 from PyPI.
+# The largest layer, shared by every stack and release with the same base, Python and torch;
+# held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
+RUN pip install -c /opt/stackbuild/held.txt torch==2.10.0 \
+ && printf '%s\n' torch==2.10.0 >> /opt/stackbuild/held.txt
+
+# The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
+RUN pip install -c /opt/stackbuild/held.txt \
+      accelerate==1.13.0 \
+      bitsandbytes==0.49.1 \
+      datasets==4.8.4 \
+      peft==0.21.2 \
+      scipy==1.16.3 \
+      sentencepiece==0.2.1 \
+      transformers==5.14.1 \
+      trl==1.8.0
+
+# stackbuild's own files: what the image says about itself.
+COPY manifest.json /opt/stackbuild/manifest.json
+
+WORKDIR /workspace
+CMD ["bash"]
+
+# Labels last: they change with every pin, and nothing builds on top of them.
+LABEL \
+      org.opencontainers.image.title="stackbuild qlora@2026.11 (cuda)" \
+      org.opencontainers.image.description="QLoRA (4-bit base model, LoRA adapters, paged optimizers)" \
+      org.opencontainers.image.version="2026.11-cuda" \
+      org.opencontainers.image.base.name="nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04" \
+      io.stackbuild.stack="qlora" \
+      io.stackbuild.release="2026.11" \
+      io.stackbuild.target="cuda" \
+      io.stackbuild.options="" \
+      io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"peft\":\"0.21.2\",\"scipy\":\"1.16.3\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\",\"trl\":\"1.8.0\"}" \
+      io.stackbuild.fixes="bnb-cpu-lib,peft-empty-adapter"

@@ -1,0 +1,147 @@
+"""The CLI through CliRunner: outputs, exit codes, exact error messages, no half-written files."""
+
+from __future__ import annotations
+
+import json
+
+from builder.profile import RawStack
+
+
+def test_list_json_has_every_stack_release_and_target(cli):
+    code, out, err = cli("list", "--json")
+    assert code == 0, err
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert set(rows) == {"alpaca-lora", "deepspeed-zero3-offload", "flash-attn-fsdp", "qlora"}
+    for row in rows.values():
+        assert sum(r["default"] for r in row["releases"]) == 1
+        assert any(r["era"] for r in row["releases"])
+        assert all(set(r["targets"]) == {"cuda", "cpu"} for r in row["releases"])
+
+
+def test_list_table(cli):
+    code, out, _ = cli("list")
+    assert code == 0
+    assert "deepspeed-zero3-offload" in out and "2026.11*" in out
+
+
+def test_show_prints_pins_flags_patches_and_fixes(cli):
+    code, out, err = cli("show", "flash-attn-fsdp@2023.06")
+    assert code == 0, err
+    assert "flash-attn-fsdp@2023.06 (era)" in out
+    assert "flash-attn==1.0.9 --no-build-isolation" in out
+    assert "patch fsdp-save-cpu-clone (torch/distributed/fsdp/_state_dict_utils.py)" in out
+    assert "option --with xformers (cuda)" in out
+    assert "fsdp-save-oom" in out and "[patch]" in out
+
+
+def test_show_alpaca_lora_gives_the_reason_for_its_peft_pin(cli):
+    code, out, _ = cli("show", "alpaca-lora@2023.04")
+    assert code == 0
+    assert "peft==0.2.0" in out
+    assert "not the 0.3.0 the seed notes suggest" in out
+    assert "443-byte adapter" in out
+
+
+def test_show_json_is_complete(cli):
+    code, out, _ = cli("show", "deepspeed-zero3-offload", "--json")
+    assert code == 0
+    info = json.loads(out)
+    era = next(r for r in info["releases"] if r["era"])
+    step = era["compiled"][0]
+    assert step["package"] == "deepspeed==0.9.3"
+    assert step["env"]["cuda"]["DS_BUILD_OPS"] == "1"
+    assert "libaio-dev" in era["apt"]
+    assert any(n.startswith("DeepSpeed compiles its CPU ops with -march=native") for n in info["notes"])
+
+
+def test_render_to_stdout_defaults_to_cuda_and_default_release(cli):
+    code, out, _ = cli("render", "qlora")
+    assert code == 0
+    assert out.startswith("# qlora@2026.11, target cuda\n")
+    assert "FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04" in out
+
+
+def test_render_output_file_and_context(cli, tmp_path):
+    target = tmp_path / "Dockerfile"
+    code, out, err = cli("render", "flash-attn-fsdp@2023.06", "-t", "cpu", "-o", str(target))
+    assert code == 0 and out == "", err
+    assert target.read_text().startswith("# flash-attn-fsdp@2023.06, target cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["Dockerfile"]
+    ctx = tmp_path / "ctx"
+    code, _, err = cli("render", "flash-attn-fsdp@2023.06", "--context", str(ctx))
+    assert code == 0, err
+    assert sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if p.is_file()) == [
+        "Dockerfile", "manifest.json", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"]
+
+
+def test_render_refuses_a_non_empty_context_and_leaves_it_alone(cli, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, _, err = cli("render", "qlora", "--context", str(tmp_path))
+    assert code == 5
+    assert err == f"error: --context {tmp_path} must be a new or empty folder\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_render_into_missing_folder_fails_cleanly(cli, tmp_path):
+    code, _, err = cli("render", "qlora", "-o", str(tmp_path / "no" / "Dockerfile"))
+    assert code == 5
+    assert err == f"error: cannot write {tmp_path / 'no' / 'Dockerfile'}: folder {tmp_path / 'no'} does not exist\n"
+
+
+def test_render_keeps_the_old_file_when_rendering_fails(cli, tmp_path):
+    target = tmp_path / "Dockerfile"
+    target.write_text("old")
+    code, _, _ = cli("render", "qlora", "-t", "rocm", "-o", str(target))
+    assert code == 4
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["Dockerfile"]
+
+
+def test_unknown_stack_release_target_option(cli):
+    assert cli("show", "qlor") == (4, "", "error: unknown stack 'qlor'; did you mean 'qlora'? stacks: alpaca-lora, "
+                                     "deepspeed-zero3-offload, flash-attn-fsdp, qlora\n")
+    assert cli("render", "qlora@2022.01") == (4, "", "error: stack 'qlora' has no release '2022.01'; releases: "
+                                              + ", ".join(__import__("builder.profile", fromlist=["x"])
+                                                          .load_stack("qlora").releases)
+                                              + " (default 2026.11)\n")
+    assert cli("render", "qlora", "--target", "rocm") == (4, "", "error: qlora@2026.11 has no target 'rocm'; "
+                                                          "targets: cuda, cpu\n")
+    assert cli("render", "qlora", "--with", "xformers") == (4, "", "error: qlora@2026.11 has no option "
+                                                            "'xformers'; options: none\n")
+    assert cli("render", "flash-attn-fsdp", "-t", "cpu", "--with", "xformers") == (
+        4, "", "error: option 'xformers' of flash-attn-fsdp@2026.11 is for targets cuda, not cpu\n")
+    assert cli("show", "qlora@") == (4, "", "error: 'qlora@' is not STACK or STACK@RELEASE\n")
+
+
+def test_missing_profile_file(cli, tmp_path):
+    code, _, err = cli("show", str(tmp_path / "nope.yaml"))
+    assert code == 4
+    assert err == f"error: profile file not found: {tmp_path / 'nope.yaml'}\n"
+
+
+def test_usage_error_exit_code(cli):
+    code, _, err = cli("render")
+    assert code == 2
+    assert "Missing argument" in err
+
+
+def test_schema_is_the_profile_json_schema(cli):
+    code, out, _ = cli("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema == RawStack.model_json_schema()
+    assert "releases" in schema["properties"] and "RawRelease" in schema["$defs"]
+
+
+def test_debug_shows_a_traceback_only_when_asked(cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\n")
+    code, _, err = cli("show", str(bad))
+    assert code == 3 and "Traceback" not in err
+    code, _, err = cli("--debug", "show", str(bad))
+    assert code == 3 and "Traceback" in err
+
+
+def test_version(cli):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("stackbuild ")
