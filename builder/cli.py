@@ -23,7 +23,10 @@ from rich.text import Text
 
 from . import __version__
 from .errors import EXIT_CODES, RenderError, StackbuildError
+from .build import build_image, parse_build_args, prepare
 from .catalog import describe_stack, list_stacks, profile_schema, split_spec
+from .config import config_path, load_settings
+from .engine import BuildEvent
 from .plan import plan_build
 from .profile import load_stack
 from .render import render_context
@@ -78,12 +81,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", help="Settings file (default: $STACKBUILD_CONFIG or "
+                                     "~/.config/stackbuild/config.toml).")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     """stackbuild: render, build, test and diagnose LLM training images."""
+    ctx.obj = {"config": config}
 
 
 @app.command("list")
@@ -233,6 +242,112 @@ def _write_context(ctx, folder: Path) -> None:
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise RenderError(f"cannot write {folder}: {exc.strerror}") from None
+
+
+config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print every setting, its value (credentials masked) and where it came from."""
+    settings = load_settings(ctx.obj["config"])
+    rows = settings.shown()
+    if as_json:
+        print(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}, indent=2))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("SETTING", "VALUE", "SOURCE"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"config file: {config_path(ctx.obj['config'])}")
+
+
+@app.command("build")
+def build_command(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile path.")],
+    target: TargetOpt = None,
+    options: Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")] = None,
+    tags: Annotated[Optional[list[str]], typer.Option("--tag", help="Also tag the image with this name (repeatable).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step afresh.")] = False,
+    pull: Annotated[bool, typer.Option("--pull", help="Pull the base image even if present.")] = False,
+    network: Annotated[Optional[str], typer.Option("--network", help="Build network: default, host, bridge or none.")] = None,
+    build_args: Annotated[Optional[list[str]], typer.Option("--build-arg", help="NAME=VALUE, e.g. HTTPS_PROXY (repeatable).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print progress and the result as JSON lines.")] = False,
+) -> None:
+    """Build a stack's image through the Docker engine, with step progress."""
+    settings = load_settings(ctx.obj["config"], {"build_network": network})
+    args = parse_build_args(build_args or [])
+    name, release = split_spec(spec)
+    context = prepare(name, release, target, options or [])
+    reporter = _reporter(quiet, as_json)
+    try:
+        result = build_image(context, settings, extra_tags=tuple(tags or ()), nocache=no_cache, pull=pull,
+                             buildargs=args, on_event=reporter)
+    finally:
+        close = getattr(reporter, "close", None)
+        if close:
+            close()
+    summary = {
+        "image": result.ref.moving, "content_tag": result.ref.immutable, "id": result.image_id,
+        "content_hash": result.ref.content_hash, "steps": result.steps, "cached_steps": result.cached_steps,
+        "seconds": round(result.seconds, 1),
+    }
+    if as_json:
+        print(json.dumps({"event": "result", **summary}), flush=True)
+        return
+    cache = " (all cached)" if result.fully_cached else f" ({result.cached_steps} of {result.steps} steps cached)"
+    out.print(f"built {result.ref.moving} = {result.ref.immutable} in {result.seconds:.1f} s{cache}")
+
+
+def _reporter(quiet: bool, as_json: bool):
+    """The progress printer for build events: JSON lines, a live rich view on a TTY, or plain lines."""
+    if as_json:
+        def emit(event: BuildEvent) -> None:
+            record = {"event": event.kind, "text": event.text}
+            if event.step:
+                record.update(step=event.step, total=event.total)
+            print(json.dumps(record), flush=True)
+        return emit
+    if quiet:
+        return lambda event: None
+    if sys.stdout.isatty():
+        return _LiveReporter()
+
+    def plain(event: BuildEvent) -> None:
+        if event.kind == "step":
+            print(f"[{event.step}/{event.total}] {event.text}", flush=True)
+        elif event.kind == "cached":
+            print("  (cached)", flush=True)
+        elif event.kind == "output" and event.text.strip():
+            print(f"  {event.text}", flush=True)
+    return plain
+
+
+class _LiveReporter:
+    """On a terminal: one line per step, a spinner with the current step's latest output."""
+
+    def __init__(self) -> None:
+        self.status = out.status("starting the build")
+        self.status.start()
+        self.current = ""
+
+    def __call__(self, event: BuildEvent) -> None:
+        if event.kind == "step":
+            self.current = f"[{event.step}/{event.total}] {event.text[:100]}"
+            out.print(self.current)
+            self.status.update(self.current)
+        elif event.kind == "cached":
+            out.print("  (cached)")
+        elif event.kind == "output" and event.text.strip():
+            self.status.update(f"{self.current}\n  {event.text.strip()[:120]}")
+
+    def close(self) -> None:
+        self.status.stop()
 
 
 @app.command("schema")

@@ -56,6 +56,50 @@ class RenderError(StackbuildError):
     exit_code = 5
 
 
+class ConfigError(StackbuildError):
+    """A setting (config file, STACKBUILD_* variable or flag) is invalid."""
+
+    exit_code = 6
+
+
+class EngineUnavailable(StackbuildError):
+    """No Docker engine answered; the message says what was tried and how to start one."""
+
+    exit_code = 7
+
+
+class BuildError(StackbuildError):
+    """An image build failed; the message names the step, its exit code, its last lines and the log."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, step: int = 0, total: int = 0, instruction: str = "",
+                 exit_status: int | None = None, tail: tuple[str, ...] = (), log_path: str | None = None):
+        self.reason = message
+        self.step, self.total, self.instruction = step, total, instruction
+        self.exit_status, self.tail, self.log_path = exit_status, tuple(tail), log_path
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        if not self.step:
+            text = self.reason
+        else:
+            status = f" (exit code {self.exit_status})" if self.exit_status is not None else ""
+            instruction = self.instruction if len(self.instruction) <= 160 else self.instruction[:157] + "..."
+            text = f"step {self.step}/{self.total} failed{status}: {instruction}"
+            if self.exit_status is None:
+                text += f"\n  {self.reason}"
+        if self.tail:
+            text += "\nlast lines of its output:\n" + "\n".join(f"  {line}" for line in self.tail)
+        if self.log_path:
+            text += f"\nfull log: {self.log_path}"
+        return text
+
+    def with_log(self, tail: tuple[str, ...], log_path: str | None) -> BuildError:
+        return BuildError(self.reason, step=self.step, total=self.total, instruction=self.instruction,
+                          exit_status=self.exit_status, tail=tail, log_path=log_path)
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (run again with --debug and report it)",
@@ -63,4 +107,7 @@ EXIT_CODES = {
     ProfileError.exit_code: "invalid stack profile or knowledge base",
     SelectionError.exit_code: "unknown stack, release, target or option",
     RenderError.exit_code: "rendering failed or the output could not be written",
+    ConfigError.exit_code: "invalid setting (config file, STACKBUILD_* variable or flag)",
+    EngineUnavailable.exit_code: "no Docker engine answered",
+    BuildError.exit_code: "the image build failed",
 }

@@ -13,8 +13,9 @@ from .errors import SelectionError
 from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
-# toolchain (torch.compile and DeepSpeed's JIT compile at run time) and CA certificates.
-IMPLIED_APT = ("build-essential", "ca-certificates", "python3", "python3-dev", "python3-venv")
+# toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
+# (git pins, `pip install git+…`). The same list everywhere keeps the first layers shared.
+IMPLIED_APT = ("build-essential", "ca-certificates", "git", "python3", "python3-dev", "python3-venv")
 VENV = "/opt/venv"
 STACKBUILD_DIR = "/opt/stackbuild"
 HELD = f"{STACKBUILD_DIR}/held.txt"
@@ -123,8 +124,6 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
 
     apt = set(IMPLIED_APT) | set(rel.apt)
     all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages]
-    if any(p.is_git for p in all_pins):
-        apt.add("git")
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
 
     runtime_env = dict(rel.env)

@@ -78,7 +78,10 @@ def render_dockerfile(plan: BuildPlan) -> str:
 
 def render_context(plan: BuildPlan) -> BuildContext:
     """The Dockerfile plus every file it copies: patches, shipped files, the manifest."""
-    files: dict[str, bytes] = {"manifest.json": (json.dumps(plan.manifest(), indent=2) + "\n").encode()}
+    files: dict[str, bytes] = {
+        "manifest.json": (json.dumps(plan.manifest(), indent=2) + "\n").encode(),
+        "site.sh": (templates_dir() / "context" / "site.sh").read_bytes(),
+    }
     if plan.patches:
         files["patches/apply_patch.py"] = (templates_dir() / "context" / "apply_patch.py").read_bytes()
         for patch in plan.patches:

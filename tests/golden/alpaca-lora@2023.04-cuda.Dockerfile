@@ -13,26 +13,34 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
+# Site settings (index URLs that may carry credentials, an extra CA, mirrors) reach each network
+# step from stackbuild's loopback server through this script, never through a layer.
+COPY site.sh /opt/stackbuild/site.sh
+
 # OS packages: the interpreter and its headers, a C toolchain for compiled ops and
 # torch.compile, and the stack's own system libraries.
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential \
       ca-certificates \
+      git \
       python3 \
       python3-dev \
       python3-venv \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && site_end
 
 # Python 3.10 from the distribution, in a virtual environment so pip never
 # touches the system's packages; build tools pinned (and held) for reproducible source builds.
-RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version' \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && python3 -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version' \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 \
- && mkdir -p /opt/stackbuild \
- && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt
+ && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt \
+ && site_end
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
@@ -40,11 +48,14 @@ ENV PATH=/opt/venv/bin:$PATH \
 # torch: torch==2.0.1+cu118 from https://download.pytorch.org/whl/cu118 (its CUDA 11.8 build).
 # The largest layer, shared by every stack and release with the same base, Python and torch;
 # held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
-RUN pip install -c /opt/stackbuild/held.txt --extra-index-url https://download.pytorch.org/whl/cu118 torch==2.0.1+cu118 numpy==1.24.4 \
- && printf '%s\n' torch==2.0.1+cu118 numpy==1.24.4 >> /opt/stackbuild/held.txt
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt --extra-index-url https://download.pytorch.org/whl/cu118 torch==2.0.1+cu118 numpy==1.24.4 \
+ && printf '%s\n' torch==2.0.1+cu118 numpy==1.24.4 >> /opt/stackbuild/held.txt \
+ && site_end
 
 # The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
-RUN pip install -c /opt/stackbuild/held.txt \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
       accelerate==0.18.0 \
       appdirs==1.4.4 \
       bitsandbytes==0.37.2 \
@@ -57,7 +68,8 @@ RUN pip install -c /opt/stackbuild/held.txt \
       pyarrow==12.0.1 \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
-      transformers==4.28.1
+      transformers==4.28.1 \
+ && site_end
 
 # stackbuild's own files: what the image says about itself.
 COPY manifest.json /opt/stackbuild/manifest.json

@@ -13,27 +13,35 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
+# Site settings (index URLs that may carry credentials, an extra CA, mirrors) reach each network
+# step from stackbuild's loopback server through this script, never through a layer.
+COPY site.sh /opt/stackbuild/site.sh
+
 # OS packages: the interpreter and its headers, a C toolchain for compiled ops and
 # torch.compile, and the stack's own system libraries.
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential \
       ca-certificates \
+      git \
       libaio-dev \
       python3 \
       python3-dev \
       python3-venv \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && site_end
 
 # Python 3.9 from the distribution, in a virtual environment so pip never
 # touches the system's packages; build tools pinned (and held) for reproducible source builds.
-RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 9), sys.version' \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && python3 -c 'import sys; assert sys.version_info[:2] == (3, 9), sys.version' \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 \
- && mkdir -p /opt/stackbuild \
- && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt
+ && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt \
+ && site_end
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
@@ -41,21 +49,26 @@ ENV PATH=/opt/venv/bin:$PATH \
 # torch: torch==2.0.1 from PyPI.
 # The largest layer, shared by every stack and release with the same base, Python and torch;
 # held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
-RUN pip install -c /opt/stackbuild/held.txt torch==2.0.1 numpy==1.24.4 \
- && printf '%s\n' torch==2.0.1 numpy==1.24.4 >> /opt/stackbuild/held.txt
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt torch==2.0.1 numpy==1.24.4 \
+ && printf '%s\n' torch==2.0.1 numpy==1.24.4 >> /opt/stackbuild/held.txt \
+ && site_end
 
 # deepspeed: ZeRO-3 offload; its ops are pre-compiled here, LLM-unused ones switched off
 # Built with --no-build-isolation: its setup.py imports the torch installed above.
 # The build host's CPU flags go to /opt/stackbuild/build-host-cpu.txt: code compiled here may need them.
-RUN pip install -c /opt/stackbuild/held.txt ninja==1.11.1 pydantic==1.10.9 py-cpuinfo==9.0.0 hjson==3.1.0 \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt ninja==1.11.1 pydantic==1.10.9 py-cpuinfo==9.0.0 hjson==3.1.0 \
  && DS_BUILD_AIO=1 \
     DS_BUILD_CPU_ADAM=1 \
     pip install --no-build-isolation -c /opt/stackbuild/held.txt deepspeed==0.9.3 \
  && printf '%s\n' ninja==1.11.1 pydantic==1.10.9 py-cpuinfo==9.0.0 hjson==3.1.0 deepspeed==0.9.3 >> /opt/stackbuild/held.txt \
- && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt
+ && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt \
+ && site_end
 
 # The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
-RUN pip install -c /opt/stackbuild/held.txt \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
       accelerate==0.18.0 \
       datasets==2.11.0 \
       fsspec==2023.4.0 \
@@ -63,7 +76,8 @@ RUN pip install -c /opt/stackbuild/held.txt \
       pyarrow==12.0.1 \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
-      transformers==4.28.1
+      transformers==4.28.1 \
+ && site_end
 
 # stackbuild's own files: what the image says about itself, and ready-made configs.
 # files/ds_config_zero3_offload.json: ZeRO-3 with optimizer and parameters offloaded to pinned CPU memory; "auto" values are filled by the Hugging Face Trainer.

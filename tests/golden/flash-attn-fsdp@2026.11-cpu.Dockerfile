@@ -13,11 +13,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
+# Site settings (index URLs that may carry credentials, an extra CA, mirrors) reach each network
+# step from stackbuild's loopback server through this script, never through a layer.
+COPY site.sh /opt/stackbuild/site.sh
+
 # OS packages: the interpreter and its headers, a C toolchain for compiled ops and
 # torch.compile, and the stack's own system libraries.
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential \
       ca-certificates \
@@ -25,15 +30,17 @@ RUN apt-get update \
       python3 \
       python3-dev \
       python3-venv \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && site_end
 
 # Python 3.11 from the distribution, in a virtual environment so pip never
 # touches the system's packages; build tools pinned (and held) for reproducible source builds.
-RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install pip==25.3 setuptools==80.9.0 wheel==0.45.1 \
- && mkdir -p /opt/stackbuild \
- && printf '%s\n' pip==25.3 setuptools==80.9.0 wheel==0.45.1 > /opt/stackbuild/held.txt
+ && printf '%s\n' pip==25.3 setuptools==80.9.0 wheel==0.45.1 > /opt/stackbuild/held.txt \
+ && site_end
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
@@ -41,14 +48,18 @@ ENV PATH=/opt/venv/bin:$PATH \
 # torch: torch==2.10.0 from PyPI.
 # The largest layer, shared by every stack and release with the same base, Python and torch;
 # held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
-RUN pip install -c /opt/stackbuild/held.txt torch==2.10.0 \
- && printf '%s\n' torch==2.10.0 >> /opt/stackbuild/held.txt
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt torch==2.10.0 \
+ && printf '%s\n' torch==2.10.0 >> /opt/stackbuild/held.txt \
+ && site_end
 
 # The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
-RUN pip install -c /opt/stackbuild/held.txt \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
       accelerate==1.13.0 \
       datasets==4.8.4 \
-      transformers==5.14.1
+      transformers==5.14.1 \
+ && site_end
 
 # stackbuild's own files: what the image says about itself.
 COPY manifest.json /opt/stackbuild/manifest.json

@@ -13,11 +13,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
 
+# Site settings (index URLs that may carry credentials, an extra CA, mirrors) reach each network
+# step from stackbuild's loopback server through this script, never through a layer.
+COPY site.sh /opt/stackbuild/site.sh
+
 # OS packages: the interpreter and its headers, a C toolchain for compiled ops and
 # torch.compile, and the stack's own system libraries.
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential \
       ca-certificates \
@@ -25,15 +30,17 @@ RUN apt-get update \
       python3 \
       python3-dev \
       python3-venv \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && site_end
 
 # Python 3.12 from the distribution, in a virtual environment so pip never
 # touches the system's packages; build tools pinned (and held) for reproducible source builds.
-RUN python3 -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && python3 -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install pip==25.3 setuptools==80.9.0 wheel==0.45.1 \
- && mkdir -p /opt/stackbuild \
- && printf '%s\n' pip==25.3 setuptools==80.9.0 wheel==0.45.1 > /opt/stackbuild/held.txt
+ && printf '%s\n' pip==25.3 setuptools==80.9.0 wheel==0.45.1 > /opt/stackbuild/held.txt \
+ && site_end
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv
@@ -41,27 +48,33 @@ ENV PATH=/opt/venv/bin:$PATH \
 # torch: torch==2.10.0 from PyPI.
 # The largest layer, shared by every stack and release with the same base, Python and torch;
 # held.txt constrains every later pip install to it, so nothing can swap torch behind our back.
-RUN pip install -c /opt/stackbuild/held.txt torch==2.10.0 \
- && printf '%s\n' torch==2.10.0 >> /opt/stackbuild/held.txt
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt torch==2.10.0 \
+ && printf '%s\n' torch==2.10.0 >> /opt/stackbuild/held.txt \
+ && site_end
 
 # flash-attn: flash-attn 2 kernels (head_dim up to 256, sm80+), compiled against this torch
 # Built with --no-build-isolation: its setup.py imports the torch installed above.
 # MAX_JOBS is sized to the build host's memory (9 GiB per compile job).
 # The build host's CPU flags go to /opt/stackbuild/build-host-cpu.txt: code compiled here may need them.
-RUN MAX_JOBS="$(awk -v per=9 -v cpus="$(nproc)" '/^MemAvailable:/ { n = int($2 / 1048576 / per); if (n < 1) n = 1; if (n > cpus) n = cpus; print n }' /proc/meminfo)" \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && MAX_JOBS="$(awk -v per=9 -v cpus="$(nproc)" '/^MemAvailable:/ { n = int($2 / 1048576 / per); if (n < 1) n = 1; if (n > cpus) n = cpus; print n }' /proc/meminfo)" \
  && export MAX_JOBS \
  && pip install -c /opt/stackbuild/held.txt ninja==1.13.0 packaging==25.0 einops==0.8.1 \
  && FLASH_ATTN_CUDA_ARCHS='80;90;100;120' \
     TORCH_CUDA_ARCH_LIST='8.0;9.0;10.0;12.0' \
     pip install --no-build-isolation -c /opt/stackbuild/held.txt flash-attn==2.8.3.post2 \
  && printf '%s\n' ninja==1.13.0 packaging==25.0 einops==0.8.1 flash-attn==2.8.3.post2 >> /opt/stackbuild/held.txt \
- && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt
+ && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt \
+ && site_end
 
 # The remaining pins, held to everything installed above. Bumping one rebuilds from here on.
-RUN pip install -c /opt/stackbuild/held.txt \
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
       accelerate==1.13.0 \
       datasets==4.8.4 \
-      transformers==5.14.1
+      transformers==5.14.1 \
+ && site_end
 
 # stackbuild's own files: what the image says about itself.
 COPY manifest.json /opt/stackbuild/manifest.json

@@ -152,7 +152,7 @@ def test_labels_carry_stack_pins_and_fixes():
 def test_context_carries_patch_spec_manifest_and_files():
     ctx = render_context(plan_build(load_stack("flash-attn-fsdp"), "2023.06", "cuda"))
     files = dict(ctx.files)
-    assert set(files) == {"manifest.json", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"}
+    assert set(files) == {"manifest.json", "site.sh", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"}
     spec = json.loads(files["patches/fsdp-save-cpu-clone.json"])
     assert spec["find"] == "state_dict[fqn] = state_dict[fqn].clone().detach()"
     assert json.loads(files["manifest.json"])["pins"]["flash-attn"] == "1.0.9"

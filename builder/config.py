@@ -1,0 +1,168 @@
+"""Site and user settings: registry, build network, CA bundle, package indexes, apt mirrors.
+
+Never part of a profile. Precedence, lowest first: defaults, the config file (TOML at
+$STACKBUILD_CONFIG, else $XDG_CONFIG_HOME/stackbuild/config.toml), STACKBUILD_* environment
+variables, command-line flags. Every value is validated where it is read, and its source is
+kept so `stackbuild config show` can say where it came from. Credentials inside index URLs are
+masked whenever a setting is shown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+NETWORK_MODES = ("default", "host", "bridge", "none")
+REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Effective settings; ``sources`` maps each set field to where its value came from."""
+
+    registry: str | None = None
+    build_network: str = "default"
+    ca_bundle: Path | None = None
+    pip_index_url: str | None = None
+    pip_extra_index_url: str | None = None
+    debian_mirror: str | None = None
+    ubuntu_mirror: str | None = None
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def site(self) -> dict[str, str]:
+        """The settings a build reads from stackbuild's loopback site server (never from a layer)."""
+        out: dict[str, str] = {}
+        if self.pip_index_url:
+            out["PIP_INDEX_URL"] = self.pip_index_url
+        if self.pip_extra_index_url:
+            out["PIP_EXTRA_INDEX_URL"] = self.pip_extra_index_url
+        if self.debian_mirror:
+            out["DEBIAN_MIRROR"] = self.debian_mirror
+        if self.ubuntu_mirror:
+            out["UBUNTU_MIRROR"] = self.ubuntu_mirror
+        if self.ca_bundle:
+            out["CA_BUNDLE"] = self.ca_bundle.read_text(encoding="utf-8")
+        return out
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(name, value with credentials masked, source) for every setting."""
+        rows = []
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            text = "-" if value is None else str(value)
+            if f.name in URL_SETTINGS and value:
+                text = mask_url(value)
+            rows.append((f.name, text, self.sources.get(f.name, "default")))
+        return rows
+
+
+URL_SETTINGS = ("pip_index_url", "pip_extra_index_url", "debian_mirror", "ubuntu_mirror")
+SETTING_NAMES = tuple(f.name for f in fields(Settings) if f.name != "sources")
+ENV_PREFIX = "STACKBUILD_"
+
+
+def mask_url(url: str) -> str:
+    """https://user:token@host/x -> https://user:***@host/x (each URL of a space-separated list)."""
+    out = []
+    for part in url.split():
+        parts = urlsplit(part)
+        if parts.password is not None or (parts.username is not None and "@" in parts.netloc):
+            host = parts.hostname or ""
+            if parts.port:
+                host += f":{parts.port}"
+            user = parts.username or ""
+            netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
+            part = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        out.append(part)
+    return " ".join(out)
+
+
+def _check(name: str, value: object, origin: str) -> object:
+    """Validate one setting; raise ConfigError naming where it came from."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{origin}: {name} must be a non-empty string")
+    value = value.strip()
+    if name == "registry":
+        if not REGISTRY.match(value):
+            raise ConfigError(f"{origin}: registry '{value}' is not HOST[:PORT][/PATH] "
+                              "(e.g. localhost:5000/stackbuild or ghcr.io/org)")
+        return value
+    if name == "build_network":
+        if value not in NETWORK_MODES:
+            raise ConfigError(f"{origin}: build_network '{value}' is not one of {', '.join(NETWORK_MODES)}")
+        return value
+    if name == "ca_bundle":
+        path = Path(value).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ConfigError(f"{origin}: ca_bundle {path} holds no PEM certificate")
+        return path.resolve()
+    # URLs: pip index, extra index (space-separated list, as pip takes it), distribution mirrors
+    for url in value.split():
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\"'`$\\#&|"):
+            raise ConfigError(f"{origin}: {name} '{mask_url(url)}' is not an http(s) URL")
+    if name in ("debian_mirror", "ubuntu_mirror") and len(value.split()) != 1:
+        raise ConfigError(f"{origin}: {name} takes one URL")
+    return value
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The config file in force: --config, $STACKBUILD_CONFIG, or the XDG default."""
+    if explicit is not None:
+        return explicit
+    if os.environ.get("STACKBUILD_CONFIG"):
+        return Path(os.environ["STACKBUILD_CONFIG"]).expanduser()
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "stackbuild" / "config.toml"
+
+
+def load_settings(config_file: Path | None = None, overrides: dict[str, object | None] | None = None) -> Settings:
+    """Defaults < config file < STACKBUILD_* environment < overrides (command-line flags)."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    path = config_path(config_file)
+    if path.exists() or config_file is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        for key, value in data.items():
+            if key not in SETTING_NAMES:
+                close = difflib.get_close_matches(key, SETTING_NAMES, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise ConfigError(f"{path}: unknown setting '{key}' ({hint}settings: {', '.join(SETTING_NAMES)})")
+            values[key] = _check(key, value, str(path))
+            sources[key] = str(path)
+    for key in SETTING_NAMES:
+        env = ENV_PREFIX + key.upper()
+        if os.environ.get(env):
+            values[key] = _check(key, os.environ[env], f"${env}")
+            sources[key] = f"${env}"
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = _check(key, value, f"--{key.replace('_', '-')}")
+            sources[key] = "command line"
+    return replace(Settings(), **values, sources=sources)

@@ -1,0 +1,228 @@
+"""The Docker engine, behind a narrow interface. The only module that imports ``docker``.
+
+Builds go through the SDK's low-level API (the classic builder: no buildx here), streamed:
+every chunk becomes a ``BuildEvent``; an error chunk, an HTTP error or a connection that drops
+becomes a ``BuildError`` or ``EngineUnavailable`` with what the user needs to act on it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .errors import BuildError, EngineUnavailable
+
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+NONZERO = re.compile(r"returned a non-zero code: (\d+)")
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One thing that happened during a build, for progress reporters."""
+
+    kind: str  # step | cached | output | done
+    text: str = ""
+    step: int = 0
+    total: int = 0
+
+
+@dataclass
+class BuildLog:
+    """The whole build output, kept so a failure can show its last lines and write it to a file."""
+
+    lines: list[str] = field(default_factory=list)
+    step: int = 0
+    total: int = 0
+    instruction: str = ""
+    step_start: int = 0
+
+    def tail(self, count: int = 15) -> list[str]:
+        return [line for line in self.lines[self.step_start:] if line.strip()][-count:]
+
+
+def context_tar(dockerfile: str, files: Iterable[tuple[str, bytes]]) -> io.BytesIO:
+    """The build context as an uncompressed tar with fixed metadata, so the same files give the same bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("Dockerfile", dockerfile.encode()), *files):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def _engine_address() -> tuple[str, str]:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return host, "from DOCKER_HOST"
+    return "unix:///var/run/docker.sock", "the default socket; DOCKER_HOST is not set"
+
+
+def _cli_context_hint() -> str:
+    path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        current = json.loads(path.read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if current and current != "default":
+        return (f" The docker CLI uses context '{current}', which stackbuild does not follow: "
+                "set DOCKER_HOST to its endpoint (`docker context inspect`).")
+    return ""
+
+
+class Engine:
+    """A connected Docker engine."""
+
+    def __init__(self, client: docker.APIClient, address: str):
+        self.client = client
+        self.address = address
+
+    @classmethod
+    def connect(cls, timeout: int = 600) -> Engine:
+        """Connect and ping; EngineUnavailable says what was tried and how to start an engine."""
+        address, origin = _engine_address()
+        try:
+            client = docker.APIClient(version="auto", timeout=timeout, **docker.utils.kwargs_from_env())
+            client.ping()
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            reason = str(exc).split("\n")[0]
+            raise EngineUnavailable(
+                f"no Docker engine answered at {address} ({origin}): {reason}. Start one "
+                "(`sudo systemctl start docker`; on a machine without one, `bash .ci/harness.sh` installs and "
+                "starts dockerd with a local registry), or point DOCKER_HOST at a running engine."
+                + _cli_context_hint()
+            ) from None
+        return cls(client, address)
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(f"the Docker engine at {self.address} stopped answering during {what}: "
+                                    f"{str(exc).splitlines()[0]}") from None
+
+    def version(self) -> str:
+        return self._call("version", self.client.version).get("Version", "?")
+
+    def image(self, ref: str) -> dict | None:
+        """`docker image inspect`, or None when the engine has no such image."""
+        try:
+            return self._call("image inspect", self.client.inspect_image, ref)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if exc.status_code == 404:
+                return None
+            raise BuildError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
+
+    def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:
+        """Pull an image, reading every chunk (the SDK reports errors in chunks, not exceptions)."""
+        repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        try:
+            for chunk in self._call("pull", self.client.pull, repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    raise BuildError(f"cannot pull {ref}: {detail}")
+                if on_event and chunk.get("status"):
+                    on_event(BuildEvent("output", f"{chunk.get('id', '')} {chunk['status']}".strip()))
+        except docker.errors.APIError as exc:
+            raise BuildError(f"cannot pull {ref}: {exc.explanation or exc}") from None
+
+    def base_identity(self, ref: str, pull: bool, on_event: Callable[[BuildEvent], None] | None = None) -> str:
+        """The base reference with its digest (pulling it first when absent or when asked)."""
+        info = None if pull else self.image(ref)
+        if info is None:
+            self.pull(ref, on_event)
+            info = self.image(ref)
+            if info is None:
+                raise BuildError(f"pulled {ref} but the engine does not have it")
+        digests = [d for d in info.get("RepoDigests") or [] if "@" in d]
+        return f"{ref}@{digests[0].split('@', 1)[1]}" if digests else f"{ref}@{info['Id']}"
+
+    def build(
+        self,
+        dockerfile: str,
+        files: Iterable[tuple[str, bytes]],
+        tag: str,
+        labels: dict[str, str],
+        network_mode: str | None,
+        nocache: bool,
+        buildargs: dict[str, str],
+        log: BuildLog,
+        on_event: Callable[[BuildEvent], None],
+    ) -> str:
+        """Build and tag one image; returns its id. Raises BuildError with the failing step."""
+        stream = self._call(
+            "build", self.client.build,
+            fileobj=context_tar(dockerfile, files), custom_context=True, encoding=None, tag=tag, labels=labels,
+            network_mode=network_mode, nocache=nocache, rm=True, forcerm=True, decode=True, buildargs=buildargs,
+        )
+        image_id = ""
+        try:
+            for chunk in stream:
+                if "errorDetail" in chunk or "error" in chunk:
+                    message = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "unknown error"
+                    log.lines.append(message)
+                    raise self._step_error(message, log)
+                if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                text = chunk.get("stream") or chunk.get("status") or ""
+                for line in text.splitlines():
+                    self._line(line, log, on_event)
+        except KeyboardInterrupt:
+            # Dropping the connection makes the engine cancel the build; forcerm removes its container.
+            self.client.close()
+            raise
+        except requests.exceptions.ConnectionError as exc:
+            raise EngineUnavailable(f"the Docker engine at {self.address} went away during the build: "
+                                    f"{str(exc).splitlines()[0]}") from None
+        except docker.errors.APIError as exc:
+            raise BuildError(f"the engine refused the build: {exc.explanation or exc}") from None
+        if not image_id:
+            found = re.search(r"Successfully built ([0-9a-f]+)", "\n".join(log.lines[-5:]))
+            image_id = found.group(1) if found else ""
+        if not image_id:
+            raise BuildError("the engine ended the build without an image id")
+        on_event(BuildEvent("done", image_id))
+        return image_id
+
+    @staticmethod
+    def _line(line: str, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> None:
+        log.lines.append(line)
+        step = STEP.match(line)
+        if step:
+            log.step, log.total, log.instruction = int(step[1]), int(step[2]), step[3]
+            log.step_start = len(log.lines)
+            on_event(BuildEvent("step", step[3], log.step, log.total))
+        elif line.strip() == "---> Using cache":
+            on_event(BuildEvent("cached", log.instruction, log.step, log.total))
+        elif not line.startswith((" ---> ", "Removing intermediate container", "Successfully ")):
+            on_event(BuildEvent("output", line, log.step, log.total))
+
+    @staticmethod
+    def _step_error(message: str, log: BuildLog) -> BuildError:
+        code = NONZERO.search(message)
+        return BuildError(message, step=log.step, total=log.total, instruction=log.instruction,
+                          exit_status=int(code[1]) if code else None)
+
+    def tag(self, image: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":")
+        self._call("tag", self.client.tag, image, repository, tag=tag, force=True)
+
+    def close(self) -> None:
+        self.client.close()
