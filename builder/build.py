@@ -82,6 +82,7 @@ def build_image(
     *,
     engine: Engine | None = None,
     extra_tags: tuple[str, ...] = (),
+    extra_labels: dict[str, str] | None = None,
     nocache: bool = False,
     pull: bool = False,
     buildargs: dict[str, str] | None = None,
@@ -107,6 +108,7 @@ def build_image(
         "io.stackbuild.content-hash": ref.content_hash,
         "io.stackbuild.base": base,
         "io.stackbuild.build-host-cpu": host_cpu_summary(engine.address),
+        **(extra_labels or {}),
     }
     log = BuildLog()
     cached = 0

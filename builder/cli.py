@@ -1,35 +1,37 @@
 """The `stackbuild` command line: parse options, call one library function, print.
 
-Errors: every ``StackbuildError`` is caught in ``main`` and printed as ``error: …`` on stderr
-with its exit code; a traceback only with ``--debug`` (and never with local variables).
+Errors: every ``StackbuildError`` is caught in one place (``_ErrorBoundary``) and printed as
+``error: …`` on stderr with its exit code; a traceback only with ``--debug`` (and never with local
+variables, which can hold secrets).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from . import __version__
-from .errors import EXIT_CODES, RenderError, StackbuildError
 from .build import build_image, parse_build_args, prepare
 from .catalog import describe_stack, list_stacks, profile_schema, split_spec
 from .config import config_path, load_settings
 from .engine import BuildEvent
+from .errors import EXIT_CODES, RenderError, StackbuildError
 from .plan import plan_build
 from .profile import load_stack
 from .render import render_context
+
 
 class _ErrorBoundary(TyperGroup):
     """The one place errors are turned into `error: …` and an exit code."""

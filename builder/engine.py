@@ -103,8 +103,8 @@ class Engine:
             reason = str(exc).split("\n")[0]
             raise EngineUnavailable(
                 f"no Docker engine answered at {address} ({origin}): {reason}. Start one "
-                "(`sudo systemctl start docker`; on a machine without one, `bash .ci/harness.sh` installs and "
-                "starts dockerd with a local registry), or point DOCKER_HOST at a running engine."
+                "(`sudo systemctl start docker`; on a machine without one, `bash .ci/harness.sh` in a stackbuild "
+                "checkout installs and starts dockerd with a local registry), or point DOCKER_HOST at a running engine."
                 + _cli_context_hint()
             ) from None
         return cls(client, address)

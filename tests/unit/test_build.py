@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import builder.build
 from builder.engine import BuildEvent, BuildLog, Engine, context_tar
 from builder.errors import BuildError
+from builder.site import SiteServer
 
 BASE_DIGEST = "sha256:" + "c" * 64
 
@@ -49,6 +51,8 @@ class FakeEngine:
 def fake(monkeypatch, tmp_path):
     engine = FakeEngine()
     monkeypatch.setattr(builder.build.Engine, "connect", classmethod(lambda cls, timeout=600: engine))
+    # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
+    monkeypatch.setattr(builder.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for name in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CONFIG"):
@@ -126,6 +130,18 @@ def test_no_engine_is_reported_with_what_was_tried(cli, monkeypatch, tmp_path):
     assert code == 7
     assert err.startswith(f"error: no Docker engine answered at unix://{tmp_path}/nowhere.sock (from DOCKER_HOST): ")
     assert "bash .ci/harness.sh" in err and "Traceback" not in err
+
+
+def test_a_stopped_daemon_is_engine_unavailable(cli, monkeypatch, tmp_path):
+    # A stopped dockerd leaves its socket file behind: connecting is refused.
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    code, _, err = cli("build", "alpaca-lora", "-t", "cpu")
+    assert code == 7
+    assert err.startswith(f"error: no Docker engine answered at unix://{path} (from DOCKER_HOST): ")
 
 
 def test_context_tar_is_deterministic():

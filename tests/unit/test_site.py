@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-
 import pytest
 
 from builder.errors import ConfigError
@@ -17,33 +16,41 @@ SITE_SH = templates_dir() / "context" / "site.sh"
 CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----"
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_site_sh_uses_the_server_port():
-    assert f"/dev/tcp/127.0.0.1/{SITE_PORT}" in SITE_SH.read_text()
+    assert f"/dev/tcp/127.0.0.1/{SITE_PORT};" in SITE_SH.read_text()
 
 
 def test_no_values_means_no_server():
-    with SiteServer({}) as server:
+    port = _free_port()
+    with SiteServer({}, port=port) as server:
         assert server._server is None
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", SITE_PORT)) != 0
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_port_in_use_is_a_clear_error():
     with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", SITE_PORT))
+        holder.bind(("127.0.0.1", 0))
         holder.listen()
-        with pytest.raises(ConfigError, match=f"127.0.0.1:{SITE_PORT}: the port is in use"):
-            with SiteServer({"PIP_INDEX_URL": "https://x/simple"}):
+        port = holder.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}: the port is in use"):
+            with SiteServer({"PIP_INDEX_URL": "https://x/simple"}, port=port):
                 pass
 
 
-def _run_step(script: str, tmp_path: Path) -> str:
-    root = tmp_path / "root"
-    (root / "etc" / "apt" / "sources.list.d").mkdir(parents=True)
+def _run_step(script: str, port: int, tmp_path: Path) -> str:
+    # site.sh on another port: a real build on this host may hold the fixed one
+    copy = tmp_path / "site.sh"
+    copy.write_text(SITE_SH.read_text().replace(f"/{SITE_PORT};", f"/{port};"))
     return subprocess.run(
-        ["bash", "-c", f". {SITE_SH} && site_begin && {script}"],
-        capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)},
+        ["bash", "-c", f". {copy} && site_begin && {script}"], capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin"},
     ).stdout
 
 
@@ -54,8 +61,9 @@ def test_a_step_sees_the_settings_and_site_end_removes_them(tmp_path):
     script = ('echo "index=$PIP_INDEX_URL"; echo "extra=$PIP_EXTRA_INDEX_URL"; grep -c MIIBfake "$PIP_CERT"; '
               'echo "apt=$(cat "$APT_CONFIG")"; dir=$SITE_DIR; site_end; '
               'echo "after=${PIP_INDEX_URL:-unset} ${PIP_CERT:-unset}"; test ! -e "$dir" && echo removed')
-    with SiteServer(values) as server:
-        out = _run_step(script, tmp_path)
+    port = _free_port()
+    with SiteServer(values, port=port) as server:
+        out = _run_step(script, port, tmp_path)
         assert server.requests == 1
     lines = out.splitlines()
     assert lines[0] == "stackbuild: site settings for this step: CA_BUNDLE PIP_EXTRA_INDEX_URL PIP_INDEX_URL"
@@ -68,5 +76,5 @@ def test_a_step_sees_the_settings_and_site_end_removes_them(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is needed to run site.sh")
 def test_without_a_server_a_step_runs_unchanged(tmp_path):
-    out = _run_step('echo "index=${PIP_INDEX_URL:-unset}"; site_end; echo done', tmp_path)
+    out = _run_step('echo "index=${PIP_INDEX_URL:-unset}"; site_end; echo done', _free_port(), tmp_path)
     assert out.splitlines() == ["index=unset", "done"]

@@ -1,0 +1,99 @@
+"""Real-engine fixtures: one engine per session, each stack image built once, cleanup by label.
+
+Tests here are marked `docker`. Without an engine they are skipped locally and fail in CI
+(CI=true). Settings come from the environment as a user's would (.ci/run exports
+STACKBUILD_BUILD_NETWORK=host and STACKBUILD_CA_BUNDLE for this machine's TLS proxy).
+
+Stack images keep their normal names (stackbuild/<stack>:<release>-<target>) and stay as the
+deliberate layer cache between runs; everything else a test makes (fixture-profile images,
+containers) carries the io.stackbuild.test label, is removed by the test that made it, and is
+swept by label at session end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+from builder.build import BuildResult, build_image, prepare
+from builder.config import load_settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEST_LABEL = "io.stackbuild.test"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    try:
+        client = docker.from_env(version="auto", timeout=900)
+        client.ping()
+    except Exception as exc:  # any failure to reach the engine
+        message = f"no Docker engine: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must start one: .ci/run runs .ci/harness.sh)")
+        pytest.skip(message)
+    yield client
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+    for image in client.images.list(filters={"label": TEST_LABEL}):
+        client.images.remove(image.id, force=True)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(docker_client):
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack_images(docker_client, settings):
+    """Build each (stack, release) cpu image at most once per session."""
+    built: dict[tuple[str, str], BuildResult] = {}
+
+    def get(stack: str, release: str) -> BuildResult:
+        if (stack, release) not in built:
+            built[stack, release] = build_image(prepare(stack, release, "cpu", ()), settings)
+        return built[stack, release]
+
+    return get
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def github_reachable() -> bool:
+    try:
+        with socket.create_connection(("github.com", 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def test_image(docker_client):
+    """A unique tag for a fixture image, removed (with its test label) after the test."""
+    names: list[str] = []
+
+    def make(prefix: str) -> str:
+        name = f"stackbuild-test/{unique(prefix)}:latest"
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            docker_client.images.remove(docker_client.images.get(name).id, force=True)
+        except docker.errors.ImageNotFound:
+            pass
