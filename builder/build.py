@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
+from .doctor import diagnose, diagnosis_lines
 from .engine import BuildEvent, BuildLog, Engine
 from .errors import BuildError, ConfigError
 from .identity import ImageRef, image_ref
@@ -124,7 +125,9 @@ def build_image(
             image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
                                     buildargs or {}, log, count)
     except BuildError as exc:
-        raise exc.with_log(tuple(log.tail()), _write_log(plan.spec, plan.target.name, log)) from None
+        found = diagnose("\n".join(log.lines), plan.stack.name, plan.release.name)
+        raise exc.with_log(tuple(log.tail()), _write_log(plan.spec, plan.target.name, log),
+                           diagnosis_lines(found)) from None
     except KeyboardInterrupt:
         _write_log(plan.spec, plan.target.name, log)
         raise

@@ -26,11 +26,13 @@ from . import __version__
 from .build import build_image, parse_build_args, prepare
 from .catalog import describe_stack, list_stacks, profile_schema, split_spec
 from .config import config_path, load_settings
-from .engine import BuildEvent
-from .errors import EXIT_CODES, RenderError, StackbuildError
+from .engine import BuildEvent, Engine
+from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
+from .errors import EXIT_CODES, DoctorError, RenderError, SmokeError, StackbuildError
 from .plan import plan_build
 from .profile import load_stack
 from .render import render_context
+from .smoke import SmokeResult, image_for, run_smoke, write_junit
 
 
 class _ErrorBoundary(TyperGroup):
@@ -350,6 +352,99 @@ class _LiveReporter:
 
     def close(self) -> None:
         self.status.stop()
+
+
+@app.command("test")
+def test_command(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE",
+                                        help="A stack (its built image is found by content tag) or an image name.")],
+    target: TargetOpt = None,
+    options: Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")] = None,
+    gpus: Annotated[str, typer.Option("--gpus", help="GPUs for the container: none, all, a count, or ids 0,1.")] = "none",
+    as_json: JsonOpt = False,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the container (it is removed by default).")] = False,
+) -> None:
+    """Run the image's smoke checks in a network-less container; exit 0 only when none failed."""
+    settings = load_settings(ctx.obj["config"])
+    engine = Engine.connect()
+    image = image_for(engine, spec, target, options or [], settings.registry)
+
+    def show(result: SmokeResult) -> None:
+        if not as_json:
+            out.print(f"{result.status.upper():5} {result.check:16} {result.seconds:6.1f}s  {result.detail}")
+
+    if not as_json:
+        out.print(f"smoke checks of {image}")
+    report = run_smoke(engine, image, gpus=gpus, keep=keep, on_result=show)
+    if junit is not None:
+        write_junit(report, junit)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    elif keep:
+        out.print(f"container kept: docker exec -it {report.container} bash")
+    if not report.ok:
+        names = ", ".join(r.check for r in report.failed) or f"runner exit {report.exit_code}"
+        found = diagnose("\n".join(r.detail for r in report.failed))
+        raise SmokeError("\n".join((f"{len(report.failed)} of {len(report.results)} smoke checks failed in {image}: "
+                                    f"{names}", *diagnosis_lines(found))))
+
+
+@app.command("doctor")
+def doctor_command(
+    ctx: typer.Context,
+    log: Annotated[Optional[str], typer.Argument(metavar="[LOG|-]", help="A log file to diagnose, or - for stdin.")] = None,
+    stack: Annotated[Optional[str], typer.Option("--stack", help="STACK[@RELEASE] the log comes from (fixes for it).")] = None,
+    image: Annotated[Optional[str], typer.Option("--image", help="An image whose labels name the stack and release.")] = None,
+    host: Annotated[bool, typer.Option("--host", help="Check this host: engine, NVIDIA runtime, driver, GPUs, shm, RAM, disk.")] = False,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Check a model folder: shard sizes vs RAM, tokenizer ids.")] = None,
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recognise known failures in a log, or check the host or a model folder before training."""
+    if log is None and not host and model is None:
+        raise DoctorError("give a LOG file (or - for stdin), --host, or --model DIR")
+    name, release = split_spec(stack) if stack else (None, None)
+    if image is not None:
+        labels = Engine.connect().labels(image)
+        name, release = labels.get("io.stackbuild.stack"), labels.get("io.stackbuild.release")
+        if not name:
+            raise DoctorError(f"image {image} has no io.stackbuild.stack label: give --stack instead")
+    loaded = load_stack(name) if name else None
+    if loaded is not None:
+        release = loaded.release(release).name
+    report: dict = {}
+    if log is not None:
+        report["diagnoses"] = [d.to_dict() for d in diagnose_file(log, loaded.name if loaded else None, release)]
+    if host:
+        report["host"] = [c.to_dict() for c in check_host(loaded, release, target)]
+    if model is not None:
+        report["model"] = [c.to_dict() for c in check_model(model)]
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    if "diagnoses" in report:
+        source = "standard input" if log == "-" else log
+        if not report["diagnoses"]:
+            out.print(f"no known failure recognised in {source}")
+        for item in report["diagnoses"]:
+            _print_diagnosis(item)
+    for section in ("host", "model"):
+        for check in report.get(section, []):
+            fix = f"\n        fix: {check['fix']}" if check.get("fix") and check["status"] != "ok" else ""
+            out.print(f"{check['status'].upper():7} {check['name']:18} {check['detail']}{fix}")
+
+
+def _print_diagnosis(item: dict) -> None:
+    out.print(Text(f"{item['id']}", style="bold"), f"({item['confidence']:.2f}) {item['title']}")
+    out.print(f"  line {item['first_line']}" + (f" (also {', '.join(map(str, item['lines'][1:6]))})"
+                                                if len(item["lines"]) > 1 else "") + ":")
+    for line in item["excerpt"]:
+        marker = ">" if line["line"] == item["first_line"] else " "
+        out.print(f"  {marker}{line['line']:>6} | {line['text']}")
+    out.print(f"  cause: {item['cause']}")
+    out.print(f"  fix:   {item['fix']}")
 
 
 @app.command("schema")

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
-from .errors import BuildError, EngineUnavailable
+from .errors import BuildError, ContainerError, EngineUnavailable
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 NONZERO = re.compile(r"returned a non-zero code: (\d+)")
@@ -130,6 +131,13 @@ class Engine:
                 return None
             raise BuildError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
 
+    def labels(self, ref: str) -> dict[str, str]:
+        """An image's labels; BuildError when the engine has no such image."""
+        info = self.image(ref)
+        if info is None:
+            raise BuildError(f"image {ref} is not on this engine")
+        return dict((info.get("Config") or {}).get("Labels") or {})
+
     def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:
         """Pull an image, reading every chunk (the SDK reports errors in chunks, not exceptions)."""
         repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
@@ -219,6 +227,58 @@ class Engine:
         code = NONZERO.search(message)
         return BuildError(message, step=log.step, total=log.total, instruction=log.instruction,
                           exit_status=int(code[1]) if code else None)
+
+    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: str | None,
+                        shm_size: str | None = None) -> str:
+        """Start a long-lived, network-less container (its command just waits) and return its id."""
+        device_requests = None
+        if gpus and gpus != "none":
+            if gpus == "all":
+                device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+            elif gpus.isdigit():
+                device_requests = [docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
+            else:
+                device_requests = [docker.types.DeviceRequest(device_ids=gpus.split(","), capabilities=[["gpu"]])]
+        host_config = self.client.create_host_config(network_mode="none", device_requests=device_requests,
+                                                     shm_size=shm_size, init=True)
+        try:
+            created = self._call("container create", self.client.create_container, image,
+                                 command=["sleep", "infinity"], name=name, labels=labels, host_config=host_config)
+        except docker.errors.ImageNotFound:
+            raise ContainerError(f"image {image} is not on this engine (build or pull it first)") from None
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot create a container from {image}: {exc.explanation or exc}") from None
+        try:
+            self._call("container start", self.client.start, created["Id"])
+        except docker.errors.APIError as exc:
+            self.remove_container(created["Id"])
+            hint = (" (this host has no NVIDIA container runtime: use --gpus none)"
+                    if device_requests and "capabilities" in str(exc.explanation) else "")
+            raise ContainerError(f"cannot start a container from {image}: {exc.explanation or exc}{hint}") from None
+        return created["Id"]
+
+    def exec_lines(self, container: str, command: list[str]) -> tuple[Iterable[str], Callable[[], int]]:
+        """Run a command in a container; (its output lines as they come, a function giving its exit code)."""
+        exec_id = self._call("exec", self.client.exec_create, container, command)["Id"]
+        stream = self._call("exec", self.client.exec_start, exec_id, stream=True, demux=False)
+
+        def lines():
+            pending = b""
+            for chunk in stream:
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", "replace")
+            if pending:
+                yield pending.decode("utf-8", "replace")
+
+        return lines(), lambda: self._call("exec inspect", self.client.exec_inspect, exec_id)["ExitCode"]
+
+    def remove_container(self, container: str) -> None:
+        try:
+            self._call("container remove", self.client.remove_container, container, force=True)
+        except docker.errors.NotFound:
+            pass
 
     def tag(self, image: str, ref: str) -> None:
         repository, _, tag = ref.rpartition(":")

@@ -74,10 +74,12 @@ class BuildError(StackbuildError):
     exit_code = 8
 
     def __init__(self, message: str, *, step: int = 0, total: int = 0, instruction: str = "",
-                 exit_status: int | None = None, tail: tuple[str, ...] = (), log_path: str | None = None):
+                 exit_status: int | None = None, tail: tuple[str, ...] = (), log_path: str | None = None,
+                 diagnosis: tuple[str, ...] = ()):
         self.reason = message
         self.step, self.total, self.instruction = step, total, instruction
         self.exit_status, self.tail, self.log_path = exit_status, tuple(tail), log_path
+        self.diagnosis = tuple(diagnosis)
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -91,13 +93,33 @@ class BuildError(StackbuildError):
                 text += f"\n  {self.reason}"
         if self.tail:
             text += "\nlast lines of its output:\n" + "\n".join(f"  {line}" for line in self.tail)
+        if self.diagnosis:
+            text += "\n" + "\n".join(self.diagnosis)
         if self.log_path:
             text += f"\nfull log: {self.log_path}"
         return text
 
-    def with_log(self, tail: tuple[str, ...], log_path: str | None) -> BuildError:
+    def with_log(self, tail: tuple[str, ...], log_path: str | None, diagnosis: tuple[str, ...] = ()) -> BuildError:
         return BuildError(self.reason, step=self.step, total=self.total, instruction=self.instruction,
-                          exit_status=self.exit_status, tail=tail, log_path=log_path)
+                          exit_status=self.exit_status, tail=tail, log_path=log_path, diagnosis=diagnosis)
+
+
+class SmokeError(StackbuildError):
+    """Smoke checks failed, or could not run in a container."""
+
+    exit_code = 9
+
+
+class ContainerError(StackbuildError):
+    """A container could not be created, started or used."""
+
+    exit_code = 10
+
+
+class DoctorError(StackbuildError):
+    """doctor could not read what it was given (a log, standard input, a model folder)."""
+
+    exit_code = 11
 
 
 EXIT_CODES = {
@@ -110,4 +132,7 @@ EXIT_CODES = {
     ConfigError.exit_code: "invalid setting (config file, STACKBUILD_* variable or flag)",
     EngineUnavailable.exit_code: "no Docker engine answered",
     BuildError.exit_code: "the image build failed",
+    SmokeError.exit_code: "a smoke check failed, or the checks could not run",
+    ContainerError.exit_code: "a container could not be created or started",
+    DoctorError.exit_code: "doctor could not read the log or model folder it was given",
 }

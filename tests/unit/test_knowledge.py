@@ -62,8 +62,9 @@ GOOD_ENTRY = """issues:
         (GOOD_ENTRY + GOOD_ENTRY.replace("issues:\n", ""),
          "kb.yaml:10: issues[1].id: duplicate id 'one' (give every issue a unique id)"),
         (GOOD_ENTRY.replace("    cause: c\n", "    cause: c\n    causes: d\n"),
-         "kb.yaml:8: issues[0].causes: unknown field (did you mean 'cause'? allowed: cause, fix, id, kind, "
-         "prevention, references, seed, stacks, symptom, title)"),
+         "kb.yaml:8: issues[0].causes: unknown field (did you mean 'cause'? allowed: cause, context, context_window, "
+         "fix, fix_era, fixed_in, generic, id, kind, patterns, prevented_by, prevention, proven_by, references, seed, "
+         "stacks, symptom, title)"),
     ],
 )
 def test_bad_knowledge_base(text, expected, tmp_path, monkeypatch):

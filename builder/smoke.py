@@ -1,0 +1,150 @@
+"""Smoke checks: which ones an image carries, and running them inside a container.
+
+The checks themselves live in templates/context/smoke/ and are copied into every image
+(/opt/stackbuild/smoke/), so a pulled image can prove itself with its own Python, offline. The
+manifest (/opt/stackbuild/manifest.json) lists them with the pins they verify. This module
+picks the checks for a plan and drives the in-image runner through the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+from .catalog import split_spec
+from .engine import Engine
+from .errors import SmokeError
+from .identity import image_ref
+from .plan import plan_build
+from .profile import load_stack
+from .render import render_context
+
+
+@dataclass(frozen=True)
+class SmokeCheck:
+    name: str
+    file: str
+    summary: str
+    gpu: bool = False
+    timeout: int = 600
+
+
+# Every image runs these; stack-specific checks are added as their issues land.
+COMMON_CHECKS = (
+    SmokeCheck("python-version", "python_version.py", "the image's Python is the release's"),
+    SmokeCheck("pins", "pins.py", "every pinned package at its version, importable"),
+    SmokeCheck("pip-check", "pip_check.py", "pip check finds no broken requirement"),
+    SmokeCheck("torch-compile", "torch_compile.py", "torch.compile of a tiny function runs"),
+    SmokeCheck("shm", "shm.py", "/dev/shm is large enough (warns under 1 GB)"),
+)
+
+
+def checks_for(stack: str, release: str, target: str) -> tuple[SmokeCheck, ...]:
+    """The checks an image of this stack, release and target carries."""
+    return COMMON_CHECKS
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    check: str
+    status: str  # pass | warn | fail | skip
+    detail: str
+    seconds: float
+
+
+@dataclass
+class SmokeReport:
+    image: str
+    results: list[SmokeResult] = field(default_factory=list)
+    exit_code: int | None = None
+    container: str | None = None
+
+    @property
+    def failed(self) -> list[SmokeResult]:
+        return [r for r in self.results if r.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.exit_code == 0
+
+    def as_dict(self) -> dict:
+        return {"image": self.image, "ok": self.ok, "exit_code": self.exit_code, "container": self.container,
+                "results": [r.__dict__ for r in self.results]}
+
+    def junit(self) -> str:
+        """The report as JUnit XML (one testcase per check; warn is a pass with its detail)."""
+        suite = ElementTree.Element("testsuite", name=f"stackbuild smoke {self.image}", tests=str(len(self.results)),
+                                    failures=str(len(self.failed)),
+                                    skipped=str(sum(r.status == "skip" for r in self.results)),
+                                    time=f"{sum(r.seconds for r in self.results):.2f}")
+        for result in self.results:
+            case = ElementTree.SubElement(suite, "testcase", classname="stackbuild.smoke", name=result.check,
+                                          time=f"{result.seconds:.2f}")
+            if result.status == "fail":
+                ElementTree.SubElement(case, "failure", message=result.detail).text = result.detail
+            elif result.status == "skip":
+                ElementTree.SubElement(case, "skipped", message=result.detail)
+            else:
+                ElementTree.SubElement(case, "system-out").text = f"{result.status}: {result.detail}"
+        return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool = False,
+              on_result: Callable[[SmokeResult], None] = lambda result: None) -> SmokeReport:
+    """Start a network-less container of ``image``, run its smoke runner, remove it unless ``keep``."""
+    name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
+    report = SmokeReport(image)
+    container = engine.start_container(image, name, {"io.stackbuild.smoke": "1"}, gpus)
+    report.container = name if keep else None
+    try:
+        lines, exit_code = engine.exec_lines(container, ["python", "/opt/stackbuild/smoke/run.py"])
+        for line in lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(data, dict) or "status" not in data:
+                continue
+            result = SmokeResult(str(data.get("check", "?")), str(data["status"]), str(data.get("detail", "")),
+                                 float(data.get("seconds", 0.0)))
+            report.results.append(result)
+            on_result(result)
+        report.exit_code = exit_code()
+    finally:
+        if not keep:
+            engine.remove_container(container)
+    if report.exit_code not in (0, 1):
+        raise SmokeError(f"the smoke runner in {image} could not run (exit {report.exit_code}); is it a stackbuild "
+                         "image? (it needs /opt/stackbuild/smoke/run.py and manifest.json)")
+    return report
+
+
+def image_for(engine: Engine, spec: str, target: str | None, options: list[str], registry: str | None) -> str:
+    """The image to test: an image reference as given, or the content-tagged image of a stack's plan."""
+    looks_like_image = ":" in spec and "@" not in spec.split(":")[0] and not spec.endswith((".yaml", ".yml"))
+    if looks_like_image:
+        if engine.image(spec) is None:
+            raise SmokeError(f"image {spec} is not on this engine (pull or build it first)")
+        return spec
+    name, release = split_spec(spec)
+    context = render_context(plan_build(load_stack(name), release, target, options))
+    base = context.plan.target.base.ref
+    if engine.image(base) is None:
+        raise SmokeError(f"{context.plan.spec} ({context.plan.target.name}) is not built here (no {base}): "
+                         f"run `stackbuild build {spec} --target {context.plan.target.name}` first")
+    ref = image_ref(context, engine.base_identity(base, pull=False), registry)
+    if engine.image(ref.immutable) is None:
+        raise SmokeError(f"{ref.immutable} is not built: run `stackbuild build {spec} --target "
+                         f"{context.plan.target.name}` first (a changed profile or template means a new content tag)")
+    return ref.immutable
+
+
+def write_junit(report: SmokeReport, path: Path) -> None:
+    try:
+        path.write_text(report.junit(), encoding="utf-8")
+    except OSError as exc:
+        raise SmokeError(f"cannot write {path}: {exc.strerror}") from None
