@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .checks import COMMON_CHECKS
 from .errors import SelectionError
 from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
@@ -64,6 +65,7 @@ class BuildPlan:
             "pins": self.pins,
             "patches": [p.id for p in self.patches],
             "fixes": [f.issue.id for f in self.fixes],
+            "checks": [{"name": c.name, "file": c.file, "gpu": c.gpu, "timeout": c.timeout} for c in COMMON_CHECKS],
         }
 
     def labels(self) -> dict[str, str]:

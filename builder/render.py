@@ -88,6 +88,9 @@ def render_context(plan: BuildPlan) -> BuildContext:
             body = {"id": patch.id, "package": patch.package, "file": patch.file, "find": patch.find,
                     "replace": patch.replace, "count": patch.count}
             files[f"patches/{patch.id}.json"] = (json.dumps(body, indent=2) + "\n").encode()
+    smoke = templates_dir() / "context" / "smoke"
+    for path in sorted(smoke.rglob("*.py")):
+        files[f"smoke/{path.relative_to(smoke).as_posix()}"] = path.read_bytes()
     for shipped in plan.files:
         files[f"files/{shipped.name}"] = shipped.content.encode()
     return BuildContext(plan, render_dockerfile(plan), tuple(sorted(files.items())))

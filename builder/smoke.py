@@ -25,30 +25,6 @@ from .render import render_context
 
 
 @dataclass(frozen=True)
-class SmokeCheck:
-    name: str
-    file: str
-    summary: str
-    gpu: bool = False
-    timeout: int = 600
-
-
-# Every image runs these; stack-specific checks are added as their issues land.
-COMMON_CHECKS = (
-    SmokeCheck("python-version", "python_version.py", "the image's Python is the release's"),
-    SmokeCheck("pins", "pins.py", "every pinned package at its version, importable"),
-    SmokeCheck("pip-check", "pip_check.py", "pip check finds no broken requirement"),
-    SmokeCheck("torch-compile", "torch_compile.py", "torch.compile of a tiny function runs"),
-    SmokeCheck("shm", "shm.py", "/dev/shm is large enough (warns under 1 GB)"),
-)
-
-
-def checks_for(stack: str, release: str, target: str) -> tuple[SmokeCheck, ...]:
-    """The checks an image of this stack, release and target carries."""
-    return COMMON_CHECKS
-
-
-@dataclass(frozen=True)
 class SmokeResult:
     check: str
     status: str  # pass | warn | fail | skip

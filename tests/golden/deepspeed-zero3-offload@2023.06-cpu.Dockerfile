@@ -79,9 +79,11 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       transformers==4.28.1 \
  && site_end
 
-# stackbuild's own files: what the image says about itself, and ready-made configs.
+# stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),
+# what the image says about itself, and ready-made configs.
 # files/ds_config_zero3_offload.json: ZeRO-3 with optimizer and parameters offloaded to pinned CPU memory; "auto" values are filled by the Hugging Face Trainer.
 COPY files/ /opt/stackbuild/files/
+COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 WORKDIR /workspace

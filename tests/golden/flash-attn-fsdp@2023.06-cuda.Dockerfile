@@ -86,7 +86,9 @@ COPY patches/ /opt/stackbuild/patches/
 # fsdp-save-cpu-clone: clone full-state-dict tensors on the CPU, not the GPU, when FSDP saves
 RUN python /opt/stackbuild/patches/apply_patch.py /opt/stackbuild/patches/fsdp-save-cpu-clone.json
 
-# stackbuild's own files: what the image says about itself.
+# stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),
+# what the image says about itself.
+COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 WORKDIR /workspace

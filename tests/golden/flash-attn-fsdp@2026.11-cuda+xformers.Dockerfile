@@ -77,7 +77,9 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       xformers==0.0.34 \
  && site_end
 
-# stackbuild's own files: what the image says about itself.
+# stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),
+# what the image says about itself.
+COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 WORKDIR /workspace

@@ -73,7 +73,9 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' \
  && site_end
 
-# stackbuild's own files: what the image says about itself.
+# stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),
+# what the image says about itself.
+COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 ENV \

@@ -70,8 +70,10 @@ def test_render_output_file_and_context(cli, tmp_path):
     ctx = tmp_path / "ctx"
     code, _, err = cli("render", "flash-attn-fsdp@2023.06", "--context", str(ctx))
     assert code == 0, err
-    assert sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if p.is_file()) == [
+    written = sorted(str(p.relative_to(ctx)) for p in ctx.rglob("*") if p.is_file())
+    assert [w for w in written if not w.startswith("smoke/")] == [
         "Dockerfile", "manifest.json", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json", "site.sh"]
+    assert "smoke/run.py" in written
 
 
 def test_render_refuses_a_non_empty_context_and_leaves_it_alone(cli, tmp_path):

@@ -152,7 +152,11 @@ def test_labels_carry_stack_pins_and_fixes():
 def test_context_carries_patch_spec_manifest_and_files():
     ctx = render_context(plan_build(load_stack("flash-attn-fsdp"), "2023.06", "cuda"))
     files = dict(ctx.files)
-    assert set(files) == {"manifest.json", "site.sh", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"}
+    smoke = {name for name in files if name.startswith("smoke/")}
+    assert set(files) - smoke == {"manifest.json", "site.sh", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"}
+    assert {"smoke/run.py", "smoke/checks/_smoke.py", "smoke/checks/pins.py"} <= smoke
+    assert [c["name"] for c in json.loads(files["manifest.json"])["checks"]] == [
+        "python-version", "pins", "pip-check", "torch-compile", "shm"]
     spec = json.loads(files["patches/fsdp-save-cpu-clone.json"])
     assert spec["find"] == "state_dict[fqn] = state_dict[fqn].clone().detach()"
     assert json.loads(files["manifest.json"])["pins"]["flash-attn"] == "1.0.9"

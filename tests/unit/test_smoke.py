@@ -14,7 +14,8 @@ import pytest
 
 from builder.errors import SmokeError
 from builder.resources import templates_dir
-from builder.smoke import COMMON_CHECKS, SmokeReport, SmokeResult, run_smoke
+from builder.checks import COMMON_CHECKS
+from builder.smoke import SmokeReport, SmokeResult, run_smoke
 
 SMOKE = templates_dir() / "context" / "smoke"
 

@@ -19,7 +19,9 @@ def installed(name):
 def modules_of(dist):
     top = dist.read_text("top_level.txt")
     if top:
-        return [m for m in top.split() if m and not m.startswith("_")]
+        # some wheels list paths ("sentencepiece/__init__"): the module is the first part
+        names = {m.replace("\\", "/").split("/")[0] for m in top.split()}
+        return sorted(n for n in names if n.isidentifier() and not n.startswith("_"))
     names = set()
     for path in dist.files or ():
         parts = str(path).split("/")
