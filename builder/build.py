@@ -74,6 +74,7 @@ def parse_build_args(pairs: list[str]) -> dict[str, str]:
 
 
 def prepare(spec: str, release: str | None, target: str | None, options: list[str] | tuple[str, ...]) -> BuildContext:
+    """Load, plan and render one stack (by name or profile path) into its build context."""
     return render_context(plan_build(load_stack(spec), release, target, options))
 
 

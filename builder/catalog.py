@@ -59,8 +59,10 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
              "memory_per_job_gib": c.memory_per_job_gib, "env": {t: dict(e) for t, e in c.env.items()}}
             for c in rel.compiled
         ],
-        "packages": [{"requirement": p.pin.requirement, "why": p.why, "targets": list(p.targets)}
-                     for p in rel.packages],
+        "packages": [{"requirement": p.pin.requirement, "why": p.why, "targets": list(p.targets), "last": False}
+                     for p in rel.packages]
+        + [{"requirement": p.pin.requirement, "why": p.why, "targets": list(p.targets), "last": True}
+           for p in rel.last_packages],
         "patches": [{"id": p.id, "summary": p.summary, "package": p.package, "file": p.file, "find": p.find,
                      "replace": p.replace, "count": p.count, "fixes": p.fixes} for p in rel.patches],
         "options": [{"name": o.name, "summary": o.summary, "targets": list(o.targets),

@@ -169,6 +169,7 @@ def _print_stack(info: dict) -> None:
         out.print("  pins:")
         for pkg in rel["packages"]:
             only = f"  ({', '.join(pkg['targets'])} only)" if len(pkg["targets"]) == 1 else ""
+            only += "  (own last layer)" if pkg["last"] else ""
             why = f"  - {pkg['why']}" if pkg["why"] else ""
             out.print(f"    {pkg['requirement']}{only}{why}")
         for patch in rel["patches"]:

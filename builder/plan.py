@@ -43,6 +43,7 @@ class BuildPlan:
     apt: tuple[str, ...]
     compiled: tuple[CompiledStep, ...]
     packages: tuple[Pin, ...]
+    last_packages: tuple[Pin, ...]
     patches: tuple[Patch, ...]
     files: tuple[ShippedFile, ...]
     runtime_env: tuple[tuple[str, str], ...]
@@ -123,15 +124,17 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         packages.extend(rel.options[name].packages)
         fixes.extend(rel.options[name].fixes)
     packages.sort(key=lambda p: p.name)
+    last_packages = sorted((p.pin for p in rel.last_packages if spec.name in p.targets), key=lambda p: p.name)
 
     apt = set(IMPLIED_APT) | set(rel.apt)
-    all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages]
+    all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages,
+                *last_packages]
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
 
     runtime_env = dict(rel.env)
     runtime_env.update(spec.env)
     return BuildPlan(
         stack=stack, release=rel, target=spec, options=chosen, apt=tuple(sorted(apt)), compiled=tuple(compiled),
-        packages=tuple(packages), patches=rel.patches, files=stack.files,
+        packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
     )

@@ -151,6 +151,9 @@ class RawRelease(Strict):
     apt: list[str] = []
     compiled: list[RawCompiled] = []
     packages: list[str | RawPackage] = []
+    last_packages: list[str | RawPackage] = Field(
+        default=[], description="The stack's own top-level pins (e.g. peft): installed after every other pin, in a "
+        "layer of their own, so bumping one rebuilds only that layer.")
     patches: list[RawPatch] = []
     env: dict[str, str] = {}
     fixes: list[RawFix] = []
@@ -274,6 +277,7 @@ class Release:
     apt: tuple[str, ...]
     compiled: tuple[CompiledPackage, ...]
     packages: tuple[PackagePin, ...]
+    last_packages: tuple[PackagePin, ...]
     patches: tuple[Patch, ...]
     env: tuple[tuple[str, str], ...]
     fixes: tuple[Fix, ...]
@@ -564,17 +568,8 @@ class _Resolver:
                 compiled.append(CompiledPackage(pin, comp.why, tuple(comp.targets), requires, comp.no_build_isolation,
                                                 comp.memory_per_job_gib, cenv))
 
-        packages = []
-        for index, entry in enumerate(raw.packages):
-            ppath = (*at, "packages", index)
-            if isinstance(entry, str):
-                pin = self.pin(entry, ppath)
-                if pin is not None:
-                    packages.append(PackagePin(pin, "", TARGETS))
-            else:
-                pin = self.pin(entry.requirement, (*ppath, "requirement"))
-                if pin is not None:
-                    packages.append(PackagePin(pin, entry.why, tuple(entry.targets)))
+        packages = self._packages(raw.packages, (*at, "packages"))
+        last_packages = self._packages(raw.last_packages, (*at, "last_packages"))
 
         options = {}
         for oname, opt in raw.options.items():
@@ -625,11 +620,25 @@ class _Resolver:
         release = Release(
             name=name, summary=raw.summary, date=raw.date, era=raw.era, notes=tuple(raw.notes), torch=raw.torch,
             cuda=raw.cuda, with_torch=with_torch, bootstrap=bootstrap, targets=targets, apt=apt,
-            compiled=tuple(compiled), packages=tuple(packages), patches=tuple(patches), env=env, fixes=fixes,
+            compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
+            fixes=fixes,
             options=options,
         )
         _RuleCheck(self, at, release).run()
         return release if len(self.problems) == before else None
+
+    def _packages(self, entries: list[str | RawPackage], path: PathKey) -> tuple[PackagePin, ...]:
+        out = []
+        for index, entry in enumerate(entries):
+            if isinstance(entry, str):
+                pin = self.pin(entry, (*path, index))
+                if pin is not None:
+                    out.append(PackagePin(pin, "", TARGETS))
+            else:
+                pin = self.pin(entry.requirement, (*path, index, "requirement"))
+                if pin is not None:
+                    out.append(PackagePin(pin, entry.why, tuple(entry.targets)))
+        return tuple(out)
 
     def _target(self, head: RawStackHead, rname: str, raw: RawRelease, tname: str, traw: RawTarget) -> TargetSpec | None:
         at: PathKey = ("releases", rname, "targets", tname)
@@ -742,6 +751,7 @@ class _RuleCheck:
             out.append(((*at, "compiled", i, "package"), comp.pin))
             out.extend(((*at, "compiled", i, "requires", j), p) for j, p in enumerate(comp.requires))
         out.extend(((*at, "packages", i), p.pin) for i, p in enumerate(self.rel.packages))
+        out.extend(((*at, "last_packages", i), p.pin) for i, p in enumerate(self.rel.last_packages))
         return out
 
     def pinned(self, name: str) -> Pin | None:
@@ -814,7 +824,7 @@ class _RuleCheck:
             self.r.problem((*path, "no_build_isolation"),
                            "pre-compiling DeepSpeed ops needs torch importable at build time",
                            "set no_build_isolation: true")
-        names = {p.name for p in comp.requires} | {p.pin.name for p in self.rel.packages}
+        names = {p.name for p in comp.requires} | {p.pin.name for p in (*self.rel.packages, *self.rel.last_packages)}
         if "ninja" not in names:
             self.r.problem((*path, "requires"), "DeepSpeed JIT-loads ops at run time and needs ninja",
                            "add ninja==<version> to requires")

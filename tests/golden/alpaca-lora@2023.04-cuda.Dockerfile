@@ -64,11 +64,17 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       fsspec==2023.4.0 \
       huggingface-hub==0.14.1 \
       loralib==0.1.1 \
-      peft==0.2.0 \
       pyarrow==12.0.1 \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       transformers==4.28.1 \
+ && printf '%s\n' accelerate==0.18.0 appdirs==1.4.4 bitsandbytes==0.37.2 datasets==2.11.0 fire==0.5.0 fsspec==2023.4.0 huggingface-hub==0.14.1 loralib==0.1.1 pyarrow==12.0.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.28.1 >> /opt/stackbuild/held.txt \
+ && site_end
+
+# The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
+      peft==0.2.0 \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

@@ -84,6 +84,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       transformers==4.28.1 \
+ && printf '%s\n' accelerate==0.18.0 datasets==2.11.0 fsspec==2023.4.0 huggingface-hub==0.14.1 pyarrow==12.0.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.28.1 >> /opt/stackbuild/held.txt \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

@@ -74,6 +74,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       accelerate==1.13.0 \
       datasets==4.8.4 \
       transformers==5.14.1 \
+ && printf '%s\n' accelerate==1.13.0 datasets==4.8.4 transformers==5.14.1 >> /opt/stackbuild/held.txt \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

@@ -71,6 +71,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' \
+ && printf '%s\n' 'accelerate @ git+https://github.com/huggingface/accelerate.git@0226f750257b3bf2cadc4f189f9eef0c764a0467' bitsandbytes==0.39.0 datasets==2.11.0 einops==0.6.1 evaluate==0.4.0 fsspec==2023.4.0 huggingface-hub==0.14.1 'peft @ git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2' pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' >> /opt/stackbuild/held.txt \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

@@ -63,7 +63,6 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       evaluate==0.4.0 \
       fsspec==2023.6.0 \
       huggingface-hub==0.16.4 \
-      peft==0.4.0 \
       pyarrow==12.0.1 \
       safetensors==0.3.1 \
       scikit-learn==1.2.2 \
@@ -71,6 +70,13 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       transformers==4.31.0 \
+ && printf '%s\n' accelerate==0.21.0 bitsandbytes==0.40.0 datasets==2.14.5 einops==0.6.1 evaluate==0.4.0 fsspec==2023.6.0 huggingface-hub==0.16.4 pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.31.0 >> /opt/stackbuild/held.txt \
+ && site_end
+
+# The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
+      peft==0.4.0 \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

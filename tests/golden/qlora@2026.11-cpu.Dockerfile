@@ -59,11 +59,17 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       accelerate==1.13.0 \
       bitsandbytes==0.49.1 \
       datasets==4.8.4 \
-      peft==0.21.2 \
       scipy==1.16.3 \
       sentencepiece==0.2.1 \
       transformers==5.14.1 \
       trl==1.8.0 \
+ && printf '%s\n' accelerate==1.13.0 bitsandbytes==0.49.1 datasets==4.8.4 scipy==1.16.3 sentencepiece==0.2.1 transformers==5.14.1 trl==1.8.0 >> /opt/stackbuild/held.txt \
+ && site_end
+
+# The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && pip install -c /opt/stackbuild/held.txt \
+      peft==0.21.2 \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),

@@ -20,7 +20,7 @@ CASES = [
      "notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
      "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, bootstrap, compiled, cuda, date, "
-     "env, era, fixes, notes, options, packages, patches, summary, targets, torch, with_torch)"),
+     "env, era, fixes, last_packages, notes, options, packages, patches, summary, targets, torch, with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
      "base, env, python)"),
