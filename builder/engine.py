@@ -21,7 +21,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from .errors import BuildError, ContainerError, EngineUnavailable
+from .errors import BuildError, ContainerError, EngineUnavailable, SelectionError
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 NONZERO = re.compile(r"returned a non-zero code: (\d+)")
@@ -132,10 +132,11 @@ class Engine:
             raise BuildError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
 
     def labels(self, ref: str) -> dict[str, str]:
-        """An image's labels; BuildError when the engine has no such image."""
+        """An image's labels; SelectionError when the engine has no such image."""
         info = self.image(ref)
         if info is None:
-            raise BuildError(f"image {ref} is not on this engine")
+            raise SelectionError(f"image {ref} is not on this engine (pull or build it first; `docker images` lists "
+                                 "what is there)")
         return dict((info.get("Config") or {}).get("Labels") or {})
 
     def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:

@@ -8,6 +8,7 @@ error with its file and line, never a hang on a user's 10 MB log.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError
 
+from .checks import CHECKS
 from .errors import ProfileError, Problem
 from .resources import display_path, stacks_dir
 from .validation import ONE_LINE, Strict, problems_from_validation
@@ -32,7 +34,7 @@ except ImportError:  # pragma: no cover - Python 3.10
 ISSUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+$")
 STACK_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-CHECK_NAME = re.compile(r"^[a-z0-9_-]+$")
+CHECK_NAME = re.compile(r"^[a-z0-9-]+$")
 ERA_KEY = re.compile(r"^(?P<stack>[a-z0-9]+(?:-[a-z0-9]+)*)@(?P<release>[0-9A-Za-z][0-9A-Za-z._-]{0,63})$")
 
 # A pattern must contain this much fixed text outside optional parts and alternatives: it is what
@@ -70,7 +72,11 @@ def _stack_name(value: str) -> str:
 
 def _check_name(value: str) -> str:
     if not CHECK_NAME.match(value):
-        raise ValueError(f"'{value}' is not a smoke check name || use lowercase letters, digits, '_' and '-'")
+        raise ValueError(f"'{value}' is not a smoke check name || use lowercase letters, digits and '-'")
+    if value not in CHECKS:
+        close = difflib.get_close_matches(value, list(CHECKS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ValueError(f"there is no smoke check '{value}' || {hint}checks are listed in builder/checks.py")
     return value
 
 
@@ -191,6 +197,9 @@ OneLine = Annotated[str, AfterValidator(_one_line)]
 PatternText = Annotated[str, AfterValidator(_log_pattern)]
 
 
+CheckName = Annotated[str, AfterValidator(_check_name)]
+
+
 class RawIssue(Strict):
     id: IssueId = Field(description="Unique id, lowercase words joined by '-'; profiles refer to it")
     title: OneLine = Field(description="One-line summary")
@@ -213,7 +222,7 @@ class RawIssue(Strict):
     fixed_in: OneLine | None = Field(None, description="Upstream version or change that fixed it")
     fix_era: dict[str, str] = Field({}, description="Fix for one release, keyed 'stack@release'")
     prevented_by: list[OneLine] = Field([], description="The profile mechanisms that prevent it (pin, patch, ...)")
-    proven_by: list[Annotated[str, AfterValidator(_check_name)]] = Field([], description="Smoke checks that "
+    proven_by: list[CheckName] = Field([], description="Smoke checks that "
                                                                                          "prove the prevention")
 
 

@@ -33,8 +33,9 @@ LOGS = Path(__file__).parent / "fixtures" / "logs"
 FIXTURES = sorted(LOGS.glob("*--*.log"))
 CLEAN = sorted((LOGS / "clean").glob("*.log"))
 SOURCE = re.compile(r"^# source: [A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+ \(.+\)$|^# source: [A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+$")
-# Failure entries with no public log excerpt found: they keep their patterns but have no fixture.
-NO_PUBLIC_LOG = {"ds-march-native": "no public thread quotes the SIGILL next to DeepSpeed's CPU ops"}
+# Failure entries with no public log excerpt found: none. An entry without one is an advisory with no
+# patterns instead (ds-march-native: no public thread quotes the SIGILL next to DeepSpeed's CPU ops).
+NO_PUBLIC_LOG: dict[str, str] = {}
 ORIGINAL_IDS = {
     "ds-aio-precompile", "ds-sparse-attn-torch2", "ds-era-pin", "fa-build-no-torch", "fastchat-functools-cache",
     "fsdp-save-oom", "fa-fp32", "fa-ampere-only", "fa1-headdim-sm86", "bnb-cpu-lib", "qlora-transformers-too-old",
@@ -75,6 +76,14 @@ def test_every_failure_entry_has_a_real_log_fixture(capsys):
     with capsys.disabled():
         print(f"\ndoctor fixtures: {len(FIXTURES)} logs for {len(counts)} entries; only one real excerpt: "
               f"{', '.join(single)}; none: {', '.join(sorted(NO_PUBLIC_LOG))}")
+
+
+def test_entry_without_a_public_log_is_an_advisory_doctor_never_reports():
+    issue = load_knowledge_base()["ds-march-native"]
+    assert (issue.kind, issue.symptom, issue.patterns, issue.context) == ("advisory", None, (), ())
+    assert "build-host-cpu" in issue.fix
+    log = "DeepSpeedCPUAdam: using cpu_adam\nIllegal instruction (core dumped)\n"
+    assert diagnose(log, stack="deepspeed-zero3-offload", release="2023.06") == []
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
@@ -160,6 +169,16 @@ def test_stack_selects_the_era_fix_and_raises_confidence():
     assert plain.fix == current.fix == plain.issue.fix
     assert era.fix.startswith("apt-get install -y libaio-dev before pip install deepspeed==0.9.3")
     assert (plain.confidence, era.confidence, other.confidence) == (0.6, 0.7, 0.5)
+
+
+def test_era_release_gets_the_pin_it_must_keep():
+    log = "ImportError: cannot import name 'Cache' from 'transformers'\n"
+    plain = diagnose(log)[0]
+    era = diagnose(log, stack="qlora", release="2023.07")[0]
+    assert plain.issue.id == era.issue.id == "peft-too-new-for-transformers"
+    assert plain.fix.startswith("Upgrade transformers")
+    assert era.fix == ("Keep transformers==4.31.0 and reinstall peft==0.4.0, this release's pin and qlora's own "
+                       "requirement.")
 
 
 def test_diagnosis_reports_lines_and_excerpt():
@@ -264,7 +283,10 @@ GOOD = """issues:
          "the line users see, or make it kind: advisory)"),
         (GOOD + "    proven_by: ['Smoke Check']\n",
          "kb.yaml:11: issues[0].proven_by[0]: 'Smoke Check' is not a smoke check name (use lowercase letters, "
-         "digits, '_' and '-')"),
+         "digits and '-')"),
+        (GOOD + "    proven_by: [lora-saves]\n",
+         "kb.yaml:11: issues[0].proven_by[0]: there is no smoke check 'lora-saves' (did you mean 'lora-save'? checks "
+         "are listed in builder/checks.py)"),
         (GOOD.replace("    cause: c\n", "    cause: c\n    patern: x\n"),
          "kb.yaml:8: issues[0].patern: unknown field (did you mean 'patterns'? allowed: cause, context, "
          "context_window, fix, fix_era, fixed_in, generic, id, kind, patterns, prevented_by, prevention, proven_by, "
@@ -272,7 +294,7 @@ GOOD = """issues:
     ],
     ids=["bad-regex", "nested-repeat", "nested-wildcard", "repeated-alternation", "three-wildcards", "no-literal",
          "inline-flags", "era-unknown-stack", "era-unknown-release", "era-bad-key", "unknown-stack",
-         "failure-without-patterns", "bad-check-name", "unknown-field"],
+         "failure-without-patterns", "bad-check-name", "unknown-check", "unknown-field"],
 )
 def test_bad_knowledge_base(text, expected, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -36,6 +36,15 @@ def test_every_stack_fix_names_a_known_issue_for_that_stack():
                 assert name in fix.issue.stacks or "any" in fix.issue.stacks, (name, fix.issue.id)
 
 
+def test_era_fixes_say_what_differs_on_that_release():
+    kb = load_knowledge_base()
+    keys = [(issue.id, key) for issue in kb.values() for key, _ in issue.fix_era]
+    assert len(keys) >= 40
+    for issue in kb.values():
+        for key, text in issue.fix_era:
+            assert text != issue.fix and len(text) >= 40, (issue.id, key)
+
+
 GOOD_ENTRY = """issues:
   - id: one
     title: One
