@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .errors import SelectionError
-from .plan import IMPLIED_APT
+from .plan import IMPLIED_APT, select_checks
 from .profile import RELEASE_NAME, RawStack, Release, Stack, available_stacks, load_stack
 
 
@@ -68,8 +68,9 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "options": [{"name": o.name, "summary": o.summary, "targets": list(o.targets),
                      "packages": [p.requirement for p in o.packages]} for o in rel.options.values()],
         "env": dict(rel.env),
-        "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail}
-                  for f in rel.fixes],
+        "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail,
+                   "proven_by": list(f.issue.proven_by)} for f in rel.fixes],
+        "checks": [{"name": c.name, "summary": c.summary, "gpu": c.gpu} for c in select_checks(rel, rel.fixes)],
     }
 
 

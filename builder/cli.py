@@ -181,6 +181,12 @@ def _print_stack(info: dict) -> None:
         for fix in rel["fixes"]:
             out.print(f"    {fix['issue']:28} [{fix['via']}] {fix['detail']}")
             out.print(f"    {'':28} {fix['title']}")
+            if fix["proven_by"]:
+                out.print(f"    {'':28} proven by: {', '.join(fix['proven_by'])}")
+        out.print("  smoke checks (stackbuild test):")
+        for check in rel["checks"]:
+            gpu = " (GPU)" if check["gpu"] else ""
+            out.print(f"    {check['name']:28} {check['summary']}{gpu}")
 
 
 @app.command("render")
@@ -366,6 +372,8 @@ def test_command(
     as_json: JsonOpt = False,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container (it is removed by default).")] = False,
+    only: Annotated[Optional[list[str]], typer.Option("--only", metavar="CHECK",
+                                                      help="Run only this check (repeatable).")] = None,
 ) -> None:
     """Run the image's smoke checks in a network-less container; exit 0 only when none failed."""
     settings = load_settings(ctx.obj["config"])
@@ -374,11 +382,11 @@ def test_command(
 
     def show(result: SmokeResult) -> None:
         if not as_json:
-            out.print(f"{result.status.upper():5} {result.check:16} {result.seconds:6.1f}s  {result.detail}")
+            out.print(f"{result.status.upper():5} {result.check:24} {result.seconds:6.1f}s  {result.detail}")
 
     if not as_json:
         out.print(f"smoke checks of {image}")
-    report = run_smoke(engine, image, gpus=gpus, keep=keep, on_result=show)
+    report = run_smoke(engine, image, gpus=gpus, keep=keep, only=only or (), on_result=show)
     if junit is not None:
         write_junit(report, junit)
     if as_json:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .checks import COMMON_CHECKS
+from .checks import COMMON_CHECKS, SmokeCheck, ordered
 from .errors import SelectionError
 from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
@@ -49,6 +49,7 @@ class BuildPlan:
     runtime_env: tuple[tuple[str, str], ...]
     fixes: tuple[Fix, ...]
     pins: dict[str, str] = field(default_factory=dict)
+    checks: tuple[SmokeCheck, ...] = COMMON_CHECKS
 
     @property
     def spec(self) -> str:
@@ -64,9 +65,14 @@ class BuildPlan:
             "python": self.target.python,
             "base": self.target.base.ref,
             "pins": self.pins,
-            "patches": [p.id for p in self.patches],
+            "compiled": [{"package": c.pin.name, "version": c.pin.version, "env": dict(c.env)} for c in self.compiled],
+            "patches": [{"id": p.id, "package": p.package, "file": p.file, "find": p.find, "replace": p.replace,
+                         "count": p.count} for p in self.patches],
+            "files": [f.name for f in self.files],
             "fixes": [f.issue.id for f in self.fixes],
-            "checks": [{"name": c.name, "file": c.file, "gpu": c.gpu, "timeout": c.timeout} for c in COMMON_CHECKS],
+            "checks": [{"name": c.name, "file": c.file, "gpu": c.gpu, "timeout": c.timeout,
+                        "proves": [f.issue.id for f in self.fixes if c.name in f.issue.proven_by]}
+                       for c in self.checks],
         }
 
     def labels(self) -> dict[str, str]:
@@ -83,6 +89,14 @@ class BuildPlan:
             "io.stackbuild.pins": json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
             "io.stackbuild.fixes": ",".join(f.issue.id for f in self.fixes),
         }
+
+
+def select_checks(release: Release, fixes: tuple[Fix, ...] | list[Fix]) -> tuple[SmokeCheck, ...]:
+    """The common checks, the proof of every fix claimed, the patch check, and what the profile names."""
+    names = {c.name for c in COMMON_CHECKS} | {n for f in fixes for n in f.issue.proven_by} | set(release.checks)
+    if release.patches:
+        names.add("patches")
+    return ordered(names)
 
 
 def select_target(stack: Stack, release: Release, target: str | None) -> TargetSpec:
@@ -137,4 +151,5 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         stack=stack, release=rel, target=spec, options=chosen, apt=tuple(sorted(apt)), compiled=tuple(compiled),
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
+        checks=select_checks(rel, fixes),
     )

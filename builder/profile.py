@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
 from . import compat
 from .errors import Problem, ProfileError, SelectionError
-from .knowledge import IssueId, KnownIssue, OneLine, load_knowledge_base
+from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
 from .resources import display_path, stacks_dir
 from .validation import Strict, dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
@@ -157,6 +157,8 @@ class RawRelease(Strict):
     patches: list[RawPatch] = []
     env: dict[str, str] = {}
     fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
+                                                     "and those that prove its fixes")
     options: dict[str, RawOption] = {}
 
 
@@ -170,6 +172,8 @@ class RawStackHead(Strict):
     apt: list[str] = []
     files: dict[str, RawFile] = {}
     fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
+                                                     "and those that prove its fixes")
     releases: dict[Any, Any]
 
 
@@ -282,6 +286,7 @@ class Release:
     env: tuple[tuple[str, str], ...]
     fixes: tuple[Fix, ...]
     options: dict[str, Option]
+    checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
 
 
 @dataclass(frozen=True)
@@ -598,6 +603,10 @@ class _Resolver:
             patches.append(Patch(p.id, p.summary, canonicalize_name(p.package), p.file, p.find, p.replace, p.count,
                                  p.fixes))
 
+        for index, check in enumerate(raw.checks):
+            if check in head.checks or check in raw.checks[:index]:
+                self.problem((*at, "checks", index), f"check '{check}' is listed twice (stack and release checks add "
+                             "up)", "keep one entry")
         fixes = stack_fixes + self._fixes(raw.fixes, (*at, "fixes"))
         seen_fix: set[str] = set()
         for index, fix in enumerate(fixes):
@@ -622,7 +631,7 @@ class _Resolver:
             cuda=raw.cuda, with_torch=with_torch, bootstrap=bootstrap, targets=targets, apt=apt,
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
-            options=options,
+            options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
         )
         _RuleCheck(self, at, release).run()
         return release if len(self.problems) == before else None

@@ -70,14 +70,17 @@ class SmokeReport:
 
 
 def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool = False,
+              only: list[str] | tuple[str, ...] = (),
               on_result: Callable[[SmokeResult], None] = lambda result: None) -> SmokeReport:
-    """Start a network-less container of ``image``, run its smoke runner, remove it unless ``keep``."""
+    """Start a network-less container of ``image``, run its smoke runner (every check, or ``only``
+    these), and remove the container unless ``keep``."""
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
     report = SmokeReport(image)
     container = engine.start_container(image, name, {"io.stackbuild.smoke": "1"}, gpus)
     report.container = name if keep else None
     try:
-        lines, exit_code = engine.exec_lines(container, ["python", "/opt/stackbuild/smoke/run.py"])
+        command = ["python", "/opt/stackbuild/smoke/run.py", *(["--only", *only] if only else [])]
+        lines, exit_code = engine.exec_lines(container, command)
         for line in lines:
             try:
                 data = json.loads(line)
@@ -94,6 +97,9 @@ def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool
         if not keep:
             engine.remove_container(container)
     if report.exit_code not in (0, 1):
+        broken = [r.detail for r in report.results if r.check == "manifest"]
+        if broken:
+            raise SmokeError(f"{image}: {broken[0]}")
         raise SmokeError(f"the smoke runner in {image} could not run (exit {report.exit_code}); is it a stackbuild "
                          "image? (it needs /opt/stackbuild/smoke/run.py and manifest.json)")
     return report

@@ -64,11 +64,12 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       fsspec==2023.4.0 \
       huggingface-hub==0.14.1 \
       loralib==0.1.1 \
+      protobuf==3.20.2 \
       pyarrow==12.0.1 \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       transformers==4.28.1 \
- && printf '%s\n' accelerate==0.18.0 appdirs==1.4.4 bitsandbytes==0.37.2 datasets==2.11.0 fire==0.5.0 fsspec==2023.4.0 huggingface-hub==0.14.1 loralib==0.1.1 pyarrow==12.0.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.28.1 >> /opt/stackbuild/held.txt \
+ && printf '%s\n' accelerate==0.18.0 appdirs==1.4.4 bitsandbytes==0.37.2 datasets==2.11.0 fire==0.5.0 fsspec==2023.4.0 huggingface-hub==0.14.1 loralib==0.1.1 protobuf==3.20.2 pyarrow==12.0.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.28.1 >> /opt/stackbuild/held.txt \
  && site_end
 
 # The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
@@ -83,7 +84,6 @@ COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 ENV \
-    BNB_CUDA_VERSION="118" \
     LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
 
 WORKDIR /workspace
@@ -99,5 +99,5 @@ LABEL \
       io.stackbuild.release="2023.04" \
       io.stackbuild.target="cuda" \
       io.stackbuild.options="" \
-      io.stackbuild.pins="{\"accelerate\":\"0.18.0\",\"appdirs\":\"1.4.4\",\"bitsandbytes\":\"0.37.2\",\"datasets\":\"2.11.0\",\"fire\":\"0.5.0\",\"fsspec\":\"2023.4.0\",\"huggingface-hub\":\"0.14.1\",\"loralib\":\"0.1.1\",\"numpy\":\"1.24.4\",\"peft\":\"0.2.0\",\"pyarrow\":\"12.0.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1+cu118\",\"transformers\":\"4.28.1\"}" \
-      io.stackbuild.fixes="peft-empty-adapter,bnb-cpu-lib,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"
+      io.stackbuild.pins="{\"accelerate\":\"0.18.0\",\"appdirs\":\"1.4.4\",\"bitsandbytes\":\"0.37.2\",\"datasets\":\"2.11.0\",\"fire\":\"0.5.0\",\"fsspec\":\"2023.4.0\",\"huggingface-hub\":\"0.14.1\",\"loralib\":\"0.1.1\",\"numpy\":\"1.24.4\",\"peft\":\"0.2.0\",\"protobuf\":\"3.20.2\",\"pyarrow\":\"12.0.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1+cu118\",\"transformers\":\"4.28.1\"}" \
+      io.stackbuild.fixes="protobuf-missing,peft-empty-adapter,bnb-cpu-lib,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"

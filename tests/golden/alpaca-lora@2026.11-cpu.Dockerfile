@@ -60,9 +60,10 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       bitsandbytes==0.49.1 \
       datasets==4.8.4 \
       fire==0.7.1 \
+      protobuf==7.36.2 \
       sentencepiece==0.2.1 \
       transformers==5.14.1 \
- && printf '%s\n' accelerate==1.13.0 bitsandbytes==0.49.1 datasets==4.8.4 fire==0.7.1 sentencepiece==0.2.1 transformers==5.14.1 >> /opt/stackbuild/held.txt \
+ && printf '%s\n' accelerate==1.13.0 bitsandbytes==0.49.1 datasets==4.8.4 fire==0.7.1 protobuf==7.36.2 sentencepiece==0.2.1 transformers==5.14.1 >> /opt/stackbuild/held.txt \
  && site_end
 
 # The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
@@ -89,5 +90,5 @@ LABEL \
       io.stackbuild.release="2026.11" \
       io.stackbuild.target="cpu" \
       io.stackbuild.options="" \
-      io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"fire\":\"0.7.1\",\"peft\":\"0.21.2\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\"}" \
-      io.stackbuild.fixes="peft-empty-adapter,bnb-cpu-lib"
+      io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"fire\":\"0.7.1\",\"peft\":\"0.21.2\",\"protobuf\":\"7.36.2\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\"}" \
+      io.stackbuild.fixes="protobuf-missing,peft-empty-adapter,bnb-cpu-lib"

@@ -62,8 +62,12 @@ RUN . /opt/stackbuild/site.sh && site_begin \
  && MAX_JOBS="$(awk -v per=4 -v cpus="$(nproc)" '/^MemAvailable:/ { n = int($2 / 1048576 / per); if (n < 1) n = 1; if (n > cpus) n = cpus; print n }' /proc/meminfo)" \
  && export MAX_JOBS \
  && pip install -c /opt/stackbuild/held.txt ninja==1.13.0 \
- && DS_BUILD_AIO=1 \
+ && DS_ACCELERATOR=cpu \
+    DS_BUILD_AIO=1 \
     DS_BUILD_CPU_ADAM=1 \
+    DS_BUILD_SHM_COMM=1 \
+    DS_ENABLE_NINJA=1 \
+    LDFLAGS=-Wl,--no-as-needed,-laio \
     pip install --no-build-isolation -c /opt/stackbuild/held.txt deepspeed==0.18.9 \
  && printf '%s\n' ninja==1.13.0 deepspeed==0.18.9 >> /opt/stackbuild/held.txt \
  && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt \

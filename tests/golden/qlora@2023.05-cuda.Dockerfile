@@ -64,6 +64,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       fsspec==2023.4.0 \
       huggingface-hub==0.14.1 \
       'peft @ git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2' \
+      protobuf==3.20.3 \
       pyarrow==12.0.1 \
       safetensors==0.3.1 \
       scikit-learn==1.2.2 \
@@ -71,7 +72,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' \
- && printf '%s\n' 'accelerate @ git+https://github.com/huggingface/accelerate.git@0226f750257b3bf2cadc4f189f9eef0c764a0467' bitsandbytes==0.39.0 datasets==2.11.0 einops==0.6.1 evaluate==0.4.0 fsspec==2023.4.0 huggingface-hub==0.14.1 'peft @ git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2' pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' >> /opt/stackbuild/held.txt \
+ && printf '%s\n' 'accelerate @ git+https://github.com/huggingface/accelerate.git@0226f750257b3bf2cadc4f189f9eef0c764a0467' bitsandbytes==0.39.0 datasets==2.11.0 einops==0.6.1 evaluate==0.4.0 fsspec==2023.4.0 huggingface-hub==0.14.1 'peft @ git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2' protobuf==3.20.3 pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 'transformers @ git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241' >> /opt/stackbuild/held.txt \
  && site_end
 
 # stackbuild's own files: the smoke checks that prove the image (python /opt/stackbuild/smoke/run.py),
@@ -80,7 +81,6 @@ COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
 ENV \
-    BNB_CUDA_VERSION="118" \
     LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
 
 WORKDIR /workspace
@@ -96,5 +96,5 @@ LABEL \
       io.stackbuild.release="2023.05" \
       io.stackbuild.target="cuda" \
       io.stackbuild.options="" \
-      io.stackbuild.pins="{\"accelerate\":\"git+https://github.com/huggingface/accelerate.git@0226f750257b3bf2cadc4f189f9eef0c764a0467\",\"bitsandbytes\":\"0.39.0\",\"datasets\":\"2.11.0\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"fsspec\":\"2023.4.0\",\"huggingface-hub\":\"0.14.1\",\"numpy\":\"1.24.4\",\"peft\":\"git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2\",\"pyarrow\":\"12.0.1\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1+cu118\",\"transformers\":\"git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241\"}" \
-      io.stackbuild.fixes="qlora-transformers-too-old,bnb-cpu-lib,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"
+      io.stackbuild.pins="{\"accelerate\":\"git+https://github.com/huggingface/accelerate.git@0226f750257b3bf2cadc4f189f9eef0c764a0467\",\"bitsandbytes\":\"0.39.0\",\"datasets\":\"2.11.0\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"fsspec\":\"2023.4.0\",\"huggingface-hub\":\"0.14.1\",\"numpy\":\"1.24.4\",\"peft\":\"git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2\",\"protobuf\":\"3.20.3\",\"pyarrow\":\"12.0.1\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1+cu118\",\"transformers\":\"git+https://github.com/huggingface/transformers.git@796162c51298547c357b20cc33d64cbcf77d0241\"}" \
+      io.stackbuild.fixes="protobuf-missing,qlora-transformers-too-old,bnb-cpu-lib,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"

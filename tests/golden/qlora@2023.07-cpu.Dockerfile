@@ -63,6 +63,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       evaluate==0.4.0 \
       fsspec==2023.6.0 \
       huggingface-hub==0.16.4 \
+      protobuf==4.23.4 \
       pyarrow==12.0.1 \
       safetensors==0.3.1 \
       scikit-learn==1.2.2 \
@@ -70,7 +71,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       sentencepiece==0.1.99 \
       tokenizers==0.13.3 \
       transformers==4.31.0 \
- && printf '%s\n' accelerate==0.21.0 bitsandbytes==0.40.0 datasets==2.14.5 einops==0.6.1 evaluate==0.4.0 fsspec==2023.6.0 huggingface-hub==0.16.4 pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.31.0 >> /opt/stackbuild/held.txt \
+ && printf '%s\n' accelerate==0.21.0 bitsandbytes==0.40.0 datasets==2.14.5 einops==0.6.1 evaluate==0.4.0 fsspec==2023.6.0 huggingface-hub==0.16.4 protobuf==4.23.4 pyarrow==12.0.1 safetensors==0.3.1 scikit-learn==1.2.2 scipy==1.10.1 sentencepiece==0.1.99 tokenizers==0.13.3 transformers==4.31.0 >> /opt/stackbuild/held.txt \
  && site_end
 
 # The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
@@ -97,5 +98,5 @@ LABEL \
       io.stackbuild.release="2023.07" \
       io.stackbuild.target="cpu" \
       io.stackbuild.options="" \
-      io.stackbuild.pins="{\"accelerate\":\"0.21.0\",\"bitsandbytes\":\"0.40.0\",\"datasets\":\"2.14.5\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"fsspec\":\"2023.6.0\",\"huggingface-hub\":\"0.16.4\",\"numpy\":\"1.24.4\",\"peft\":\"0.4.0\",\"pyarrow\":\"12.0.1\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"transformers\":\"4.31.0\"}" \
-      io.stackbuild.fixes="qlora-transformers-too-old,bnb-cpu-lib,peft-empty-adapter,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"
+      io.stackbuild.pins="{\"accelerate\":\"0.21.0\",\"bitsandbytes\":\"0.40.0\",\"datasets\":\"2.14.5\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"fsspec\":\"2023.6.0\",\"huggingface-hub\":\"0.16.4\",\"numpy\":\"1.24.4\",\"peft\":\"0.4.0\",\"protobuf\":\"4.23.4\",\"pyarrow\":\"12.0.1\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"transformers\":\"4.31.0\"}" \
+      io.stackbuild.fixes="protobuf-missing,qlora-transformers-too-old,bnb-cpu-lib,peft-empty-adapter,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift"

@@ -59,11 +59,12 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       accelerate==1.13.0 \
       bitsandbytes==0.49.1 \
       datasets==4.8.4 \
+      protobuf==7.36.2 \
       scipy==1.16.3 \
       sentencepiece==0.2.1 \
       transformers==5.14.1 \
       trl==1.8.0 \
- && printf '%s\n' accelerate==1.13.0 bitsandbytes==0.49.1 datasets==4.8.4 scipy==1.16.3 sentencepiece==0.2.1 transformers==5.14.1 trl==1.8.0 >> /opt/stackbuild/held.txt \
+ && printf '%s\n' accelerate==1.13.0 bitsandbytes==0.49.1 datasets==4.8.4 protobuf==7.36.2 scipy==1.16.3 sentencepiece==0.2.1 transformers==5.14.1 trl==1.8.0 >> /opt/stackbuild/held.txt \
  && site_end
 
 # The stack's own top-level pins, last and in a layer of their own: bumping one rebuilds only this.
@@ -90,5 +91,5 @@ LABEL \
       io.stackbuild.release="2026.11" \
       io.stackbuild.target="cpu" \
       io.stackbuild.options="" \
-      io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"peft\":\"0.21.2\",\"scipy\":\"1.16.3\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\",\"trl\":\"1.8.0\"}" \
-      io.stackbuild.fixes="bnb-cpu-lib,peft-empty-adapter"
+      io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"peft\":\"0.21.2\",\"protobuf\":\"7.36.2\",\"scipy\":\"1.16.3\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\",\"trl\":\"1.8.0\"}" \
+      io.stackbuild.fixes="protobuf-missing,bnb-cpu-lib,peft-empty-adapter"

@@ -22,9 +22,15 @@ import pytest
 
 from builder.build import BuildResult, build_image, prepare
 from builder.config import load_settings
+from builder.engine import BuildLog, Engine
+from builder.site import SiteServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_LABEL = "io.stackbuild.test"
+
+# testcontainers starts a reaper container (Ryuk) pulled from Docker Hub, which is unreachable here;
+# containers are removed by the tests themselves and swept by label at session end instead.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 
 def pytest_collection_modifyitems(items):
@@ -95,5 +101,47 @@ def test_image(docker_client):
     for name in names:
         try:
             docker_client.images.remove(docker_client.images.get(name).id, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+
+@pytest.fixture(scope="session")
+def engine(docker_client):
+    connected = Engine.connect(timeout=900)
+    yield connected
+    connected.close()
+
+
+@pytest.fixture(scope="session")
+def derived_image(docker_client, engine, settings):
+    """Build an image FROM a built one with extra RUN lines (to break what a check guards).
+
+    Offline by default; with ``network=True`` the lines run the way stackbuild's own network steps
+    do - host network, the site's index/CA served for the duration through /opt/stackbuild/site.sh.
+    Each derived image is built once per session (same base and lines) and removed at the end.
+    """
+    made: dict[tuple[str, tuple[str, ...], bool], str] = {}
+
+    def make(base: str, lines: list[str] | tuple[str, ...], network: bool = False) -> str:
+        key = (base, tuple(lines), network)
+        if key in made:
+            return made[key]
+        tag = f"stackbuild-test/{unique('derived')}:latest"
+        if network:
+            runs = [f"RUN . /opt/stackbuild/site.sh && site_begin && {line} && site_end" for line in lines]
+        else:
+            runs = [f"RUN {line}" for line in lines]
+        dockerfile = "\n".join([f"FROM {base}", 'SHELL ["/bin/bash", "-o", "pipefail", "-c"]', *runs]) + "\n"
+        log = BuildLog()
+        with SiteServer(settings.site if network else {}):
+            engine.build(dockerfile, (), tag, {TEST_LABEL: "1"}, "host" if network else "none", False, {}, log,
+                         lambda event: None)
+        made[key] = tag
+        return tag
+
+    yield make
+    for tag in made.values():
+        try:
+            docker_client.images.remove(tag, force=True)
         except docker.errors.ImageNotFound:
             pass

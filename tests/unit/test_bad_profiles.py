@@ -16,17 +16,22 @@ GOOD = (Path(__file__).parent / "fixtures" / "good.yaml").read_text()
 # (case id, text to replace, replacement, anchor whose line the problem points at, expected message)
 CASES = [
     ("unknown-top-key", "title: A good stack", "title: A good stack\ntitel: typo", "titel:",
-     "titel: unknown field (did you mean 'title'? allowed: apt, default_release, description, files, fixes, name, "
-     "notes, releases, requires_python, title)"),
+     "titel: unknown field (did you mean 'title'? allowed: apt, checks, default_release, description, files, fixes, "
+     "name, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
-     "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, bootstrap, compiled, cuda, date, "
-     "env, era, fixes, last_packages, notes, options, packages, patches, summary, targets, torch, with_torch)"),
+     "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, bootstrap, checks, compiled, cuda, "
+     "date, env, era, fixes, last_packages, notes, options, packages, patches, summary, targets, torch, with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
      "base, env, python)"),
     ("unknown-compiled-key", "        why: offload ops", "        why: offload ops\n        flags: {}", "flags:",
      "releases.2023.06.compiled[0].flags: unknown field (allowed: env, memory_per_job_gib, no_build_isolation, "
      "package, requires, targets, why)"),
+    ("unknown-check", "title: A good stack", "title: A good stack\nchecks: [lora-saves]", "checks:",
+     "checks[0]: there is no smoke check 'lora-saves' (did you mean 'lora-save'? checks are listed in "
+     "builder/checks.py)"),
+    ("check-twice", "    era: true", "    era: true\n    checks: [ninja, ninja]", "checks: [ninja",
+     "releases.2023.06.checks[1]: check 'ninja' is listed twice (stack and release checks add up) (keep one entry)"),
     ("missing-title", "title: A good stack\n", "", "name:", "title: required field is missing (add 'title')"),
     ("missing-torch", "    torch: \"2.0.1\"\n", "", "\"2023.06\":",
      "releases.2023.06.torch: required field is missing (add 'torch')"),

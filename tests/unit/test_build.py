@@ -6,7 +6,6 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
 
 from builder.engine import context_tar
 from builder.errors import BuildError

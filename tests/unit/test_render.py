@@ -134,7 +134,8 @@ def test_qlora_era_pins_the_seed_commit():
     july = "\n".join(_lines("qlora", "2023.07", "cuda"))
     for pin in ("bitsandbytes==0.40.0", "transformers==4.31.0", "peft==0.4.0", "accelerate==0.21.0"):
         assert pin in july
-    assert 'BNB_CUDA_VERSION="118"' in july
+    # bitsandbytes 0.40 finds libcudart through LD_LIBRARY_PATH (it reads BNB_CUDA_VERSION only from 0.41)
+    assert "LD_LIBRARY_PATH=\"/usr/local/cuda/lib64:" in july and "BNB_CUDA_VERSION" not in july
 
 
 def test_alpaca_lora_renders_its_peft_pin():
@@ -155,8 +156,15 @@ def test_context_carries_patch_spec_manifest_and_files():
     smoke = {name for name in files if name.startswith("smoke/")}
     assert set(files) - smoke == {"manifest.json", "site.sh", "patches/apply_patch.py", "patches/fsdp-save-cpu-clone.json"}
     assert {"smoke/run.py", "smoke/checks/_smoke.py", "smoke/checks/pins.py"} <= smoke
-    assert [c["name"] for c in json.loads(files["manifest.json"])["checks"]] == [
-        "python-version", "pins", "pip-check", "torch-compile", "shm"]
+    manifest = json.loads(files["manifest.json"])
+    # the common checks, then the proof of each fix claimed, the patch check, and the profile's own checks
+    assert [c["name"] for c in manifest["checks"]] == [
+        "python-version", "pins", "pip-check", "torch-compile", "shm", "gpu-matmul", "patches", "numpy-torch",
+        "datasets-load-json", "functools-cache", "fsdp-save", "flash-attn-import", "flash-attn-fwd-bwd", "gpu-arch"]
+    proves = {c["name"]: c["proves"] for c in manifest["checks"]}
+    assert proves["patches"] == proves["fsdp-save"] == ["fsdp-save-oom"] and proves["pins"] == []
+    assert manifest["patches"][0]["replace"] == "state_dict[fqn] = state_dict[fqn].cpu().clone().detach()"
+    assert manifest["compiled"][0]["env"]["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0"
     spec = json.loads(files["patches/fsdp-save-cpu-clone.json"])
     assert spec["find"] == "state_dict[fqn] = state_dict[fqn].clone().detach()"
     assert json.loads(files["manifest.json"])["pins"]["flash-attn"] == "1.0.9"

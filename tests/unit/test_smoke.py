@@ -117,3 +117,18 @@ def test_run_smoke_collects_results_and_removes_the_container():
 def test_a_runner_that_cannot_run_is_an_error():
     with pytest.raises(SmokeError, match=r"could not run \(exit 127\)"):
         run_smoke(_FakeEngine([], 127), "busybox")
+
+
+def test_only_runs_the_named_checks_and_refuses_unknown_names(tmp_path):
+    root = _image_dir(tmp_path, {"python": _here(), "pins": {}, "checks": _checks("python-version", "pins", "shm")})
+    code, results = _run(root, "--only", "pins")
+    assert code == 0 and [r["check"] for r in results] == ["pins"]
+    code, results = _run(root, "--only", "pins", "lora-saves")
+    assert code == 2 and results == [{"check": "manifest", "status": "fail", "detail": "this image has no check "
+                                      "lora-saves (its checks: python-version, pins, shm)"}]
+
+
+def test_an_unknown_check_name_is_a_clear_error():
+    line = ('{"check": "manifest", "status": "fail", "detail": "this image has no check x (its checks: pins)"}')
+    with pytest.raises(SmokeError, match=r"^img: this image has no check x \(its checks: pins\)$"):
+        run_smoke(_FakeEngine([line], 2), "img", only=["x"])

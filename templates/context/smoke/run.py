@@ -5,7 +5,8 @@ Usage: python /opt/stackbuild/smoke/run.py [--only NAME ...] [--timeout SECONDS]
 Runs with the image's own Python and packages, offline, with nothing of stackbuild installed.
 Each check is a file in checks/ that prints one JSON object as its last line of output
 ({"check", "status": pass|warn|fail|skip, "detail"}); the runner adds "seconds" and enforces a
-per-check timeout. Exit status: 0 when no check failed, 1 otherwise, 2 on a broken manifest.
+per-check timeout. Exit status: 0 when no check failed, 1 otherwise, 2 on a broken manifest or
+an unknown check name.
 """
 
 import argparse
@@ -59,6 +60,11 @@ def main():
         checks = manifest["checks"]
     except (OSError, ValueError, KeyError) as exc:
         print(json.dumps({"check": "manifest", "status": "fail", "detail": "cannot read {}: {}".format(MANIFEST, exc)}))
+        return 2
+    unknown = sorted(set(args.only or ()) - {check["name"] for check in checks})
+    if unknown:
+        print(json.dumps({"check": "manifest", "status": "fail", "detail": "this image has no check {} (its checks: "
+                          "{})".format(", ".join(unknown), ", ".join(check["name"] for check in checks))}))
         return 2
     failed = False
     for check in checks:

@@ -1,7 +1,19 @@
-"""Shared by the checks: read the runner's arguments, print the one JSON result line, exit."""
+"""Shared by the checks: read the runner's arguments, print the one JSON result line, exit.
+
+Importing this module has no side effects (checks that spawn processes import it in the
+children too): stdout is only redirected by quiet_stdout(), temporary folders only made by
+offline_hf(), and both are undone by finish().
+"""
 
 import json
+import os
+import re
+import shutil
 import sys
+import tempfile
+
+_saved_stdout = None  # a duplicate of the real fd 1 while quiet_stdout() is in effect
+_temp_dirs = []  # removed by finish()
 
 
 def context():
@@ -21,3 +33,89 @@ def gpu_count():
     except ImportError:
         return 0
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def quiet_stdout():
+    """Send fd 1 to stderr until finish(), keeping stdout for the one result line.
+
+    Libraries print banners and build logs on stdout, some from C (bitsandbytes' CUDA SETUP,
+    DeepSpeed's accelerator choice, sentencepiece's trainer), so sys.stdout alone is not enough.
+    """
+    global _saved_stdout
+    if _saved_stdout is not None:
+        return
+    sys.stdout.flush()
+    _saved_stdout = os.dup(1)
+    os.dup2(2, 1)
+
+
+def finish(status, detail):
+    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report()."""
+    global _saved_stdout
+    sys.stdout.flush()
+    if _saved_stdout is not None:
+        os.dup2(_saved_stdout, 1)
+        os.close(_saved_stdout)
+        _saved_stdout = None
+    while _temp_dirs:
+        shutil.rmtree(_temp_dirs.pop(), ignore_errors=True)
+    report(status, detail)
+
+
+def first_line(exc):
+    """"<ExceptionType>: <first non-blank line of its message, at most 300 characters>"."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "{}: {}".format(type(exc).__name__, lines[0][:300] if lines else "")
+
+
+def offline_hf(prefix):
+    """Make Hugging Face libraries work offline with every cache in a new temporary folder.
+
+    Returns the folder (made with tempfile.mkdtemp(prefix=prefix)); finish() removes it.
+    """
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    _temp_dirs.append(tmp)
+    os.environ.update({
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": os.path.join(tmp, "hf"),
+        "TRANSFORMERS_CACHE": os.path.join(tmp, "hf", "hub"),
+        "HF_DATASETS_CACHE": os.path.join(tmp, "datasets"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    })
+    return tmp
+
+
+def _major_minor(version):
+    """(major, minor) from the leading digits of a version's first two parts, or None."""
+    parts = [re.match(r"\d*", part).group() for part in str(version).split("+")[0].split(".")[:2]]
+    if len(parts) < 2 or not all(parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def deepspeed_pydantic_conflict(pins=None):
+    """'deepspeed X needs pydantic<2 ...' when deepspeed < 0.10 meets pydantic >= 2, else ''.
+
+    pins: the manifest's pins, to name the release's pydantic pin in the fix.
+    """
+    try:
+        import importlib.metadata as md
+        ds, pyd = md.version("deepspeed"), md.version("pydantic")
+    except Exception:  # Python < 3.8, or either one not installed
+        return ""
+    ds_v, pyd_v = _major_minor(ds), _major_minor(pyd)
+    if ds_v is None or pyd_v is None or ds_v >= (0, 10) or pyd_v < (2, 0):
+        return ""
+    pin = (pins or {}).get("pydantic")
+    return "deepspeed {} needs pydantic<2 but pydantic {} is installed: pip install 'pydantic<2'{}".format(
+        ds, pyd, " (the release pins pydantic=={})".format(pin) if pin else "")
+
+
+def deepspeed_import_hint(pins=None):
+    """Why deepspeed may not import: deepspeed < 0.10 with pydantic 2, or else a broken install."""
+    return deepspeed_pydantic_conflict(pins) or "rebuild the image; deepspeed and its requirements must import"
