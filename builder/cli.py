@@ -26,9 +26,11 @@ from . import __version__
 from .build import build_image, parse_build_args, prepare
 from .catalog import describe_stack, list_stacks, profile_schema, split_spec
 from .config import config_path, load_settings
+from .containers import (RunOptions, check_options, default_name, find, list_containers, run_container, running,
+                         shell_argv)
 from .engine import BuildEvent, Engine
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
-from .errors import EXIT_CODES, DoctorError, RenderError, SmokeError, StackbuildError
+from .errors import EXIT_CODES, ContainerError, DoctorError, RenderError, SmokeError, StackbuildError, UsageError
 from .plan import plan_build
 from .profile import load_stack
 from .render import render_context
@@ -75,6 +77,9 @@ out = Console(highlight=False, soft_wrap=True, markup=False)
 
 TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="cuda (default) or cpu.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ImageSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE", help="A stack (its built image is "
+                                             "found by content tag) or an image name.")]
+WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")]
 
 
 def _version(value: bool) -> None:
@@ -364,10 +369,9 @@ class _LiveReporter:
 @app.command("test")
 def test_command(
     ctx: typer.Context,
-    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE",
-                                        help="A stack (its built image is found by content tag) or an image name.")],
+    spec: ImageSpecArg,
     target: TargetOpt = None,
-    options: Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")] = None,
+    options: WithOpt = None,
     gpus: Annotated[str, typer.Option("--gpus", help="GPUs for the container: none, all, a count, or ids 0,1.")] = "none",
     as_json: JsonOpt = False,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
@@ -398,6 +402,125 @@ def test_command(
         found = diagnose("\n".join(r.detail for r in report.failed))
         raise SmokeError("\n".join((f"{len(report.failed)} of {len(report.results)} smoke checks failed in {image}: "
                                     f"{names}", *diagnosis_lines(found))))
+
+
+@app.command("run")
+def run_command(
+    ctx: typer.Context,
+    spec: ImageSpecArg,
+    target: TargetOpt = None,
+    options: WithOpt = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", help="none, all, a count, or ids 0,1 (default: all on "
+                                                               "a cuda image, none on cpu).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Container name (default: STACK-RELEASE-TARGET).")] = None,
+    volumes: Annotated[Optional[list[str]], typer.Option("--volume", "-v", metavar="SRC:DST[:ro]",
+                                                         help="Mount a host path (repeatable).")] = None,
+    workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory inside.")] = None,
+    env: Annotated[Optional[list[str]], typer.Option("--env", "-e", metavar="K=V", help="Set a variable (repeatable).")] = None,
+    shm_size: Annotated[str, typer.Option("--shm-size", help="/dev/shm size (NCCL and DataLoader workers).")] = "16g",
+    ipc_host: Annotated[bool, typer.Option("--ipc-host", help="Share the host's IPC namespace instead of --shm-size.")] = False,
+    ports: Annotated[Optional[list[str]], typer.Option("--publish", "-p", metavar="[HOST:]PORT",
+                                                       help="Publish a port (repeatable).")] = None,
+    network: Annotated[str, typer.Option("--network", help="Container network: bridge, host or none.")] = "bridge",
+    as_me: Annotated[bool, typer.Option("--as-me", help="Run as the host user (files in mounts stay yours).")] = False,
+    no_hf_cache: Annotated[bool, typer.Option("--no-hf-cache", help="Do not mount the shared Hugging Face cache "
+                                                                    "volume.")] = False,
+) -> None:
+    """Start a long-lived working container with training defaults; print how to enter it."""
+    settings = load_settings(ctx.obj["config"])
+    run_options = RunOptions(name=name, gpus=gpus, volumes=volumes or [], workdir=workdir, env=env or [],
+                             shm_size=shm_size, ipc_host=ipc_host, ports=ports or [], network=network,
+                             as_host_user=as_me, hf_cache=not no_hf_cache)
+    check_options(run_options)
+    engine = Engine.connect()
+    image = image_for(engine, spec, target, options or [], settings.registry)
+    labels = {k: v for k, v in engine.labels(image).items()
+              if k in ("io.stackbuild.stack", "io.stackbuild.release", "io.stackbuild.target")}
+    image_target = labels.get("io.stackbuild.target", target or "cuda")
+    chosen = name or default_name(labels.get("io.stackbuild.stack", "stackbuild"),
+                                  labels.get("io.stackbuild.release", "image"), image_target)
+    started = run_container(engine, image, labels, chosen, image_target, run_options)
+    for warning in started.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    out.print(f"started {started.name} from {started.image}")
+    out.print("enter it with:")
+    for line in started.enter_lines():
+        out.print(f"  {line}")
+
+
+@app.command("shell")
+def shell_command(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A container started by stackbuild run.")],
+    shell: Annotated[str, typer.Option("--shell", help="The shell to start.")] = "bash",
+) -> None:
+    """An interactive shell in a running container, exactly like `docker exec -it NAME bash`."""
+    argv = shell_argv(Engine.connect(), name, shell)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)
+
+
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_command(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A container started by stackbuild run.")],
+    command: Annotated[list[str], typer.Argument(metavar="-- CMD...", help="The command and its arguments.")],
+    workdir: Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory inside.")] = None,
+) -> None:
+    """Run a command in a running container: its output streams here, its exit code is this one's."""
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("give the command to run after --, e.g. stackbuild exec NAME -- python train.py")
+    engine = Engine.connect()
+    running(engine, name)
+    stream, exit_code = engine.exec_stream(name, command, workdir)
+    for stdout, stderr in stream:
+        if stdout:
+            sys.stdout.buffer.write(stdout)
+            sys.stdout.flush()
+        if stderr:
+            sys.stderr.buffer.write(stderr)
+            sys.stderr.flush()
+    raise typer.Exit(exit_code())
+
+
+@app.command("ps")
+def ps_command(as_json: JsonOpt = False) -> None:
+    """stackbuild's containers, running or not."""
+    found = list_containers(Engine.connect())
+    if as_json:
+        print(json.dumps([c.__dict__ for c in found], indent=2))
+        return
+    if not found:
+        out.print("no stackbuild containers (start one with stackbuild run STACK)")
+        return
+    for c in found:
+        out.print(f"{c.name:32} {c.status:10} {c.stack:34} {c.image}")
+
+
+@app.command("stop")
+def stop_command(names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Containers to stop.")]) -> None:
+    """Stop stackbuild containers (they can be started again with docker start)."""
+    engine = Engine.connect()
+    infos = [find(engine, n) for n in names]
+    for n, _ in zip(names, infos):
+        engine.stop_container(n)
+        out.print(f"stopped {n}")
+
+
+@app.command("rm")
+def rm_command(
+    names: Annotated[list[str], typer.Argument(metavar="NAME...", help="Containers to remove.")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Remove running containers too.")] = False,
+) -> None:
+    """Remove stackbuild containers (a running one only with --force)."""
+    engine = Engine.connect()
+    infos = [find(engine, n) for n in names]
+    busy = [n for n, info in zip(names, infos) if (info.get("State") or {}).get("Running")]
+    if busy and not force:
+        raise ContainerError(f"{', '.join(busy)} still running: stackbuild stop {' '.join(busy)} first, or rm --force")
+    for n in names:
+        engine.remove_container(n)
+        out.print(f"removed {n}")
 
 
 @app.command("doctor")

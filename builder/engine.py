@@ -230,8 +230,17 @@ class Engine:
                           exit_status=int(code[1]) if code else None)
 
     def start_container(self, image: str, name: str, labels: dict[str, str], gpus: str | None,
-                        shm_size: str | None = None) -> str:
-        """Start a long-lived, network-less container (its command just waits) and return its id."""
+                        shm_size: str | None = None, *, network: str = "none", binds: list[str] | None = None,
+                        volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                        workdir: str | None = None, ports: dict[str, int | None] | None = None,
+                        user: str | None = None, ipc_host: bool = False,
+                        ulimits: dict[str, int] | None = None) -> str:
+        """Start a long-lived container (its command just waits) and return its id.
+
+        ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
+        limit's name to its soft and hard value (-1: unlimited). Nothing created is left behind when
+        it fails.
+        """
         device_requests = None
         if gpus and gpus != "none":
             if gpus == "all":
@@ -240,14 +249,23 @@ class Engine:
                 device_requests = [docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
             else:
                 device_requests = [docker.types.DeviceRequest(device_ids=gpus.split(","), capabilities=[["gpu"]])]
-        host_config = self.client.create_host_config(network_mode="none", device_requests=device_requests,
-                                                     shm_size=shm_size, init=True)
+        all_binds = list(binds or []) + [f"{volume}:{path}" for volume, path in (volumes or {}).items()]
+        limits = [docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in (ulimits or {}).items()] or None
+        host_config = self.client.create_host_config(
+            network_mode=network, device_requests=device_requests, shm_size=None if ipc_host else shm_size,
+            ipc_mode="host" if ipc_host else None, init=True, binds=all_binds or None, ulimits=limits,
+            port_bindings=ports or None)
         try:
             created = self._call("container create", self.client.create_container, image,
-                                 command=["sleep", "infinity"], name=name, labels=labels, host_config=host_config)
+                                 command=["sleep", "infinity"], name=name, labels=labels, host_config=host_config,
+                                 environment=env or None, working_dir=workdir, user=user,
+                                 ports=list(ports) if ports else None)
         except docker.errors.ImageNotFound:
             raise ContainerError(f"image {image} is not on this engine (build or pull it first)") from None
         except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise ContainerError(f"a container named {name} already exists: use it (stackbuild shell {name}), "
+                                     f"or remove it first (stackbuild rm {name})") from None
             raise ContainerError(f"cannot create a container from {image}: {exc.explanation or exc}") from None
         try:
             self._call("container start", self.client.start, created["Id"])
@@ -257,6 +275,34 @@ class Engine:
                     if device_requests and "capabilities" in str(exc.explanation) else "")
             raise ContainerError(f"cannot start a container from {image}: {exc.explanation or exc}{hint}") from None
         return created["Id"]
+
+    def containers(self, label: str) -> list[dict]:
+        """The containers (running or not) that carry ``label``, as `docker inspect` gives them."""
+        found = self._call("container list", self.client.containers, all=True, filters={"label": label})
+        return [self._call("container inspect", self.client.inspect_container, c["Id"]) for c in found]
+
+    def container(self, name: str) -> dict | None:
+        """`docker container inspect`, or None when there is no such container."""
+        try:
+            return self._call("container inspect", self.client.inspect_container, name)
+        except docker.errors.NotFound:
+            return None
+
+    def stop_container(self, container: str, timeout: int = 10) -> None:
+        try:
+            self._call("container stop", self.client.stop, container, timeout=timeout)
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot stop {container}: {exc.explanation or exc}") from None
+
+    def exec_stream(self, container: str, command: list[str], workdir: str | None = None
+                    ) -> tuple[Iterable[tuple[bytes | None, bytes | None]], Callable[[], int]]:
+        """Run a command in a running container: ((stdout, stderr) chunks as they come, its exit code)."""
+        try:
+            exec_id = self._call("exec", self.client.exec_create, container, command, workdir=workdir)["Id"]
+        except docker.errors.APIError as exc:
+            raise ContainerError(f"cannot run a command in {container}: {exc.explanation or exc}") from None
+        stream = self._call("exec", self.client.exec_start, exec_id, stream=True, demux=True)
+        return stream, lambda: self._call("exec inspect", self.client.exec_inspect, exec_id)["ExitCode"]
 
     def exec_lines(self, container: str, command: list[str]) -> tuple[Iterable[str], Callable[[], int]]:
         """Run a command in a container; (its output lines as they come, a function giving its exit code)."""

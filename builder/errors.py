@@ -32,6 +32,12 @@ class Problem:
         return f"{text} ({self.fix})" if self.fix else text
 
 
+class UsageError(StackbuildError):
+    """A flag's value is malformed (the same exit code as the parser's own usage errors)."""
+
+    exit_code = 2
+
+
 class ProfileError(StackbuildError):
     """A stack profile or the knowledge base is invalid; carries every problem found."""
 
@@ -127,12 +133,12 @@ EXIT_CODES = {
     1: "unexpected internal error (run again with --debug and report it)",
     2: "usage error: unknown command, option or malformed argument",
     ProfileError.exit_code: "invalid stack profile or knowledge base",
-    SelectionError.exit_code: "unknown stack, release, target or option",
+    SelectionError.exit_code: "unknown stack, release, target, option, image or container",
     RenderError.exit_code: "rendering failed or the output could not be written",
     ConfigError.exit_code: "invalid setting (config file, STACKBUILD_* variable or flag)",
     EngineUnavailable.exit_code: "no Docker engine answered",
     BuildError.exit_code: "the image build failed",
     SmokeError.exit_code: "a smoke check failed, or the checks could not run",
-    ContainerError.exit_code: "a container could not be created or started",
+    ContainerError.exit_code: "a container could not be created, started or used",
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
 }

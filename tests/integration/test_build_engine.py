@@ -174,9 +174,15 @@ def test_the_cli_reports_a_failed_build_with_its_exit_code(stack_images):
 
 def test_an_interrupted_build_leaves_no_container(docker_client, stack_images):
     stack_images("alpaca-lora", "2026.11")
+    # a run that was not interrupted in time (SIGINT ignored) leaves the slow step cached: drop it
+    for image in docker_client.images.list(filters={"label": "io.stackbuild.stack=slowstep"}):
+        docker_client.images.remove(image.id, force=True)
     before = _containers(docker_client)
+    # Ctrl-C's SIGINT as a terminal delivers it, even where this run inherited SIGINT ignored (a
+    # background job of a non-interactive shell): then Python would install no KeyboardInterrupt.
     proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(FIXTURES / "slowstep.yaml"), "-t", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait until a RUN step is executing in a build container, then interrupt like Ctrl-C
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _containers(docker_client) == before:
