@@ -119,3 +119,23 @@ def deepspeed_pydantic_conflict(pins=None):
 def deepspeed_import_hint(pins=None):
     """Why deepspeed may not import: deepspeed < 0.10 with pydantic 2, or else a broken install."""
     return deepspeed_pydantic_conflict(pins) or "rebuild the image; deepspeed and its requirements must import"
+
+
+def deepspeed_setup(manifest, accelerator=None):
+    """Prepare this process to import DeepSpeed the way the image built it; return its build env.
+
+    DS_ACCELERATOR becomes ``accelerator`` or else the one the ops were compiled for (DeepSpeed
+    JIT-builds ops compiled for another), unless the environment names one; anything that still
+    tries a JIT build writes to a throwaway folder (removed by finish()), never ~/.cache.
+    """
+    build_env = {}
+    for entry in manifest.get("compiled") or []:
+        if entry.get("package") == "deepspeed":
+            build_env = dict(entry.get("env") or {})
+    chosen = accelerator or build_env.get("DS_ACCELERATOR")
+    if chosen and not os.environ.get("DS_ACCELERATOR"):
+        os.environ["DS_ACCELERATOR"] = chosen
+    extensions = tempfile.mkdtemp(prefix="smoke-torch-ext-")
+    _temp_dirs.append(extensions)
+    os.environ["TORCH_EXTENSIONS_DIR"] = extensions
+    return build_env

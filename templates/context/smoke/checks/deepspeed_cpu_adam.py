@@ -12,9 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 
-from _smoke import context, deepspeed_import_hint, finish, first_line, quiet_stdout, report
+from _smoke import context, deepspeed_import_hint, deepspeed_setup, finish, first_line, quiet_stdout, report
 
 check, manifest = context()
 CHILD = len(sys.argv) > 2 and sys.argv[2] == "--child"
@@ -47,13 +46,7 @@ if not CHILD:
 # Child: DeepSpeed logs on stdout; send fd 1 to stderr until the result line.
 quiet_stdout()
 
-build_env = {}
-for entry in manifest.get("compiled") or []:
-    if entry.get("package") == "deepspeed":
-        build_env = dict(entry.get("env") or {})
-if build_env.get("DS_ACCELERATOR") and not os.environ.get("DS_ACCELERATOR"):
-    os.environ["DS_ACCELERATOR"] = build_env["DS_ACCELERATOR"]
-os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="smoke-torch-ext-")
+deepspeed_setup(manifest)
 
 try:
     import torch

@@ -11,7 +11,7 @@ and write a tensor to a file and read it back through an aio handle.
 import os
 import tempfile
 
-from _smoke import context, deepspeed_import_hint, finish, first_line, quiet_stdout
+from _smoke import context, deepspeed_import_hint, deepspeed_setup, finish, first_line, quiet_stdout
 
 check, manifest = context()
 
@@ -19,16 +19,8 @@ check, manifest = context()
 # only the last line, but keep stdout to the one result line: send fd 1 to stderr until the end.
 quiet_stdout()
 
-build_env = {}
-for entry in manifest.get("compiled") or []:
-    if entry.get("package") == "deepspeed":
-        build_env = dict(entry.get("env") or {})
-# Load the ops for the accelerator they were compiled for (DeepSpeed >= 0.10 records it and JIT
-# builds anything compiled for another one); an explicit DS_ACCELERATOR in the environment wins.
-if build_env.get("DS_ACCELERATOR") and not os.environ.get("DS_ACCELERATOR"):
-    os.environ["DS_ACCELERATOR"] = build_env["DS_ACCELERATOR"]
-# Whatever might still try a JIT build writes to a throwaway folder, never ~/.cache.
-os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="smoke-torch-ext-")
+# Load the ops for the accelerator they were compiled for (DeepSpeed >= 0.10 records it).
+build_env = deepspeed_setup(manifest)
 
 try:
     import deepspeed

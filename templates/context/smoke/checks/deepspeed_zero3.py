@@ -13,10 +13,10 @@ import glob
 import json
 import os
 import socket
-import tempfile
 import time
 
-from _smoke import context, deepspeed_import_hint, finish, first_line, gpu_count, quiet_stdout
+from _smoke import (context, deepspeed_import_hint, deepspeed_setup, finish, first_line, gpu_count,
+                    quiet_stdout)
 
 check, manifest = context()
 started = time.monotonic()
@@ -35,17 +35,9 @@ def free_port():
 
 gpus = gpu_count()
 target = manifest.get("target")
-build_env = {}
-for entry in manifest.get("compiled") or []:
-    if entry.get("package") == "deepspeed":
-        build_env = dict(entry.get("env") or {})
 if gpus == 0 and target == "cuda":
     finish("skip", "no GPU: the cuda target's DeepSpeed ops are built for the CUDA accelerator")
-if gpus == 0 and not os.environ.get("DS_ACCELERATOR"):
-    os.environ["DS_ACCELERATOR"] = "cpu"
-elif build_env.get("DS_ACCELERATOR") and not os.environ.get("DS_ACCELERATOR"):
-    os.environ["DS_ACCELERATOR"] = build_env["DS_ACCELERATOR"]
-os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="smoke-torch-ext-")
+build_env = deepspeed_setup(manifest, "cpu" if gpus == 0 else None)
 if gpus == 0:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one process on this host: gloo on loopback
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
