@@ -51,6 +51,8 @@ def worker(rank, world, port, device_kind, offload, out_dir):
             devices = sorted({str(t.device) for t in state.values()})
             torch.save({"state": state, "devices": devices, "loss": loss.item()}, os.path.join(out_dir, "full.pt"))
         dist.barrier()
+        # past the last collective: what fails after this is gloo's teardown, not FSDP
+        open(os.path.join(out_dir, "done-{}".format(rank)), "w").close()
     finally:
         dist.destroy_process_group()
 
@@ -77,12 +79,18 @@ def main():
         offload = False
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory() as out_dir:
+        teardown = ""
         try:
             mp.spawn(worker, args=(world, free_port(), device_kind, offload, out_dir), nprocs=world, join=True)
         except Exception as exc:  # a failed worker's traceback: its last line names the error
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-            report("fail", "FSDP training or saving failed on {} ({} process(es), offload_to_cpu={}): {}".format(
-                device_kind, world, offload, lines[-1] if lines else type(exc).__name__))
+            last = lines[-1] if lines else type(exc).__name__
+            if not all(os.path.exists(os.path.join(out_dir, "done-{}".format(r))) for r in range(world)):
+                report("fail", "FSDP training or saving failed on {} ({} process(es), offload_to_cpu={}): {}".format(
+                    device_kind, world, offload, last))
+            # every rank finished training, saving and the last barrier: only the shutdown failed
+            teardown = "; a worker died after the save, shutting down {} ({})".format(
+                "NCCL" if device_kind == "cuda" else "gloo", last)
         saved = torch.load(os.path.join(out_dir, "full.pt"))
         size = os.path.getsize(os.path.join(out_dir, "full.pt"))
     state = saved["state"]
@@ -100,7 +108,7 @@ def main():
         "offload_to_cpu={}".format(offload)
     report("pass", "FSDP on {} ({} processes) trained a step (loss {:.3f}) and saved a full state dict on rank 0 "
                    "({} tensors, {} bytes, on the CPU through {})".format(
-                       device_kind, world, saved["loss"], len(state), size, how))
+                       device_kind, world, saved["loss"], len(state), size, how) + teardown)
 
 
 if __name__ == "__main__":
