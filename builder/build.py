@@ -1,7 +1,10 @@
-"""`stackbuild build` as a library call: render, name, build, tag, label.
+"""`stackbuild build` as a library call: render, name, then reuse, pull or build; tag, label.
 
-profile -> plan -> render -> identity -> engine.build, with the site server up for the build's
-duration. A failed build writes its whole log to a file and raises BuildError naming the step.
+profile -> plan -> render -> identity; then the first of: the image of that content tag is here
+already; a registry has it (pull-or-build, its labels checked against the plan); engine.build,
+with the site server up for the build's duration. A registry that cannot be reached or denies
+access is a warning, never a failed build. A failed build writes its whole log to a file and
+raises BuildError naming the step.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from pathlib import Path
 from .config import Settings
 from .doctor import diagnose, diagnosis_lines
 from .engine import BuildEvent, BuildLog, Engine
-from .errors import BuildError, ConfigError
+from .errors import BuildError, ConfigError, RegistryError
 from .identity import ImageRef, image_ref
 from .plan import plan_build
 from .profile import load_stack
+from .registry import find_local, pull_verified, resolve_ref
 from .render import BuildContext, render_context
 from .site import SiteServer
 
@@ -37,6 +41,7 @@ class BuildResult:
     steps: int
     cached_steps: int
     seconds: float
+    source: str = "built"  # built | pulled (from the registry) | local (this content tag was here already)
 
     @property
     def fully_cached(self) -> bool:
@@ -87,10 +92,15 @@ def build_image(
     extra_labels: dict[str, str] | None = None,
     nocache: bool = False,
     pull: bool = False,
+    use_registry: bool = True,
     buildargs: dict[str, str] | None = None,
     on_event: Callable[[BuildEvent], None] = lambda event: None,
 ) -> BuildResult:
-    """Build one image; tags it with its moving and content tags (and any extra tags)."""
+    """Reuse, pull or build one image; tags it with its moving and content tags (and any extra tags).
+
+    ``pull`` pulls the base image even if present; ``use_registry=False`` never asks the registry
+    for a prebuilt image; ``nocache`` always builds, every step afresh.
+    """
     network = None if settings.build_network == "default" else settings.build_network
     site = settings.site
     if site and network != "host":
@@ -104,8 +114,23 @@ def build_image(
     engine = engine or Engine.connect()
     plan = context.plan
     started = time.monotonic()
-    base = engine.base_identity(plan.target.base.ref, pull, on_event)
-    ref = image_ref(context, base, settings.registry)
+    ref, base, base_here = resolve_ref(engine, context, settings.registry, pull, on_event)
+    if not nocache:
+        found = find_local(engine, ref, plan.stack.name)
+        if found is not None:
+            on_event(BuildEvent("note", f"{found[0]} is here already: nothing to build"))
+            return _finish(engine, found[1], ref, extra_tags, 0, 0, started, "local")
+        if use_registry and settings.registry:
+            pulled = _try_pull(engine, plan, ref, on_event)
+            if pulled is not None:
+                return _finish(engine, pulled, ref, extra_tags, 0, 0, started, "pulled")
+    if not base_here:
+        base = engine.base_identity(plan.target.base.ref, True, on_event)
+        moved = image_ref(context, base, settings.registry)
+        if moved != ref:
+            on_event(BuildEvent("warning", f"{plan.target.base.ref} changed in its registry while stackbuild looked "
+                                           f"for a prebuilt image; building {moved.immutable}"))
+            ref = moved
     labels = {
         "io.stackbuild.content-hash": ref.content_hash,
         "io.stackbuild.base": base,
@@ -132,9 +157,27 @@ def build_image(
     except KeyboardInterrupt:
         _write_log(plan.spec, plan.target.name, log)
         raise
-    for name in (ref.moving, *extra_tags):
+    return _finish(engine, image_id, ref, extra_tags, log.total, cached, started, "built")
+
+
+def _finish(engine: Engine, image_id: str, ref: ImageRef, extra_tags: tuple[str, ...], steps: int, cached: int,
+            started: float, source: str) -> BuildResult:
+    for name in (ref.immutable, ref.moving, *extra_tags):
         engine.tag(image_id, name)
-    return BuildResult(ref, image_id, log.total, cached, time.monotonic() - started)
+    return BuildResult(ref, image_id, steps, cached, time.monotonic() - started, source)
+
+
+def _try_pull(engine: Engine, plan, ref: ImageRef, on_event: Callable[[BuildEvent], None]) -> str | None:
+    """The image id of the verified prebuilt image, or None (with a note or a warning) to build it here."""
+    on_event(BuildEvent("note", f"looking for {ref.immutable} in the registry"))
+    try:
+        return pull_verified(engine, plan, ref, on_event).image_id
+    except RegistryError as exc:
+        if exc.reason == "not-found":
+            on_event(BuildEvent("note", f"{ref.immutable} is not in the registry: building it here"))
+        else:
+            on_event(BuildEvent("warning", f"{exc}; building it here instead"))
+        return None
 
 
 def _write_log(spec: str, target: str, log: BuildLog) -> str | None:

@@ -33,6 +33,7 @@ from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_
 from .errors import EXIT_CODES, ContainerError, DoctorError, RenderError, SmokeError, StackbuildError, UsageError
 from .plan import plan_build
 from .profile import load_stack
+from .registry import describe_image, pull_verified, push_image, require_registry, resolve_ref
 from .render import render_context
 from .smoke import SmokeResult, image_for, run_smoke, write_junit
 
@@ -281,56 +282,191 @@ def config_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     out.print(f"config file: {config_path(ctx.obj['config'])}")
 
 
+RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="Registry for prebuilt images, "
+                                                    "HOST[:PORT][/PATH] (default: the registry setting).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
+ProgressJsonOpt = Annotated[bool, typer.Option("--json", help="Print progress and the result as JSON lines.")]
+StackSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile "
+                                             "path.")]
+
+
 @app.command("build")
 def build_command(
     ctx: typer.Context,
-    spec: Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile path.")],
+    spec: StackSpecArg,
     target: TargetOpt = None,
-    options: Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")] = None,
+    options: WithOpt = None,
     tags: Annotated[Optional[list[str]], typer.Option("--tag", help="Also tag the image with this name (repeatable).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step afresh.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build every step afresh (never reuse or pull).")] = False,
     pull: Annotated[bool, typer.Option("--pull", help="Pull the base image even if present.")] = False,
+    no_pull: Annotated[bool, typer.Option("--no-pull", help="Never pull a prebuilt image from the registry.")] = False,
+    registry: RegistryOpt = None,
     network: Annotated[Optional[str], typer.Option("--network", help="Build network: default, host, bridge or none.")] = None,
     build_args: Annotated[Optional[list[str]], typer.Option("--build-arg", help="NAME=VALUE, e.g. HTTPS_PROXY (repeatable).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print progress and the result as JSON lines.")] = False,
+    quiet: QuietOpt = False,
+    as_json: ProgressJsonOpt = False,
 ) -> None:
-    """Build a stack's image through the Docker engine, with step progress."""
-    settings = load_settings(ctx.obj["config"], {"build_network": network})
+    """Reuse, pull or build a stack's image: a registry's prebuilt image of exactly this content, else a build."""
+    settings = load_settings(ctx.obj["config"], {"build_network": network, "registry": registry})
     args = parse_build_args(build_args or [])
     name, release = split_spec(spec)
     context = prepare(name, release, target, options or [])
-    reporter = _reporter(quiet, as_json)
-    try:
+    with _progress(quiet, as_json) as reporter:
         result = build_image(context, settings, extra_tags=tuple(tags or ()), nocache=no_cache, pull=pull,
-                             buildargs=args, on_event=reporter)
-    finally:
-        close = getattr(reporter, "close", None)
-        if close:
-            close()
+                             use_registry=not no_pull, buildargs=args, on_event=reporter)
     summary = {
         "image": result.ref.moving, "content_tag": result.ref.immutable, "id": result.image_id,
-        "content_hash": result.ref.content_hash, "steps": result.steps, "cached_steps": result.cached_steps,
-        "seconds": round(result.seconds, 1),
+        "content_hash": result.ref.content_hash, "source": result.source, "steps": result.steps,
+        "cached_steps": result.cached_steps, "seconds": round(result.seconds, 1),
     }
     if as_json:
         print(json.dumps({"event": "result", **summary}), flush=True)
         return
-    cache = " (all cached)" if result.fully_cached else f" ({result.cached_steps} of {result.steps} steps cached)"
-    out.print(f"built {result.ref.moving} = {result.ref.immutable} in {result.seconds:.1f} s{cache}")
+    if result.source == "pulled":
+        out.print(f"pulled {result.ref.immutable} (prebuilt, labels match the profile) = {result.ref.moving} "
+                  f"in {result.seconds:.1f} s")
+    elif result.source == "local":
+        out.print(f"up to date: {result.ref.moving} = {result.ref.immutable} is already here")
+    else:
+        cache = " (all cached)" if result.fully_cached else f" ({result.cached_steps} of {result.steps} steps cached)"
+        out.print(f"built {result.ref.moving} = {result.ref.immutable} in {result.seconds:.1f} s{cache}")
+
+
+@app.command("pull")
+def pull_command(
+    ctx: typer.Context,
+    spec: StackSpecArg,
+    target: TargetOpt = None,
+    options: WithOpt = None,
+    registry: RegistryOpt = None,
+    quiet: QuietOpt = False,
+    as_json: ProgressJsonOpt = False,
+) -> None:
+    """Pull the prebuilt image the local profile would build (its content tag), with per-layer progress."""
+    settings = load_settings(ctx.obj["config"], {"registry": registry})
+    chosen = require_registry(settings.registry, "pull")
+    name, release = split_spec(spec)
+    context = prepare(name, release, target, options or [])
+    engine = Engine.connect()
+    ref, _, _ = resolve_ref(engine, context, chosen)
+    with _progress(quiet, as_json) as reporter:
+        pulled = pull_verified(engine, context.plan, ref, reporter)
+    if as_json:
+        print(json.dumps({"event": "result", "image": ref.moving, "content_tag": ref.immutable, "id": pulled.image_id,
+                          "content_hash": ref.content_hash}), flush=True)
+        return
+    out.print(f"pulled {ref.immutable} = {ref.moving} (labels match the profile)")
+
+
+@app.command("push")
+def push_command(
+    ctx: typer.Context,
+    spec: StackSpecArg,
+    target: TargetOpt = None,
+    options: WithOpt = None,
+    registry: RegistryOpt = None,
+    quiet: QuietOpt = False,
+    as_json: ProgressJsonOpt = False,
+) -> None:
+    """Push the built image of a stack under its content tag and its moving tag."""
+    settings = load_settings(ctx.obj["config"], {"registry": registry})
+    chosen = require_registry(settings.registry, "push")
+    name, release = split_spec(spec)
+    context = prepare(name, release, target, options or [])
+    engine = Engine.connect()
+    with _progress(quiet, as_json) as reporter:
+        ref, pushed = push_image(engine, context, chosen, reporter)
+    if as_json:
+        print(json.dumps({"event": "result", "content_hash": ref.content_hash,
+                          "pushed": [{"name": p.name, "digest": p.digest} for p in pushed]}), flush=True)
+        return
+    for item in pushed:
+        out.print(f"pushed {item.name} ({item.digest})")
+
+
+@app.command("inspect")
+def inspect_command(
+    ctx: typer.Context,
+    spec: ImageSpecArg,
+    target: TargetOpt = None,
+    options: WithOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What an image says about itself (its labels): stack, release, target, pins, fixes, content hash."""
+    settings = load_settings(ctx.obj["config"], {"registry": registry})
+    engine = Engine.connect()
+    image = image_for(engine, spec, target, options or [], settings.registry)
+    info = describe_image(engine, image)
+    profile = spec if image != spec else info["stack"]
+    info["matches_profile"] = _matches_profile(engine, profile, info, settings.registry)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out.print(Text(info["image"], style="bold"))
+    spec_text = f"{info['stack']}@{info['release']}" + "".join(f" --with {o}" for o in info["options"])
+    out.print(f"  stack:        {spec_text} (target {info['target']})")
+    out.print(f"  content hash: {info['content_hash']}")
+    verdict = {True: "yes", False: "no: the local profile or templates have changed since it was built",
+               None: "unknown: the local profiles have no such stack, release or target"}[info["matches_profile"]]
+    out.print(f"  matches the local profile: {verdict}")
+    out.print(f"  base:         {info['base']}")
+    if info["build_host_cpu"]:
+        out.print(f"  built on:     {info['build_host_cpu']}")
+    out.print("  pins:")
+    for package, version in sorted(info["pins"].items()):
+        out.print(f"    {package}=={version}")
+    out.print(f"  fixes: {', '.join(info['fixes']) or '-'}")
+    for problem in info["problems"]:
+        out.print(f"  problem: {problem}")
+
+
+def _matches_profile(engine: Engine, profile: str, info: dict, registry: str | None) -> bool | None:
+    """Whether the image's content hash is the one the local profile would build now (None: no such profile)."""
+    try:
+        context = prepare(split_spec(profile)[0], info["release"], info["target"], info["options"])
+    except StackbuildError:
+        return None
+    ref, _, _ = resolve_ref(engine, context, registry)
+    return ref.content_hash == info["content_hash"]
+
+
+class _progress:
+    """The progress printer for build, pull and push events, closed (its live view stopped) on exit."""
+
+    def __init__(self, quiet: bool, as_json: bool):
+        self.reporter = _reporter(quiet, as_json)
+
+    def __enter__(self):
+        return self.reporter
+
+    def __exit__(self, *exc) -> None:
+        close = getattr(self.reporter, "close", None)
+        if close:
+            close()
 
 
 def _reporter(quiet: bool, as_json: bool):
-    """The progress printer for build events: JSON lines, a live rich view on a TTY, or plain lines."""
+    """The progress printer for build events: JSON lines, a live rich view on a TTY, or plain lines.
+
+    Warnings always reach stderr. Layer events (pull and push) print when a layer changes state,
+    not for every byte count; the live view shows the byte counts.
+    """
+    layers = _LayerStates()
     if as_json:
         def emit(event: BuildEvent) -> None:
+            if event.kind == "layer" and not layers.changed(event):
+                return
+            _warn_only(event)
             record = {"event": event.kind, "text": event.text}
             if event.step:
                 record.update(step=event.step, total=event.total)
+            if event.kind == "layer":
+                record.update(layer=event.layer, done=event.done, size=event.size)
             print(json.dumps(record), flush=True)
         return emit
     if quiet:
-        return lambda event: None
+        return _warn_only
     if sys.stdout.isatty():
         return _LiveReporter()
 
@@ -341,16 +477,43 @@ def _reporter(quiet: bool, as_json: bool):
             print("  (cached)", flush=True)
         elif event.kind == "output" and event.text.strip():
             print(f"  {event.text}", flush=True)
+        elif event.kind == "note":
+            print(event.text, flush=True)
+        elif event.kind == "layer":
+            if layers.changed(event):
+                print(f"  layer {event.layer}: {event.text}", flush=True)
+        else:
+            _warn_only(event)
     return plain
 
 
-class _LiveReporter:
-    """On a terminal: one line per step, a spinner with the current step's latest output."""
+def _warn_only(event: BuildEvent) -> None:
+    if event.kind == "warning":
+        print(f"warning: {event.text}", file=sys.stderr, flush=True)
+
+
+class _LayerStates:
+    """Each layer's last state, so a printer shows state changes rather than every chunk."""
 
     def __init__(self) -> None:
-        self.status = out.status("starting the build")
+        self.states: dict[str, str] = {}
+
+    def changed(self, event: BuildEvent) -> bool:
+        if self.states.get(event.layer) == event.text:
+            return False
+        self.states[event.layer] = event.text
+        return True
+
+
+class _LiveReporter:
+    """On a terminal: one line per step, a spinner with the current step's latest output or layer progress."""
+
+    def __init__(self) -> None:
+        self.status = out.status("starting")
         self.status.start()
         self.current = ""
+        self.layers = _LayerStates()
+        self.progress: dict[str, str] = {}
 
     def __call__(self, event: BuildEvent) -> None:
         if event.kind == "step":
@@ -361,9 +524,31 @@ class _LiveReporter:
             out.print("  (cached)")
         elif event.kind == "output" and event.text.strip():
             self.status.update(f"{self.current}\n  {event.text.strip()[:120]}")
+        elif event.kind == "note":
+            self.current = event.text
+            out.print(event.text)
+            self.status.update(event.text)
+        elif event.kind == "layer":
+            self._layer(event)
+        else:
+            _warn_only(event)
+
+    def _layer(self, event: BuildEvent) -> None:
+        if event.size:
+            self.progress[event.layer] = f"{event.layer}: {event.text} {_mib(event.done)}/{_mib(event.size)}"
+        else:
+            self.progress.pop(event.layer, None)
+            if self.layers.changed(event):
+                out.print(f"  layer {event.layer}: {event.text}")
+        busy = list(self.progress.values())[-4:]
+        self.status.update("\n  ".join([self.current, *busy]))
 
     def close(self) -> None:
         self.status.stop()
+
+
+def _mib(count: int) -> str:
+    return f"{count / 1048576:.1f} MiB"
 
 
 @app.command("test")

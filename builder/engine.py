@@ -21,20 +21,52 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from .errors import BuildError, ContainerError, EngineUnavailable, SelectionError
+from .errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 NONZERO = re.compile(r"returned a non-zero code: (\d+)")
+# How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).
+NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|name unknown|no such image", re.I)
+DENIED = re.compile(r"denied|unauthorized|authentication required|forbidden|\b40[13]\b|no basic auth", re.I)
+UNREACHABLE = re.compile(r"connection refused|no such host|i/o timeout|dial tcp|timeout|network is unreachable|"
+                         r"http response to https client|tls:|x509|connection reset|eof", re.I)
+
+
+# Per-layer states worth a line even without byte counts.
+LAYER_STATES = ("Pulling fs layer", "Waiting", "Verifying Checksum", "Download complete", "Pull complete",
+                "Already exists", "Preparing", "Pushed", "Layer already exists", "Mounted from")
+
+
+def registry_reason(message: str) -> str:
+    """not-found, denied, unreachable or other, from a registry error's text."""
+    if UNREACHABLE.search(message):
+        return "unreachable"
+    if DENIED.search(message):  # Docker Hub says "pull access denied ... does not exist": a denial first
+        return "denied"
+    if NOT_FOUND.search(message):
+        return "not-found"
+    return "other"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``repository:tag`` -> (repository, tag); the tag defaults to latest (a port is not a tag)."""
+    if ":" in ref.split("/")[-1]:
+        repository, _, tag = ref.rpartition(":")
+        return repository, tag
+    return ref, "latest"
 
 
 @dataclass(frozen=True)
 class BuildEvent:
     """One thing that happened during a build, for progress reporters."""
 
-    kind: str  # step | cached | output | done
+    kind: str  # step | cached | output | done | layer | note | warning
     text: str = ""
     step: int = 0
     total: int = 0
+    layer: str = ""  # layer events: the layer's short id, with bytes done of size
+    done: int = 0
+    size: int = 0
 
 
 @dataclass
@@ -140,26 +172,80 @@ class Engine:
         return dict((info.get("Config") or {}).get("Labels") or {})
 
     def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:
-        """Pull an image, reading every chunk (the SDK reports errors in chunks, not exceptions)."""
-        repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        """Pull an image with per-layer events, reading every chunk (the SDK reports errors in chunks)."""
+        repository, tag = split_ref(ref)
+        self._transfer(ref, "pull", lambda: self.client.pull(repository, tag=tag, stream=True, decode=True), on_event)
+
+    def push(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> str:
+        """Push one tag with per-layer events; returns the manifest digest the registry gave it.
+
+        The SDK's push never raises for a registry error: it arrives as a chunk, so every chunk is read.
+        """
+        repository, tag = split_ref(ref)
+        aux = self._transfer(ref, "push", lambda: self.client.push(repository, tag=tag, stream=True, decode=True),
+                             on_event)
+        digest = aux.get("Digest", "")
+        if not digest:
+            raise RegistryError(f"cannot push {ref}: the registry confirmed no digest")
+        return digest
+
+    def _transfer(self, ref: str, what: str, start: Callable, on_event: Callable[[BuildEvent], None] | None) -> dict:
+        """Read a pull or push stream to its end: layer events, the aux record, errors as RegistryError."""
+        aux: dict = {}
         try:
-            for chunk in self._call("pull", self.client.pull, repository, tag=tag, stream=True, decode=True):
+            for chunk in self._call(what, start):
                 if "error" in chunk or "errorDetail" in chunk:
-                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                    raise BuildError(f"cannot pull {ref}: {detail}")
-                if on_event and chunk.get("status"):
-                    on_event(BuildEvent("output", f"{chunk.get('id', '')} {chunk['status']}".strip()))
+                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk.get("error") or "unknown error"
+                    raise RegistryError(f"cannot {what} {ref}: {detail}", registry_reason(detail))
+                if isinstance(chunk.get("aux"), dict):
+                    aux.update(chunk["aux"])
+                status = chunk.get("status")
+                if on_event and status:
+                    detail = chunk.get("progressDetail") or {}
+                    if chunk.get("id") and (detail or status.startswith(LAYER_STATES)):
+                        on_event(BuildEvent("layer", status, layer=chunk["id"], done=int(detail.get("current") or 0),
+                                            size=int(detail.get("total") or 0)))
+                    else:
+                        on_event(BuildEvent("output", f"{chunk.get('id', '')} {status}".strip()))
         except docker.errors.APIError as exc:
-            raise BuildError(f"cannot pull {ref}: {exc.explanation or exc}") from None
+            detail = str(exc.explanation or exc)
+            reason = "not-found" if exc.status_code == 404 else registry_reason(detail)
+            raise RegistryError(f"cannot {what} {ref}: {detail}", reason) from None
+        return aux
+
+    def remote_digest(self, ref: str) -> str | None:
+        """The digest a registry gives ``ref`` now, without pulling it; None when it cannot be asked."""
+        try:
+            info = self._call("distribution inspect", self.client.inspect_distribution, ref)
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return None
+        return ((info or {}).get("Descriptor") or {}).get("digest")
+
+    def untag(self, ref: str) -> None:
+        """Remove one name of an image (the image stays while another name holds it)."""
+        try:
+            self._call("image remove", self.client.remove_image, ref, noprune=False)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 404:
+                raise RegistryError(f"cannot remove {ref}: {exc.explanation or exc}") from None
 
     def base_identity(self, ref: str, pull: bool, on_event: Callable[[BuildEvent], None] | None = None) -> str:
         """The base reference with its digest (pulling it first when absent or when asked)."""
-        info = None if pull else self.image(ref)
-        if info is None:
+        identity = None if pull else self.local_identity(ref)
+        if identity is None:
             self.pull(ref, on_event)
-            info = self.image(ref)
-            if info is None:
+            identity = self.local_identity(ref)
+            if identity is None:
                 raise BuildError(f"pulled {ref} but the engine does not have it")
+        return identity
+
+    def local_identity(self, ref: str) -> str | None:
+        """``ref@digest`` of an image this engine has (its registry digest, else its id), or None."""
+        info = self.image(ref)
+        if info is None:
+            return None
         digests = [d for d in info.get("RepoDigests") or [] if "@" in d]
         return f"{ref}@{digests[0].split('@', 1)[1]}" if digests else f"{ref}@{info['Id']}"
 

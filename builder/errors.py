@@ -128,6 +128,20 @@ class DoctorError(StackbuildError):
     exit_code = 11
 
 
+class RegistryError(StackbuildError):
+    """A push or pull failed: the registry is unreachable, denies access, or lacks the image.
+
+    ``reason`` is one of ``not-found``, ``unreachable``, ``denied`` or ``other``, so pull-or-build can
+    tell "not published yet" (build quietly) from a registry problem (warn, then build).
+    """
+
+    exit_code = 12
+
+    def __init__(self, message: str, reason: str = "other"):
+        super().__init__(message)
+        self.reason = reason
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (run again with --debug and report it)",
@@ -141,4 +155,5 @@ EXIT_CODES = {
     SmokeError.exit_code: "a smoke check failed, or the checks could not run",
     ContainerError.exit_code: "a container could not be created, started or used",
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
+    RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
 }

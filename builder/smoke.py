@@ -17,10 +17,11 @@ from xml.etree import ElementTree
 
 from .catalog import split_spec
 from .engine import Engine
-from .errors import SmokeError
+from .errors import SelectionError, SmokeError
 from .identity import image_ref
 from .plan import plan_build
 from .profile import load_stack
+from .registry import find_local, known_base
 from .render import render_context
 
 
@@ -110,19 +111,21 @@ def image_for(engine: Engine, spec: str, target: str | None, options: list[str],
     looks_like_image = ":" in spec and "@" not in spec.split(":")[0] and not spec.endswith((".yaml", ".yml"))
     if looks_like_image:
         if engine.image(spec) is None:
-            raise SmokeError(f"image {spec} is not on this engine (pull or build it first)")
+            raise SelectionError(f"image {spec} is not on this engine (pull or build it first)")
         return spec
     name, release = split_spec(spec)
     context = render_context(plan_build(load_stack(name), release, target, options))
-    base = context.plan.target.base.ref
-    if engine.image(base) is None:
-        raise SmokeError(f"{context.plan.spec} ({context.plan.target.name}) is not built here (no {base}): "
-                         f"run `stackbuild build {spec} --target {context.plan.target.name}` first")
-    ref = image_ref(context, engine.base_identity(base, pull=False), registry)
-    if engine.image(ref.immutable) is None:
-        raise SmokeError(f"{ref.immutable} is not built: run `stackbuild build {spec} --target "
-                         f"{context.plan.target.name}` first (a changed profile or template means a new content tag)")
-    return ref.immutable
+    plan = context.plan
+    base, _ = known_base(engine, plan.target.base.ref)
+    if base is None:
+        raise SelectionError(f"{plan.spec} ({plan.target.name}) is not built here (no {plan.target.base.ref}, and its "
+                         f"registry cannot be asked): run `stackbuild build {spec} --target {plan.target.name}` first")
+    ref = image_ref(context, base, registry)
+    found = find_local(engine, ref, plan.stack.name)
+    if found is None:
+        raise SelectionError(f"{ref.immutable} is not here: run `stackbuild build {spec} --target {plan.target.name}` "
+                         "first (a changed profile or template means a new content tag)")
+    return found[0]
 
 
 def write_junit(report: SmokeReport, path: Path) -> None:

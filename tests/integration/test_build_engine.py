@@ -17,11 +17,13 @@ import pytest
 
 from builder.build import build_image, prepare
 from builder.config import load_settings
+from builder.engine import BuildLog, Engine
 from builder.errors import BuildError
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
+from builder.site import SiteServer
 
-from .conftest import FIXTURES, TEST_LABEL, github_reachable
+from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique
 
 RELEASES = [(name, rel) for name in available_stacks() for rel in load_stack(name).releases]
 GIT_ONLY = {(name, rel) for name, rel in RELEASES
@@ -49,11 +51,30 @@ def test_every_cpu_release_builds_with_its_labels(stack, release, stack_images, 
     assert json.loads(manifest) == plan.manifest()
 
 
-def test_rebuild_with_nothing_changed_is_a_cache_hit(stack_images, settings):
+def test_rebuild_with_nothing_changed_reuses_the_image(stack_images, settings):
     first = stack_images("alpaca-lora", "2026.11")
     again = build_image(prepare("alpaca-lora", "2026.11", "cpu", ()), settings)
     assert again.ref == first.ref and again.image_id == first.image_id
-    assert again.fully_cached
+    assert again.source == "local" and again.steps == 0
+
+
+def test_the_same_steps_under_another_name_are_all_cache_hits(stack_images, settings, docker_client):
+    """The layer cache, beneath the content tag: the same Dockerfile builds from the cache alone."""
+    first = stack_images("alpaca-lora", "2026.11")
+    labels = {k: v for k, v in docker_client.images.get(first.image_id).labels.items()
+              if k in ("io.stackbuild.content-hash", "io.stackbuild.base", "io.stackbuild.build-host-cpu")}
+    context = prepare("alpaca-lora", "2026.11", "cpu", ())
+    tag, log, cached = f"stackbuild-test/{unique('cachehit')}:latest", BuildLog(), []
+    network = None if settings.build_network == "default" else settings.build_network
+    engine = Engine.connect()
+    try:
+        with SiteServer(settings.site):
+            image_id = engine.build(context.dockerfile, context.files, tag, labels, network, False, {}, log,
+                                    lambda event: cached.append(event) if event.kind == "cached" else None)
+        assert image_id == first.image_id and len(cached) == log.total - 1  # FROM is never "cached"
+    finally:
+        engine.close()
+        docker_client.images.remove(tag)
 
 
 def _layers(client, image_id):

@@ -1,18 +1,23 @@
-"""Unit-test helpers: a fake engine that plays back a scripted build."""
+"""Unit-test helpers: a fake engine that plays back a scripted build, with a fake registry."""
 
 from __future__ import annotations
 
 import pytest
 
 import builder.build
-from builder.engine import BuildEvent, BuildLog, Engine
+from builder.engine import BuildEvent, BuildLog, Engine, registry_reason
+from builder.errors import RegistryError
 from builder.site import SiteServer
 
 BASE_DIGEST = "sha256:" + "c" * 64
 
 
 class FakeEngine:
-    """Records calls; plays back a scripted build."""
+    """Records calls; plays back a scripted build; keeps images by name and a registry of them.
+
+    ``images`` maps a name to what `docker image inspect` gives (Id and labels); ``registry`` maps a
+    pushed name to the same; ``registry_error`` makes every pull and push fail with that text.
+    """
 
     address = "unix:///fake.sock"
 
@@ -21,9 +26,50 @@ class FakeEngine:
         self.failure_line = "ERROR: No matching distribution found for peft==99.0"
         self.builds: list[dict] = []
         self.tags: list[tuple[str, str]] = []
+        self.images: dict[str, dict] = {}
+        self.registry: dict[str, dict] = {}
+        self.registry_error: str | None = None
+        self.pulls: list[str] = []
+        self.pushes: list[str] = []
+        self.untagged: list[str] = []
 
     def base_identity(self, ref, pull, on_event=None):
         return f"{ref}@{BASE_DIGEST}"
+
+    def local_identity(self, ref):
+        return f"{ref}@{BASE_DIGEST}"
+
+    def remote_digest(self, ref):
+        return BASE_DIGEST
+
+    def image(self, ref):
+        return self.images.get(ref)
+
+    def labels(self, ref):
+        return dict(self.images[ref]["Config"]["Labels"] or {})
+
+    def pull(self, ref, on_event=None):
+        self.pulls.append(ref)
+        if self.registry_error:
+            raise RegistryError(f"cannot pull {ref}: {self.registry_error}", registry_reason(self.registry_error))
+        if ref not in self.registry:
+            raise RegistryError(f"cannot pull {ref}: manifest unknown", "not-found")
+        if on_event:
+            on_event(BuildEvent("layer", "Pull complete", layer="abc123"))
+        self.images[ref] = self.registry[ref]
+
+    def push(self, ref, on_event=None):
+        self.pushes.append(ref)
+        if self.registry_error:
+            raise RegistryError(f"cannot push {ref}: {self.registry_error}", registry_reason(self.registry_error))
+        if on_event:
+            on_event(BuildEvent("layer", "Pushed", layer="abc123"))
+        self.registry[ref] = self.images[ref]
+        return "sha256:" + "e" * 64
+
+    def untag(self, ref):
+        self.untagged.append(ref)
+        self.images.pop(ref, None)
 
     def build(self, dockerfile, files, tag, labels, network_mode, nocache, buildargs, log: BuildLog, on_event):
         self.builds.append(dict(dockerfile=dockerfile, files=dict(files), tag=tag, labels=labels,
@@ -36,11 +82,24 @@ class FakeEngine:
                 raise Engine._step_error(
                     "The command '/bin/bash -o pipefail -c pip install' returned a non-zero code: 1", log)
             Engine._line(" ---> Using cache" if n > 1 else " ---> abc", log, on_event)
-        on_event(BuildEvent("done", "sha256:" + "d" * 64))
-        return "sha256:" + "d" * 64
+        image_id = "sha256:" + "d" * 64
+        on_event(BuildEvent("done", image_id))
+        label_lines = dockerfile[dockerfile.index("LABEL"):] if "LABEL" in dockerfile else ""
+        self.images[tag] = {"Id": image_id, "Config": {"Labels": {**_dockerfile_labels(label_lines), **labels}}}
+        return image_id
 
     def tag(self, image, ref):
         self.tags.append((image, ref))
+        found = next((info for info in self.images.values() if info["Id"] == image), None)
+        if found is not None:
+            self.images[ref] = found
+
+
+def _dockerfile_labels(text: str) -> dict[str, str]:
+    """The LABEL lines a rendered Dockerfile ends with, as the engine would record them."""
+    import shlex
+    words = shlex.split(text.replace("\\\n", " "))[1:]
+    return dict(word.split("=", 1) for word in words if "=" in word)
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def test_build_names_labels_and_tags(cli, fake, monkeypatch):
     assert call["labels"]["io.stackbuild.base"] == f"debian:bullseye-slim@{BASE_DIGEST}"
     assert ref.endswith(call["labels"]["io.stackbuild.content-hash"][:12])
     assert call["network_mode"] is None and call["buildargs"] == {"HTTPS_PROXY": "http://proxy:3128"}
-    assert [t for _, t in fake.tags] == ["localhost:5000/sb/qlora:2023.07-cpu", "mine/qlora:dev"]
+    assert [t for _, t in fake.tags] == [ref, "localhost:5000/sb/qlora:2023.07-cpu", "mine/qlora:dev"]
+    # pull-or-build: the registry was asked for exactly this content first
+    assert fake.pulls == [ref] and f"{ref} is not in the registry: building it here" in out and err == ""
     assert "[1/" in out and "(cached)" in out
     assert out.rstrip().endswith("(all cached)")
     assert f"built localhost:5000/sb/qlora:2023.07-cpu = {ref} in " in out

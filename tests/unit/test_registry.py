@@ -1,0 +1,223 @@
+"""Prebuilt images against a fake engine and registry: pull-or-build, pull, push, inspect, errors."""
+
+from __future__ import annotations
+
+import json
+
+import docker.errors
+import pytest
+
+from builder.build import prepare
+from builder.engine import BuildEvent, Engine, registry_reason, split_ref
+from builder.errors import RegistryError
+from builder.registry import expected_labels, label_mismatches
+
+from .conftest import BASE_DIGEST
+
+REGISTRY = "localhost:5000/sb"
+SPEC = ("alpaca-lora@2026.11", "-t", "cpu")
+
+
+@pytest.fixture
+def registry(monkeypatch, fake):
+    monkeypatch.setenv("STACKBUILD_REGISTRY", REGISTRY)
+    return fake
+
+
+def _ref_and_plan():
+    from builder.identity import image_ref
+    context = prepare("alpaca-lora", "2026.11", "cpu", ())
+    ref = image_ref(context, f"{context.plan.target.base.ref}@{BASE_DIGEST}", REGISTRY)
+    return ref, context.plan
+
+
+def _publish(fake, labels_patch=None):
+    """Put an image of the plan's content tag into the fake registry, labelled as a build would."""
+    ref, plan = _ref_and_plan()
+    labels = {**expected_labels(plan, ref), **(labels_patch or {})}
+    fake.registry[ref.immutable] = {"Id": "sha256:" + "f" * 64, "Config": {"Labels": labels}}
+    return ref
+
+
+def test_build_pulls_a_prebuilt_image_instead_of_building(cli, registry):
+    ref = _publish(registry)
+    code, out, err = cli("build", *SPEC)
+    assert code == 0, err
+    assert registry.builds == [] and registry.pulls == [ref.immutable]
+    assert registry.images[ref.moving]["Id"] == "sha256:" + "f" * 64
+    assert out.rstrip().splitlines()[-1].startswith(f"pulled {ref.immutable} (prebuilt, labels match the profile)")
+    assert "layer abc123: Pull complete" in out
+
+
+def test_build_json_says_where_the_image_came_from(cli, registry):
+    _publish(registry)
+    code, out, _ = cli("build", *SPEC, "--json")
+    events = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and events[-1]["source"] == "pulled" and events[-1]["steps"] == 0
+    assert {"event": "layer", "text": "Pull complete", "layer": "abc123", "done": 0, "size": 0} in events
+
+
+def test_a_mislabelled_prebuilt_image_is_removed_and_built_instead(cli, registry):
+    ref = _publish(registry, {"io.stackbuild.pins": '{"torch":"1.0"}'})
+    code, out, err = cli("build", *SPEC)
+    assert code == 0, err
+    assert registry.untagged == [ref.immutable] and len(registry.builds) == 1
+    assert err.startswith(f"warning: {ref.immutable} from the registry is not what the local profile describes")
+    assert "io.stackbuild.pins is '{\"torch\":\"1.0\"}', the local profile says" in err
+    assert out.rstrip().splitlines()[-1].startswith("built ")
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    ('Get "http://localhost:5000/v2/": dial tcp 127.0.0.1:5000: connect: connection refused', "unreachable"),
+    ("unauthorized: authentication required", "denied"),
+    ("pull access denied for sb/alpaca-lora, repository does not exist or may require 'docker login'", "denied"),
+])
+def test_an_unreachable_or_denying_registry_is_a_warning_then_a_build(cli, registry, message, reason):
+    registry.registry_error = message
+    code, out, err = cli("build", *SPEC)
+    assert code == 0, err
+    assert registry_reason(message) == reason
+    assert err.startswith("warning: cannot pull ") and message in err and err.rstrip().endswith("building it here instead")
+    assert len(registry.builds) == 1
+
+
+def test_no_pull_and_no_cache_never_ask_the_registry(cli, registry):
+    _publish(registry)
+    assert cli("build", *SPEC, "--no-pull")[0] == 0
+    assert cli("build", *SPEC, "--no-cache")[0] == 0
+    assert registry.pulls == [] and len(registry.builds) == 2
+
+
+def test_without_a_registry_nothing_is_pulled(cli, fake):
+    assert cli("build", *SPEC)[0] == 0
+    assert fake.pulls == [] and len(fake.builds) == 1
+
+
+def test_an_image_of_this_content_already_here_is_not_built_again(cli, registry):
+    assert cli("build", *SPEC, "--no-pull")[0] == 0
+    code, out, _ = cli("build", *SPEC)
+    assert code == 0 and len(registry.builds) == 1 and registry.pulls == []
+    assert out.startswith("localhost:5000/sb/alpaca-lora:2026.11-cpu-") and "up to date: " in out
+
+
+def test_an_unregistered_build_is_found_once_a_registry_is_set(cli, fake, monkeypatch):
+    assert cli("build", *SPEC)[0] == 0  # named stackbuild/alpaca-lora:...
+    monkeypatch.setenv("STACKBUILD_REGISTRY", REGISTRY)
+    code, out, _ = cli("push", *SPEC)
+    ref, _ = _ref_and_plan()
+    assert code == 0 and fake.pushes == [ref.immutable, ref.moving]
+    assert f"pushing {ref.immutable}\n  layer abc123: Pushed\npushing {ref.moving}\n" in out
+    assert out.endswith(f"pushed {ref.immutable} (sha256:{'e' * 64})\npushed {ref.moving} (sha256:{'e' * 64})\n")
+
+
+def test_push_needs_a_registry_and_a_built_image(cli, fake, registry, monkeypatch):
+    code, _, err = cli("push", *SPEC)
+    assert code == 4 and "is not built here as localhost:5000/sb/alpaca-lora:2026.11-cpu-" in err
+    assert "run `stackbuild build alpaca-lora@2026.11 --target cpu` first" in err
+    monkeypatch.delenv("STACKBUILD_REGISTRY")
+    code, _, err = cli("push", *SPEC)
+    assert code == 6 and err.startswith("error: push needs a registry: pass --registry")
+    code, _, err = cli("push", *SPEC, "--registry", "Not A Registry")
+    assert code == 6 and "registry 'Not A Registry' is not HOST[:PORT][/PATH]" in err
+
+
+def test_a_push_error_is_surfaced(cli, registry):
+    assert cli("build", *SPEC, "--no-pull")[0] == 0
+    registry.registry_error = "denied: requested access to the resource is denied"
+    code, _, err = cli("push", *SPEC)
+    assert code == 12 and "error: cannot push localhost:5000/sb/alpaca-lora:2026.11-cpu-" in err
+    assert err.rstrip().endswith("denied: requested access to the resource is denied")
+
+
+def test_pull_gets_the_content_tag_and_checks_labels(cli, registry):
+    code, _, err = cli("pull", *SPEC)
+    assert code == 12 and err.startswith("error: cannot pull localhost:5000/sb/alpaca-lora:2026.11-cpu-")
+    assert "manifest unknown" in err
+    ref = _publish(registry, {"io.stackbuild.stack": "qlora"})
+    code, _, err = cli("pull", *SPEC)
+    assert code == 12 and "io.stackbuild.stack is 'qlora', the local profile says 'alpaca-lora'" in err
+    assert ref.immutable not in registry.images
+    _publish(registry)
+    code, out, err = cli("pull", *SPEC)
+    assert code == 0, err
+    assert out.endswith(f"pulled {ref.immutable} = {ref.moving} (labels match the profile)\n")
+
+
+def test_inspect_reads_the_labels_back(cli, registry):
+    assert cli("build", *SPEC, "--no-pull")[0] == 0
+    ref, plan = _ref_and_plan()
+    code, out, err = cli("inspect", ref.immutable, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["stack"] == "alpaca-lora" and info["release"] == "2026.11" and info["target"] == "cpu"
+    assert info["pins"] == plan.pins and info["fixes"] == [f.issue.id for f in plan.fixes]
+    assert info["content_hash"] == ref.content_hash and info["matches_profile"] is True
+    code, out, _ = cli("inspect", *SPEC)
+    assert code == 0 and f"  content hash: {ref.content_hash}" in out and "matches the local profile: yes" in out
+    assert "    torch==2.10.0" in out
+
+
+def test_inspect_refuses_what_it_cannot_read(cli, registry):
+    registry.images["busybox:latest"] = {"Id": "sha256:1", "Config": {"Labels": None}}
+    code, _, err = cli("inspect", "busybox:latest")
+    assert code == 4 and err == "error: image busybox:latest was not built by stackbuild (it has no io.stackbuild.* labels)\n"
+    code, _, err = cli("inspect", "nothing:here")
+    assert code == 4 and "image nothing:here is not on this engine (pull or build it first)" in err
+
+
+def test_label_mismatches_name_each_label():
+    ref, plan = _ref_and_plan()
+    labels = expected_labels(plan, ref)
+    assert label_mismatches(labels, plan, ref) == []
+    del labels["io.stackbuild.target"]
+    labels["io.stackbuild.content-hash"] = "0" * 64
+    assert label_mismatches(labels, plan, ref) == [
+        "io.stackbuild.target is missing, the local profile says 'cpu'",
+        f"io.stackbuild.content-hash is '{'0' * 64}', the local profile says '{ref.content_hash}'",
+    ]
+
+
+class _Client:
+    """A docker.APIClient stand-in whose push and pull stream the chunks given."""
+
+    def __init__(self, chunks=(), exc=None):
+        self.chunks, self.exc = list(chunks), exc
+
+    def _stream(self, *args, **kwargs):
+        if self.exc:
+            raise self.exc
+        return iter(self.chunks)
+
+    push = pull = _stream
+
+
+def test_engine_push_reads_every_chunk_and_raises_on_an_error_chunk():
+    chunks = [{"status": "Preparing", "id": "aaa"}, {"status": "Pushing", "id": "aaa",
+                                                     "progressDetail": {"current": 5, "total": 10}},
+              {"errorDetail": {"message": "blob upload unknown"}, "error": "blob upload unknown"}]
+    events: list[BuildEvent] = []
+    with pytest.raises(RegistryError) as info:
+        Engine(_Client(chunks), "unix:///x").push("localhost:5000/a:b", events.append)
+    assert str(info.value) == "cannot push localhost:5000/a:b: blob upload unknown" and info.value.reason == "other"
+    assert [(e.kind, e.layer, e.text, e.done, e.size) for e in events] == [
+        ("layer", "aaa", "Preparing", 0, 0), ("layer", "aaa", "Pushing", 5, 10)]
+
+
+def test_engine_push_returns_the_digest_and_needs_one():
+    done = [{"status": "Pushed", "id": "aaa"}, {"aux": {"Tag": "b", "Digest": "sha256:9", "Size": 1}}]
+    assert Engine(_Client(done), "unix:///x").push("localhost:5000/a:b") == "sha256:9"
+    with pytest.raises(RegistryError, match="confirmed no digest"):
+        Engine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
+
+
+def test_engine_pull_turns_an_api_error_into_a_registry_error():
+    response = type("R", (), {"status_code": 404, "reason": "Not Found", "url": "x"})()
+    exc = docker.errors.APIError("404", response=response, explanation="manifest for a:b not found: manifest unknown")
+    with pytest.raises(RegistryError) as info:
+        Engine(_Client(exc=exc), "unix:///x").pull("a:b")
+    assert info.value.reason == "not-found" and "manifest unknown" in str(info.value)
+
+
+def test_split_ref_keeps_a_registry_port():
+    assert split_ref("localhost:5000/sb/a:2026.11-cpu") == ("localhost:5000/sb/a", "2026.11-cpu")
+    assert split_ref("localhost:5000/sb/a") == ("localhost:5000/sb/a", "latest")
