@@ -26,6 +26,7 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
     SmokeCheck("python-version", "python_version.py", "the image's Python is the release's"),
     SmokeCheck("pins", "pins.py", "every pinned package at its version, importable"),
     SmokeCheck("pip-check", "pip_check.py", "pip check finds no broken requirement"),
+    SmokeCheck("lock", "lock.py", "the installed packages are exactly the lock's, no more, no fewer"),
     SmokeCheck("torch-compile", "torch_compile.py", "torch.compile of a tiny function runs"),
     SmokeCheck("shm", "shm.py", "/dev/shm is large enough (warns under 1 GB)"),
     SmokeCheck("gpu-matmul", "gpu_matmul.py", "a matrix product on each GPU matches the CPU", gpu=True),
@@ -58,7 +59,7 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
 )}
 
 # Every image carries these, in this order; the rest follow in CHECKS' order.
-COMMON_CHECKS = tuple(CHECKS[name] for name in ("python-version", "pins", "pip-check", "torch-compile", "shm",
+COMMON_CHECKS = tuple(CHECKS[name] for name in ("python-version", "pins", "pip-check", "lock", "torch-compile", "shm",
                                                  "gpu-matmul"))
 
 

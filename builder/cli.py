@@ -30,12 +30,15 @@ from .containers import (RunOptions, check_options, default_name, find, list_con
                          shell_argv)
 from .engine import BuildEvent, Engine
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
-from .errors import EXIT_CODES, ContainerError, DoctorError, RenderError, SmokeError, StackbuildError, UsageError
+from .errors import (EXIT_CODES, ContainerError, DoctorError, LockError, RenderError, SelectionError, SmokeError,
+                     StackbuildError, UsageError)
+from .lock import lock_inputs, lock_path, lock_problems, make_lock, package_diff, read_lock, write_lock
 from .plan import plan_build
-from .profile import load_stack
+from .profile import TARGETS, available_stacks, load_stack
 from .registry import describe_image, pull_verified, push_image, require_registry, resolve_ref
 from .render import render_context
-from .smoke import SmokeResult, image_for, run_smoke, write_junit
+from .resources import display_path
+from .smoke import SmokeResult, image_for, looks_like_image, run_smoke, write_junit
 
 
 class _ErrorBoundary(TyperGroup):
@@ -549,6 +552,157 @@ class _LiveReporter:
 
 def _mib(count: int) -> str:
     return f"{count / 1048576:.1f} MiB"
+
+
+@app.command("lock")
+def lock_command(
+    ctx: typer.Context,
+    spec: Annotated[Optional[str], typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a "
+                                                  "profile path (with --check: default every stack).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="cuda or cpu (default: every target).")] = None,
+    options: WithOpt = None,
+    every: Annotated[bool, typer.Option("--all", help="Every stack, release and target.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Make nothing: fail when a lock does not fit its profile.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="With --check: a target without a lock fails too.")] = False,
+) -> None:
+    """Resolve every package an image installs, with hashes, as of its release's date, into a committed lock."""
+    if spec is None and not (every or check):
+        raise UsageError("name a stack (stackbuild lock qlora@2023.07), or pass --all or --check")
+    if spec is not None and every:
+        raise UsageError("--all locks every stack: name no stack with it")
+    if strict and not check:
+        raise UsageError("--strict goes with --check")
+    selected = _lock_selection(spec, target, options or [])
+    if check:
+        _lock_check(selected, spec is None, strict)
+        return
+    settings = load_settings(ctx.obj["config"])
+    failed = []
+    for plan in selected:
+        label = f"{plan.spec} ({plan.target.name}{''.join(f' +{o}' for o in plan.options)})"
+        try:
+            lock = make_lock(plan, settings)
+        except LockError as exc:
+            if len(selected) == 1:
+                raise
+            failed.append(label)
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        path = lock_path(plan)
+        write_lock(path, lock)
+        sizes = ", ".join(f"{key} {len(packages)}" for key, packages in lock.groups)
+        out.print(f"locked {label}: {len(lock.packages())} packages ({sizes}) -> {display_path(path)}")
+        for pin in lock.git_pins():
+            out.print(f"  {pin.requirement}: a git pin, pinned to its full commit; no hash can check it")
+    if failed:
+        raise LockError(f"{len(failed)} of {len(selected)} could not be locked: {', '.join(failed)}")
+
+
+def _lock_selection(spec: str | None, target: str | None, options: list[str]) -> list:
+    """The plans (read without their locks) that lock and lock --check work on."""
+    if spec is None:
+        names = available_stacks()
+        releases: list[tuple[str, str | None]] = [(n, r) for n in names for r in load_stack(n).releases]
+    else:
+        name, release = split_spec(spec)
+        stack = load_stack(name)
+        releases = [(name, r) for r in ([release] if release else stack.releases)]
+    plans = []
+    for name, release in releases:
+        stack = load_stack(name)
+        rel = stack.release(release)
+        for tname in ([target] if target else [t for t in TARGETS if t in rel.targets]):
+            plans.append(plan_build(stack, rel.name, tname, options, with_lock=False))
+            if not options:  # and each option the target has, on its own (`stackbuild build --with NAME`)
+                plans += [plan_build(stack, rel.name, tname, [o], with_lock=False)
+                          for o, spec in rel.options.items() if tname in spec.targets]
+    return plans
+
+
+def _lock_check(plans: list, everything: bool, strict: bool) -> None:
+    bad, unlocked = [], []
+    expected_files = set()
+    for plan in plans:
+        label = f"{plan.spec} ({plan.target.name}{''.join(f' +{o}' for o in plan.options)})"
+        path = lock_path(plan)
+        expected_files.add(path)
+        if not path.is_file():
+            unlocked.append(label)
+            out.print(f"unlocked  {label}: no {display_path(path)}")
+            continue
+        try:
+            problems = lock_problems(read_lock(path), lock_inputs(plan))
+        except LockError as exc:
+            problems = [str(exc)]
+        if problems:
+            bad.append(label)
+            out.print(f"stale     {label}: " + "\n          ".join(problems))
+        else:
+            out.print(f"ok        {label}: {display_path(path)}")
+    if everything:
+        folders = {p.parent for p in expected_files}
+        for orphan in sorted(f for d in folders for f in d.glob("*.txt") if f not in expected_files):
+            bad.append(display_path(orphan))
+            out.print(f"orphan    {display_path(orphan)}: no stack, release and target of that name")
+    if bad or (strict and unlocked):
+        what = [f"{len(bad)} stale or orphan: {', '.join(bad)}"] if bad else []
+        what += [f"{len(unlocked)} unlocked: {', '.join(unlocked)}"] if strict and unlocked else []
+        raise LockError("locks do not fit their profiles - " + "; ".join(what)
+                        + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")
+
+
+@app.command("diff")
+def diff_command(
+    ctx: typer.Context,
+    first: Annotated[str, typer.Argument(metavar="A", help="STACK@RELEASE, a lock file, or an image.")],
+    second: Annotated[str, typer.Argument(metavar="B", help="STACK@RELEASE, a lock file, or an image.")],
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The package differences between two releases, two locks or two images (from their labels)."""
+    settings = load_settings(ctx.obj["config"])
+    engine_box: list[Engine] = []
+    a = _packages_of(first, target, settings.registry, engine_box)
+    b = _packages_of(second, target, settings.registry, engine_box)
+    rows = package_diff(a, b)
+    if as_json:
+        print(json.dumps([{"package": n, "a": x, "b": y} for n, x, y in rows], indent=2))
+        return
+    if not rows:
+        out.print(f"no differences: {len(a)} packages each")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("PACKAGE", first, second):
+        table.add_column(column, overflow="fold")
+    for name, x, y in rows:
+        table.add_row(name, x or "-", y or "-")
+    out.print(table)
+    added = sum(1 for _, x, _ in rows if x is None)
+    removed = sum(1 for _, _, y in rows if y is None)
+    out.print(f"{len(rows) - added - removed} changed, {added} only in B, {removed} only in A")
+
+
+def _packages_of(what: str, target: str | None, registry: str | None, engine_box: list) -> dict[str, str]:
+    """name -> version of a lock file, a stack release's lock, or an image's io.stackbuild.lock label."""
+    path = Path(what)
+    if what.endswith(".txt"):
+        if not path.is_file():
+            raise SelectionError(f"lock file not found: {what}")
+        return read_lock(path).versions()
+    if looks_like_image(what):
+        if not engine_box:
+            engine_box.append(Engine.connect())
+        labels = engine_box[0].labels(what)
+        if "io.stackbuild.lock" not in labels:
+            raise SelectionError(f"image {what} carries no io.stackbuild.lock label (built without a lock, or not "
+                                 "by stackbuild): compare its release instead")
+        return json.loads(labels["io.stackbuild.lock"])
+    name, release = split_spec(what)
+    plan = plan_build(load_stack(name), release, target)
+    if plan.lock is None:
+        raise LockError(f"{plan.spec} ({plan.target.name}) has no lock: run `stackbuild lock {plan.spec} --target "
+                        f"{plan.target.name}` first")
+    return plan.lock.versions()
 
 
 @app.command("test")

@@ -52,6 +52,17 @@ DISTRO_PYTHON: dict[tuple[str, str], str] = {
     ("ubuntu", "24.04"): "3.12",
 }
 
+# The glibc of each distribution release: the newest manylinux tag its Python can install, which is
+# what a lock resolves wheels for.
+DISTRO_GLIBC: dict[tuple[str, str], str] = {
+    ("debian", "bullseye"): "2_31",
+    ("debian", "bookworm"): "2_36",
+    ("debian", "trixie"): "2_41",
+    ("ubuntu", "20.04"): "2_31",
+    ("ubuntu", "22.04"): "2_35",
+    ("ubuntu", "24.04"): "2_39",
+}
+
 # Lowest CUDA whose nvcc can emit code for an arch (compute capability).
 ARCH_MIN_CUDA: dict[str, tuple[int, int]] = {
     "7.0": (9, 0),

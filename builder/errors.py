@@ -142,6 +142,12 @@ class RegistryError(StackbuildError):
         self.reason = reason
 
 
+class LockError(StackbuildError):
+    """A lock is missing, stale, unreadable or could not be made."""
+
+    exit_code = 13
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (run again with --debug and report it)",
@@ -156,4 +162,5 @@ EXIT_CODES = {
     ContainerError.exit_code: "a container could not be created, started or used",
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
     RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
+    LockError.exit_code: "a lock is stale, unreadable or could not be made (`stackbuild lock`)",
 }

@@ -7,10 +7,11 @@ here touches Docker or the network.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .checks import COMMON_CHECKS, SmokeCheck, ordered
 from .errors import SelectionError
+from .lock import Lock, load_lock
 from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
@@ -50,6 +51,7 @@ class BuildPlan:
     fixes: tuple[Fix, ...]
     pins: dict[str, str] = field(default_factory=dict)
     checks: tuple[SmokeCheck, ...] = COMMON_CHECKS
+    lock: Lock | None = None  # every package the image installs, with hashes (None: not locked)
 
     @property
     def spec(self) -> str:
@@ -73,6 +75,7 @@ class BuildPlan:
             "checks": [{"name": c.name, "file": c.file, "gpu": c.gpu, "timeout": c.timeout,
                         "proves": [f.issue.id for f in self.fixes if c.name in f.issue.proven_by]}
                        for c in self.checks],
+            "locked": self.lock is not None,
         }
 
     def labels(self) -> dict[str, str]:
@@ -88,6 +91,8 @@ class BuildPlan:
             "io.stackbuild.options": ",".join(self.options),
             "io.stackbuild.pins": json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
             "io.stackbuild.fixes": ",".join(f.issue.id for f in self.fixes),
+            **({"io.stackbuild.lock": json.dumps(self.lock.versions(), sort_keys=True, separators=(",", ":"))}
+               if self.lock else {}),
         }
 
 
@@ -108,8 +113,12 @@ def select_target(stack: Stack, release: Release, target: str | None) -> TargetS
 
 
 def plan_build(stack: Stack, release: str | None = None, target: str | None = None,
-               options: tuple[str, ...] | list[str] = ()) -> BuildPlan:
-    """Resolve one image's plan; unknown releases, targets and options list what exists."""
+               options: tuple[str, ...] | list[str] = (), with_lock: bool = True) -> BuildPlan:
+    """Resolve one image's plan; unknown releases, targets and options list what exists.
+
+    The plan carries its lock when the stack has one (LockError when it is stale); ``with_lock=False``
+    plans without reading it, as `stackbuild lock` does to make one.
+    """
     rel = stack.release(release)
     spec = select_target(stack, rel, target)
     chosen = tuple(sorted(set(options)))
@@ -147,9 +156,10 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
 
     runtime_env = dict(rel.env)
     runtime_env.update(spec.env)
-    return BuildPlan(
+    plan = BuildPlan(
         stack=stack, release=rel, target=spec, options=chosen, apt=tuple(sorted(apt)), compiled=tuple(compiled),
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
         checks=select_checks(rel, fixes),
     )
+    return replace(plan, lock=load_lock(plan)) if with_lock else plan

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -300,6 +300,7 @@ class Stack:
     files: tuple[ShippedFile, ...]
     releases: dict[str, Release]
     source: str
+    path: Path = Path()  # the profile file (its locks/ folder is beside it)
 
     def release(self, name: str | None) -> Release:
         """The named release, or the default; unknown names list the ones that exist."""
@@ -349,7 +350,7 @@ def load_stack(spec: str) -> Stack:
     if problems:
         raise ProfileError(problems)
     assert stack is not None
-    return stack
+    return replace(stack, path=path.resolve())
 
 
 class _Resolver:

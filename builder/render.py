@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from .errors import RenderError
+from .lock import Lock, LockedPackage
 from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan
 from .resources import templates_dir
 
@@ -67,11 +68,61 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@dataclass(frozen=True)
+class LockLayer:
+    """The lock files one Dockerfile layer copies and installs (context paths, e.g. lock/2-torch.txt)."""
+
+    path: str | None  # its hash-checked packages
+    git: str | None = None  # its git pins: pinned to a commit, which no hash can check
+    compiled: str | None = None  # a compiled layer's package built from source, installed on its own
+    compiled_git: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        return [f for f in (self.path, self.git, self.compiled) if f]
+
+
+LAYER_NUMBER = {"bootstrap": 1, "torch": 2, "packages": 4, "last": 5}
+
+
+def lock_layers(lock: Lock | None) -> tuple[dict[str, LockLayer], dict[str, bytes]]:
+    """Each locked layer's files, by the lock's section key, and those files' content."""
+    if lock is None:
+        return {}, {}
+    layers: dict[str, LockLayer] = {}
+    files: dict[str, bytes] = {}
+
+    def put(name: str, key: str, what: str, packages: list[LockedPackage]) -> str | None:
+        if not packages:
+            return None
+        # nothing stack-specific here: the same section makes the same file, so layers are shared
+        head = (f"# {what} of a stackbuild lock's [{key}] section, installed by one layer with "
+                "pip install --no-deps" + ("" if what.startswith("git") else " --require-hashes") + "\n")
+        files[f"lock/{name}.txt"] = (head + "".join(p.text() for p in packages)).encode()
+        return f"lock/{name}.txt"
+
+    for key, packages in lock.groups:
+        if key.startswith("compiled:"):
+            package = key.split(":", 1)[1]
+            own = [p for p in packages if p.name == package]
+            rest = [p for p in packages if p.name != package]
+            name = f"3-{package}"
+            layers[key] = LockLayer(put(f"{name}-deps", key, "the packages", [p for p in rest if not p.is_git]),
+                                    put(f"{name}-git", key, "git pins", [p for p in rest if p.is_git]),
+                                    put(name, key, "the compiled package", own), any(p.is_git for p in own))
+        else:
+            name = f"{LAYER_NUMBER[key]}-{key}"
+            layers[key] = LockLayer(put(name, key, "the packages", [p for p in packages if not p.is_git]),
+                                    put(f"{name}-git", key, "git pins", [p for p in packages if p.is_git]))
+    return layers, files
+
+
 def render_dockerfile(plan: BuildPlan) -> str:
     """The Dockerfile text of a plan."""
     try:
         template = _environment().get_template("Dockerfile.j2")
-        return template.render(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD)
+        return template.render(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD,
+                               locked=lock_layers(plan.lock)[0])
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error while rendering {plan.spec} ({plan.target.name}): {exc}") from None
 
@@ -93,4 +144,5 @@ def render_context(plan: BuildPlan) -> BuildContext:
         files[f"smoke/{path.relative_to(smoke).as_posix()}"] = path.read_bytes()
     for shipped in plan.files:
         files[f"files/{shipped.name}"] = shipped.content.encode()
+    files.update(lock_layers(plan.lock)[1])
     return BuildContext(plan, render_dockerfile(plan), tuple(sorted(files.items())))

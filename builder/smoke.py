@@ -106,10 +106,14 @@ def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool
     return report
 
 
+def looks_like_image(spec: str) -> bool:
+    """REPO:TAG (or HOST:PORT/REPO:TAG) rather than STACK[@RELEASE] or a profile path."""
+    return ":" in spec and "@" not in spec.split(":")[0] and not spec.endswith((".yaml", ".yml"))
+
+
 def image_for(engine: Engine, spec: str, target: str | None, options: list[str], registry: str | None) -> str:
     """The image to test: an image reference as given, or the content-tagged image of a stack's plan."""
-    looks_like_image = ":" in spec and "@" not in spec.split(":")[0] and not spec.endswith((".yaml", ".yml"))
-    if looks_like_image:
+    if looks_like_image(spec):
         if engine.image(spec) is None:
             raise SelectionError(f"image {spec} is not on this engine (pull or build it first)")
         return spec

@@ -97,6 +97,9 @@ FSDP_UTILS = f"{TORCH_SITE['3.9']}/torch/distributed/fsdp/_state_dict_utils.py"
 BREAKS = [
     ("alpaca-lora", "2023.04", "pins", ["pip uninstall -y fire"], False, "fire is not installed"),
     ("alpaca-lora", "2023.04", "pip-check", ["pip uninstall -y tqdm"], False, "pip check: "),
+    # the lock: a package removed, another installed past it
+    ("qlora", "2023.07", "lock", ["pip uninstall -y mpmath"], False, "mpmath==1.3.0 is locked but not installed"),
+    ("qlora", "2026.11", "lock", ["pip install --no-deps cowsay==6.1"], True, "cowsay==6.1 is installed but not in the lock"),
     ("alpaca-lora", "2023.04", "torch-compile",
      ["rm -f /usr/bin/gcc* /usr/bin/cc /usr/bin/c++ /usr/bin/g++* /usr/bin/x86_64-linux-gnu-g*"], False,
      "torch.compile failed"),

@@ -45,7 +45,7 @@ def test_quiet_prints_only_the_result(cli, fake):
 
 
 def test_site_settings_need_host_networking(cli, fake, monkeypatch):
-    monkeypatch.setenv("STACKBUILD_PIP_INDEX_URL", "https://u:tok@idx.example/simple")
+    monkeypatch.setenv("STACKBUILD_PIP_INDEX_URL", "https://u:s3cr3tz@idx.example/simple")
     code, _, err = cli("build", "qlora", "-t", "cpu")
     assert code == 6
     assert err == ("error: site settings (PIP_INDEX_URL) reach the build from a loopback server, which needs host "
@@ -55,15 +55,15 @@ def test_site_settings_need_host_networking(cli, fake, monkeypatch):
     code, _, err = cli("build", "qlora", "-t", "cpu", "--network", "host")
     assert code == 0, err
     assert fake.builds[0]["network_mode"] == "host"
-    assert "tok" not in fake.builds[0]["dockerfile"] and "idx.example" not in json.dumps(fake.builds[0]["labels"])
+    assert "s3cr3tz" not in fake.builds[0]["dockerfile"] and "idx.example" not in json.dumps(fake.builds[0]["labels"])
 
 
 def test_failed_step_names_step_exit_code_last_lines_and_log(cli, fake, tmp_path):
-    fake.fail_at = 8
+    fake.fail_at = 9
     code, _, err = cli("build", "qlora@2023.07", "-t", "cpu")
     assert code == 8
     lines = err.splitlines()
-    assert lines[0].startswith("error: step 8/")
+    assert lines[0].startswith("error: step 9/")
     assert "failed (exit code 1): RUN . /opt/stackbuild/site.sh" in lines[0]
     assert "  ERROR: No matching distribution found for peft==99.0" in lines
     log = Path(lines[-1].removeprefix("full log: "))

@@ -64,7 +64,7 @@ def test_doctor_model_flags_decapoda_tokenizer(cli, tmp_path):
 
 
 def test_a_failed_build_ends_with_doctors_diagnosis(cli, fake):
-    fake.fail_at = 8
+    fake.fail_at = 9
     fake.failure_line = " [ERROR]  Unable to pre-compile async_io"
     code, _, err = cli("build", "deepspeed-zero3-offload@2023.06", "-t", "cpu")
     assert code == 8

@@ -89,7 +89,7 @@ def test_deepspeed_cpu_target_builds_only_cpu_ops():
     text = "\n".join(_lines("deepspeed-zero3-offload", "2023.06", "cpu"))
     assert "DS_BUILD_CPU_ADAM=1" in text and "DS_BUILD_AIO=1" in text
     assert "DS_BUILD_OPS" not in text and "TORCH_CUDA_ARCH_LIST" not in text
-    assert "FROM debian:bullseye-slim" in text and "torch==2.0.1 numpy==1.24.4" in text
+    assert "FROM debian:bullseye-slim" in text and "-r /opt/stackbuild/lock/2-torch.txt" in text
 
 
 def test_deepspeed_current_cuda_names_its_accelerator():
@@ -139,7 +139,9 @@ def test_qlora_era_pins_the_seed_commit():
 
 
 def test_alpaca_lora_renders_its_peft_pin():
-    assert "      peft==0.2.0" in "\n".join(_lines("alpaca-lora", "2023.04", "cpu"))
+    files = dict(render_context(plan_build(load_stack("alpaca-lora"), "2023.04", "cpu")).files)
+    assert files["lock/5-last.txt"].decode().splitlines()[1] == "peft==0.2.0 \\"
+    assert "COPY lock/5-last.txt /opt/stackbuild/lock/" in "\n".join(_lines("alpaca-lora", "2023.04", "cpu"))
 
 
 def test_labels_carry_stack_pins_and_fixes():
@@ -159,7 +161,7 @@ def test_context_carries_patch_spec_manifest_and_files():
     manifest = json.loads(files["manifest.json"])
     # the common checks, then the proof of each fix claimed, the patch check, and the profile's own checks
     assert [c["name"] for c in manifest["checks"]] == [
-        "python-version", "pins", "pip-check", "torch-compile", "shm", "gpu-matmul", "patches", "numpy-torch",
+        "python-version", "pins", "pip-check", "lock", "torch-compile", "shm", "gpu-matmul", "patches", "numpy-torch",
         "datasets-load-json", "functools-cache", "fsdp-save", "flash-attn-import", "flash-attn-fwd-bwd", "gpu-arch"]
     proves = {c["name"]: c["proves"] for c in manifest["checks"]}
     assert proves["patches"] == proves["fsdp-save"] == ["fsdp-save-oom"] and proves["pins"] == []

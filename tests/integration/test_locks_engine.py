@@ -1,0 +1,73 @@
+"""Locks for real: uv resolves the committed lock again byte for byte (PyPI, as of the release's
+date), and two builds of one release - the second from nothing, no cache - install exactly the same
+packages, which are the lock's."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from builder.build import build_image, prepare
+
+from .conftest import FIXTURES, TEST_LABEL
+
+ROOT = Path(__file__).resolve().parents[2]
+FREEZE = str(FIXTURES / "freezeprobe.yaml")
+
+
+def test_locking_again_gives_the_committed_lock_byte_for_byte(tmp_path):
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / "qlora.yaml", tmp_path / "qlora.yaml")
+    run = subprocess.run([sys.executable, "-m", "builder", "lock", f"{tmp_path / 'qlora.yaml'}@2023.07", "-t", "cpu"],
+                         capture_output=True, text=True, timeout=900, env=os.environ)
+    assert run.returncode == 0, run.stderr
+    assert "locked qlora@2023.07 (cpu): 70 packages" in run.stdout
+    made = (tmp_path / "locks" / "qlora@2023.07-cpu.txt").read_text()
+    committed = (ROOT / "stacks" / "locks" / "qlora@2023.07-cpu.txt").read_text()
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("# resolver: ")]  # noqa: E731
+    assert strip(made) == strip(committed)
+
+
+def _freeze(docker_client, image: str) -> str:
+    return docker_client.containers.run(image, ["pip", "freeze", "--all"], network_mode="none", remove=True,
+                                        labels={TEST_LABEL: "1"}).decode()
+
+
+def test_two_builds_one_from_nothing_install_the_same_packages_which_are_the_lock(
+        stack_images, settings, docker_client):
+    stack_images("alpaca-lora", "2026.11")  # the torch layer comes from the cache for the first build
+    context = prepare(FREEZE, None, "cpu", ())
+    first = build_image(context, settings, use_registry=False, extra_labels={TEST_LABEL: "1"})
+    first_freeze = _freeze(docker_client, first.image_id)
+    cold = None
+    try:
+        cold = build_image(prepare(FREEZE, None, "cpu", ()), settings, nocache=True, use_registry=False,
+                           extra_labels={TEST_LABEL: "1"})
+        assert cold.source == "built" and cold.cached_steps == 0 and cold.image_id != first.image_id
+        assert cold.ref == first.ref  # the same content tag
+        cold_freeze = _freeze(docker_client, cold.image_id)
+    finally:
+        for image in {first.image_id, *(c.image_id for c in [cold] if c)}:
+            try:
+                docker_client.images.remove(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+    assert cold_freeze == first_freeze
+    locked = sorted(f"{name}=={version}" for name, version in context.plan.lock.versions().items())
+    frozen = sorted(re.sub(r"[-_.]+", "-", line.split("==")[0]).lower() + "==" + line.split("==")[1]
+                    for line in first_freeze.splitlines())
+    assert frozen == locked
+
+
+@pytest.mark.parametrize("name", ["registryprobe", "tokenprobe", "freezeprobe"])
+def test_the_fixture_locks_fit(name):
+    run = subprocess.run([sys.executable, "-m", "builder", "lock", str(FIXTURES / f"{name}.yaml"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

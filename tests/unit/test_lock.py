@@ -1,0 +1,222 @@
+"""Locks without the network: reading and writing them, what a stale one looks like, how a locked
+image is rendered, `lock --check` and `diff`. (Making a lock with uv is an integration test.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builder.errors import LockError
+from builder.lock import LockedPackage, lock_inputs, lock_path, lock_problems, parse_lock, read_lock
+from builder.plan import plan_build
+from builder.profile import available_stacks, load_stack
+from builder.render import lock_layers, render_context
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Targets no lock is committed for, and why: locking needs the index their packages come from.
+UNLOCKED = {
+    ("alpaca-lora", "2023.04", "cuda"): "torch 2.0.1+cu118 comes from download.pytorch.org",
+    ("deepspeed-zero3-offload", "2023.06", "cuda"): "torch 2.0.1+cu118 comes from download.pytorch.org",
+    ("flash-attn-fsdp", "2023.06", "cuda"): "torch 2.0.1+cu118 comes from download.pytorch.org",
+    ("qlora", "2023.05", "cuda"): "git pins (github.com) and torch 2.0.1+cu118 (download.pytorch.org)",
+    ("qlora", "2023.05", "cpu"): "git pins of transformers, peft and accelerate are read from github.com",
+    ("qlora", "2023.07", "cuda"): "torch 2.0.1+cu118 comes from download.pytorch.org",
+}
+TARGETS = [(s, r, t) for s in available_stacks() for r, rel in load_stack(s).releases.items() for t in rel.targets]
+
+
+@pytest.mark.parametrize(("stack", "release", "target"), TARGETS, ids=[f"{s}@{r}-{t}" for s, r, t in TARGETS])
+def test_every_lockable_target_has_a_lock_that_fits_its_profile(stack, release, target):
+    plan = plan_build(load_stack(stack), release, target)
+    if (stack, release, target) in UNLOCKED:
+        assert plan.lock is None and not lock_path(plan).exists()
+        return
+    lock = plan.lock
+    assert lock is not None, f"no {lock_path(plan)}: run `stackbuild lock {stack}@{release} --target {target}`"
+    assert lock_problems(lock, lock_inputs(plan)) == []
+    versions = lock.versions()
+    for name, version in plan.pins.items():  # every pin is locked at its version, torch's +cuXXX included
+        assert versions[name] == version, name
+    assert all(p.hashes and all(h.startswith("sha256:") for h in p.hashes) for p in lock.packages())
+    assert [key for key, _ in lock.groups][:2] == ["bootstrap", "torch"]
+    assert lock.inputs.exclude_newer == f"{plan.release.date}T23:59:59Z"
+
+
+def test_releases_on_the_same_torch_and_python_share_the_torch_layer():
+    def torch_file(stack, release):
+        return dict(render_context(plan_build(load_stack(stack), release, "cpu")).files)["lock/2-torch.txt"]
+    assert torch_file("alpaca-lora", "2023.04") == torch_file("qlora", "2023.07") == torch_file(
+        "flash-attn-fsdp", "2023.06") == torch_file("deepspeed-zero3-offload", "2023.06")
+    assert torch_file("alpaca-lora", "2026.11") == torch_file("qlora", "2026.11")
+    assert torch_file("alpaca-lora", "2023.04") != torch_file("alpaca-lora", "2026.11")
+
+
+SAMPLE = """\
+# format: stackbuild-lock 1
+# stack: demo@2026.11 (cpu)
+# python: 3.11
+# platform: x86_64-manylinux_2_36
+# exclude-newer: 2026-11-28T23:59:59Z
+# input bootstrap: pip==25.3
+# input packages: six==1.16.0
+# input packages: tool @ git+https://github.com/o/tool.git@0123456789abcdef0123456789abcdef01234567
+
+# [bootstrap]
+pip==25.3 \\
+    --hash=sha256:{a}
+# [packages]
+six==1.16.0 \\
+    --hash=sha256:{b} \\
+    --hash=sha256:{c}
+tool @ git+https://github.com/o/tool.git@0123456789abcdef0123456789abcdef01234567
+""".format(a="a" * 64, b="b" * 64, c="c" * 64)
+
+
+def test_a_lock_reads_back_what_it_writes():
+    lock = parse_lock(SAMPLE, "sample.txt")
+    assert [key for key, _ in lock.groups] == ["bootstrap", "packages"]
+    six = lock.group("packages")[0]
+    assert six == LockedPackage("six", "1.16.0", "six==1.16.0", ("sha256:" + "b" * 64, "sha256:" + "c" * 64))
+    [git] = lock.git_pins()
+    assert git.name == "tool" and git.version is None and git.hashes == ()
+    assert lock.versions()["tool"] == "git+https://github.com/o/tool.git@0123456789abcdef0123456789abcdef01234567"
+    again = parse_lock(lock.text(), "again.txt")
+    assert again == lock
+
+
+def test_a_git_pin_gets_its_own_install_without_hashes():
+    layers, files = lock_layers(parse_lock(SAMPLE, "sample.txt"))
+    assert layers["packages"].files == ["lock/4-packages.txt", "lock/4-packages-git.txt"]
+    assert files["lock/4-packages-git.txt"].decode().splitlines()[1].startswith("tool @ git+")
+    assert "--hash" not in files["lock/4-packages-git.txt"].decode()
+    assert "pip install --no-deps --require-hashes" in files["lock/4-packages.txt"].decode().splitlines()[0]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("six==1.16.0\n", "not a stackbuild lock"),
+    ("# format: stackbuild-lock 1\n# [all]\nsix==1.16.0\n", "the lock's header lacks stack, python, platform"),
+    (SAMPLE.replace("# [bootstrap]\n", ""), "a package before the first [section]"),
+    (SAMPLE.replace("--hash=sha256:" + "a" * 64, "--index-url=http://x"), "unexpected option '--index-url=http://x'"),
+])
+def test_a_broken_lock_names_what_is_wrong(text, message):
+    with pytest.raises(LockError, match=message.replace("[", r"\[")):
+        parse_lock(text, "broken.txt")
+
+
+def test_a_hand_edited_lock_contradicting_its_inputs_is_caught():
+    lock = parse_lock(SAMPLE.replace("six==1.16.0 \\", "six==1.15.0 \\"), "sample.txt")
+    problems = lock_problems(lock, lock.inputs)
+    assert "six==1.16.0 is an input but the lock installs 1.15.0" in problems
+
+
+def _copy_stack(tmp_path: Path, name: str) -> Path:
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / f"{name}.yaml", tmp_path / f"{name}.yaml")
+    for lock in (ROOT / "stacks" / "locks").glob(f"{name}@*.txt"):
+        shutil.copy(lock, tmp_path / "locks" / lock.name)
+    return tmp_path / f"{name}.yaml"
+
+
+def test_editing_a_pin_without_locking_again_fails_check_render_and_build(cli, tmp_path):
+    profile = _copy_stack(tmp_path, "qlora")
+    spec = f"{profile}@2023.07"
+    assert cli("lock", spec, "-t", "cpu", "--check")[0] == 0
+    profile.write_text(profile.read_text().replace("      - transformers==4.31.0\n", "      - transformers==4.31.1\n"))
+    code, out, err = cli("lock", spec, "-t", "cpu", "--check")
+    assert code == 13
+    assert "stale     qlora@2023.07 (cpu): the profile changed since the lock was made:" in out
+    assert "  -# input packages: transformers==4.31.0" in out and "  +# input packages: transformers==4.31.1" in out
+    assert err.startswith("error: locks do not fit their profiles - 1 stale or orphan: qlora@2023.07 (cpu)")
+    code, _, err = cli("render", spec, "-t", "cpu")
+    assert code == 13 and "does not fit qlora@2023.07 (cpu) any more" in err
+    assert f"run `stackbuild lock qlora@2023.07 --target cpu`" in err
+
+
+def test_check_reports_unlocked_targets_and_fails_on_them_only_when_strict(cli, tmp_path):
+    profile = _copy_stack(tmp_path, "qlora")
+    code, out, _ = cli("lock", f"{profile}@2023.07", "--check")
+    assert code == 0 and "unlocked  qlora@2023.07 (cuda): no " in out and "ok        qlora@2023.07 (cpu)" in out
+    code, _, err = cli("lock", f"{profile}@2023.07", "--check", "--strict")
+    assert code == 13 and "1 unlocked: qlora@2023.07 (cuda)" in err
+
+
+def test_an_orphan_lock_fails_the_whole_check(cli, tmp_path, monkeypatch):
+    stacks = tmp_path / "stacks"
+    shutil.copytree(ROOT / "stacks", stacks)
+    shutil.copy(stacks / "locks" / "qlora@2023.07-cpu.txt", stacks / "locks" / "qlora@2022.01-cpu.txt")
+    monkeypatch.setattr("builder.profile.stacks_dir", lambda: stacks)
+    monkeypatch.setattr("builder.cli.available_stacks", lambda: sorted(
+        p.stem for p in stacks.glob("*.yaml") if p.stem != "known-issues"))
+    code, out, err = cli("lock", "--check")
+    assert code == 13 and "orphan    " in out and "qlora@2022.01-cpu.txt: no stack, release and target" in out
+
+
+def test_the_shipped_locks_pass_the_check_ci_runs(cli):
+    code, out, err = cli("lock", "--check")
+    assert code == 0, out + err
+    assert out.count("ok        ") == len(TARGETS) - len(UNLOCKED) + 1  # + flash-attn-fsdp@2026.11 cuda +xformers
+
+
+def test_lock_usage_errors(cli):
+    assert cli("lock")[0] == 2
+    assert cli("lock", "qlora", "--all")[0] == 2
+    assert cli("lock", "qlora", "--strict")[0] == 2
+
+
+def test_diff_between_two_releases_and_two_lock_files(cli):
+    code, out, _ = cli("diff", "qlora@2023.07", "qlora@2026.11", "-t", "cpu", "--json")
+    assert code == 0
+    rows = {r["package"]: (r["a"], r["b"]) for r in json.loads(out)}
+    assert rows["transformers"] == ("4.31.0", "5.14.1") and rows["torch"] == ("2.0.1", "2.10.0")
+    assert rows["nvidia-cublas-cu11"][1] is None and rows["nvidia-cublas-cu12"][0] is None
+    locks = ROOT / "stacks" / "locks"
+    code, out, _ = cli("diff", str(locks / "qlora@2026.11-cpu.txt"), str(locks / "alpaca-lora@2026.11-cpu.txt"))
+    assert code == 0 and "fire" in out and out.rstrip().splitlines()[-1].endswith("only in A")
+    code, out, _ = cli("diff", "qlora@2026.11", "qlora@2026.11", "-t", "cpu")
+    assert code == 0 and out.startswith("no differences: 85 packages each")
+
+
+def test_diff_refuses_what_has_no_package_list(cli, fake):
+    code, _, err = cli("diff", "qlora@2023.05", "qlora@2023.07", "-t", "cpu")
+    assert code == 13 and "qlora@2023.05 (cpu) has no lock: run `stackbuild lock qlora@2023.05 --target cpu`" in err
+    code, _, err = cli("diff", "nope.txt", "qlora@2023.07")
+    assert code == 4 and "lock file not found: nope.txt" in err
+    fake.images["old:1"] = {"Id": "sha256:1", "Config": {"Labels": {"io.stackbuild.stack": "qlora"}}}
+    code, _, err = cli("diff", "old:1", "qlora@2023.07", "-t", "cpu")
+    assert code == 4 and "image old:1 carries no io.stackbuild.lock label" in err
+
+
+def test_diff_of_two_images_reads_their_labels(cli, fake):
+    for name, plan in (("a:1", plan_build(load_stack("qlora"), "2023.07", "cpu")),
+                       ("b:1", plan_build(load_stack("qlora"), "2026.11", "cpu"))):
+        fake.images[name] = {"Id": name, "Config": {"Labels": plan.labels()}}
+    code, out, _ = cli("diff", "a:1", "b:1", "--json")
+    rows = {r["package"]: (r["a"], r["b"]) for r in json.loads(out)}
+    assert code == 0 and rows["peft"] == ("0.4.0", "0.21.2")
+
+
+def test_a_locked_image_installs_only_from_its_lock():
+    plan = plan_build(load_stack("deepspeed-zero3-offload"), "2026.11", "cpu")
+    ctx = render_context(plan)
+    files = dict(ctx.files)
+    runs = [line for line in ctx.dockerfile.splitlines() if "pip install" in line]
+    assert runs and all("--require-hashes" in line and "--no-deps" in line for line in runs)
+    assert "pip install --no-build-isolation --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed.txt" in (
+        ctx.dockerfile)
+    assert files["lock/3-deepspeed.txt"].decode().splitlines()[1] == "deepspeed==0.18.9 \\"
+    installed = set()
+    for name, data in files.items():
+        if name.startswith("lock/"):
+            installed |= {line.split("==")[0] for line in data.decode().splitlines() if "==" in line}
+    assert installed == set(plan.lock.versions())
+    assert json.loads(plan.labels()["io.stackbuild.lock"]) == plan.lock.versions()
+    assert plan.manifest()["locked"] is True
+
+
+def test_read_lock_reports_an_unreadable_file(tmp_path):
+    with pytest.raises(LockError, match="cannot read"):
+        read_lock(tmp_path / "missing.txt")
