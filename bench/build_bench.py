@@ -27,7 +27,9 @@ sys.path.insert(0, str(ROOT))
 from builder.build import build_image, prepare  # noqa: E402
 from builder.config import load_settings  # noqa: E402
 from builder.engine import BuildLog, Engine  # noqa: E402
-from builder.profile import stack_path  # noqa: E402
+from builder.lock import lock_path, make_lock, write_lock  # noqa: E402
+from builder.plan import plan_build  # noqa: E402
+from builder.profile import load_stack, stack_path  # noqa: E402
 from builder.site import SiteServer  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}
@@ -41,8 +43,8 @@ def timed(label: str, fn):
     return seconds, result
 
 
-def bumped_profile(spec: str, pin: str, folder: Path) -> Path:
-    """A copy of the stack's profile with one pin changed (name==old -> name==new)."""
+def bumped_profile(spec: str, pin: str, folder: Path, settings) -> Path:
+    """A copy of the stack's profile with one pin changed (name==old -> name==new), locked again."""
     name, new = pin.split("=", 1)
     stack, _, release = spec.partition("@")
     text = stack_path(stack).read_text()
@@ -53,21 +55,21 @@ def bumped_profile(spec: str, pin: str, folder: Path) -> Path:
     text = pattern.sub(rf"\g<1>{new}", text)
     path = folder / f"{stack}.yaml"
     path.write_text(text)
+    plan = plan_build(load_stack(str(path)), release or None, "cpu", with_lock=False)
+    write_lock(lock_path(plan), make_lock(plan, settings))  # a bump is a profile edit plus `stackbuild lock`
     return path
 
 
-def naive_dockerfile(golden: str) -> str:
+def naive_dockerfile(plan) -> str:
     """The same image as one apt layer and one pip layer: what a hand-written Dockerfile often does."""
-    pins = " ".join(re.findall(r"^\s+([A-Za-z0-9_.\[\]-]+==[^\s\\]+)", golden, re.M))
-    torch = re.search(r"pip install -c \S+ (torch==\S+)", golden).group(1)
-    base = re.search(r"^FROM (\S+)", golden, re.M).group(1)
-    apt = " ".join(re.findall(r"^      ([a-z0-9.+-]+) \\$", golden, re.M))
-    return f"""FROM {base}
+    pins = " ".join(f"{name}=={version}" for name, version in plan.pins.items() if name != "torch")
+    return f"""FROM {plan.target.base.ref}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY site.sh /opt/stackbuild/site.sh
 RUN . /opt/stackbuild/site.sh && site_begin && apt-get update \\
- && apt-get install -y --no-install-recommends {apt} && rm -rf /var/lib/apt/lists/* \\
- && python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir {torch} {pins} && site_end
+ && apt-get install -y --no-install-recommends {" ".join(plan.apt)} && rm -rf /var/lib/apt/lists/* \\
+ && python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir {plan.target.torch.requirement} {pins} \\
+ && site_end
 """
 
 
@@ -92,9 +94,9 @@ def main() -> None:
     print(f"benchmark: {args.spec} (cpu), bump {args.pin}")
     context = prepare(stack, release or None, "cpu", ())
     cold, _ = timed("cold build (--no-cache)", lambda: build(context, "stackbuild-bench/cold:1", nocache=True))
-    same, _ = timed("no-change rebuild", lambda: build(context, "stackbuild-bench/cold:2"))
+    same, _ = timed("no-change build (content tag found)", lambda: build(context, "stackbuild-bench/cold:2"))
     with tempfile.TemporaryDirectory() as folder:
-        bumped = prepare(str(bumped_profile(args.spec, args.pin, Path(folder))), release or None, "cpu", ())
+        bumped = prepare(str(bumped_profile(args.spec, args.pin, Path(folder), settings)), release or None, "cpu", ())
         bump, _ = timed(f"rebuild after bumping {args.pin}", lambda: build(bumped, "stackbuild-bench/bump:1"))
 
     print()
@@ -103,7 +105,7 @@ def main() -> None:
     if args.no_naive:
         _cleanup(engine, made)
         return
-    naive = naive_dockerfile(context.dockerfile)
+    naive = naive_dockerfile(context.plan)
     site = dict(context.files)["site.sh"]
     network = None if settings.build_network == "default" else settings.build_network
 

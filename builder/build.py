@@ -124,6 +124,10 @@ def build_image(
             pulled = _try_pull(engine, plan, ref, on_event)
             if pulled is not None:
                 return _finish(engine, pulled, ref, extra_tags, 0, 0, started, "pulled")
+    if plan.lock is None:
+        on_event(BuildEvent("warning", f"{plan.spec} ({plan.target.name}) has no lock: pip resolves its transitive "
+                                       "dependencies during the build, so two builds may differ (`stackbuild lock "
+                                       f"{plan.spec} --target {plan.target.name}` makes one)"))
     if not base_here:
         base = engine.base_identity(plan.target.base.ref, True, on_event)
         moved = image_ref(context, base, settings.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import SelectionError
 from .plan import IMPLIED_APT, select_checks
 from .profile import RELEASE_NAME, RawStack, Release, Stack, available_stacks, load_stack
+from .resources import display_path
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -35,6 +36,12 @@ def list_stacks() -> list[dict]:
     return rows
 
 
+def _lock_file(stack: Stack, rel: Release, target: str) -> str | None:
+    """The target's committed lock file (shown, not checked: `stackbuild lock --check` does that)."""
+    path = stack.path.parent / "locks" / f"{stack.name}@{rel.name}-{target}.txt"
+    return display_path(path) if path.is_file() else None
+
+
 def _describe_release(stack: Stack, rel: Release) -> dict:
     return {
         "name": rel.name,
@@ -47,7 +54,8 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "cuda": rel.cuda,
         "targets": [
             {"name": t.name, "base": t.base.ref, "python": t.python, "torch": t.torch.requirement,
-             "torch_index": t.torch_index, "arch_list": list(t.arch_list), "env": dict(t.env)}
+             "torch_index": t.torch_index, "arch_list": list(t.arch_list), "env": dict(t.env),
+             "lock": _lock_file(stack, rel, t.name)}
             for t in rel.targets.values()
         ],
         "apt": sorted(set(IMPLIED_APT) | set(rel.apt)),

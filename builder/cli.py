@@ -164,6 +164,7 @@ def _print_stack(info: dict) -> None:
             out.print(f"    {t['name']:5} {t['base']}  python {t['python']}  {t['torch']}{index}{extra}")
             for name, value in t["env"].items():
                 out.print(f"          env {name}={value}")
+            out.print(f"          lock {t['lock'] or 'none: its transitive dependencies resolve at build time'}")
         out.print(f"  apt: {' '.join(rel['apt'])}")
         out.print(f"  installed with torch: {' '.join(rel['with_torch']) or '-'}")
         for step in rel["compiled"]:

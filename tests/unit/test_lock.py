@@ -220,3 +220,11 @@ def test_a_locked_image_installs_only_from_its_lock():
 def test_read_lock_reports_an_unreadable_file(tmp_path):
     with pytest.raises(LockError, match="cannot read"):
         read_lock(tmp_path / "missing.txt")
+
+
+def test_building_an_unlocked_target_warns_that_it_may_not_repeat(cli, fake):
+    code, _, err = cli("build", "qlora@2023.07", "-t", "cuda", "-q")
+    assert code == 0
+    assert err.startswith("warning: qlora@2023.07 (cuda) has no lock: pip resolves its transitive dependencies")
+    code, _, err = cli("build", "qlora@2023.07", "-t", "cpu", "-q")
+    assert code == 0 and err == ""
