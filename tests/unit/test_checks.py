@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,46 @@ def test_the_patch_check_fails_on_an_unpatched_file_with_the_fix(tmp_path):
 
 def test_the_patch_check_skips_an_image_without_patches(tmp_path):
     assert _run(tmp_path, "patches", {"patches": []})["status"] == "skip"
+
+
+def _dist(site: Path, name: str, version: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def _run_lock_check(tmp_path: Path, lock_text: str, manifest: dict) -> dict:
+    """The lock check in a laid-out /opt/stackbuild, seeing only the fake distributions in site/."""
+    root = tmp_path / "opt" / "stackbuild"
+    shutil.copytree(CHECK_DIR, root / "smoke" / "checks")
+    (root / "lock").mkdir()
+    (root / "lock" / "4-packages.txt").write_text(lock_text)
+    arg = json.dumps({"check": {"name": "lock"}, "manifest": manifest})
+    proc = subprocess.run([sys.executable, "-S", str(root / "smoke" / "checks" / "lock.py"), arg], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                                    "PYTHONDONTWRITEBYTECODE": "1",
+                                                                    "PYTHONPATH": str(tmp_path / "site")})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_lock_check_wants_exactly_the_locked_packages(tmp_path):
+    site = tmp_path / "site"
+    for name, version in (("six", "1.16.0"), ("requests", "2.0.0"), ("cowsay", "6.1"), ("pkg-resources", "0.0.0")):
+        _dist(site, name, version)
+    lock = "# the packages\nsix==1.16.0 \\\n    --hash=sha256:" + "a" * 64 + "\nrequests==2.32.3 \\\n" \
+           "    --hash=sha256:" + "b" * 64 + "\nidna==3.4 \\\n    --hash=sha256:" + "c" * 64 + "\n"
+    result = _run_lock_check(tmp_path, lock, {"locked": True})
+    assert result["status"] == "fail"
+    assert result["detail"] == ("idna==3.4 is locked but not installed; requests==2.0.0 is installed, the lock says "
+                                "2.32.3; cowsay==6.1 is installed but not in the lock (something installed outside "
+                                "the lock: rebuild)")
+
+
+def test_the_lock_check_passes_on_the_lock_and_skips_without_one(tmp_path):
+    _dist(tmp_path / "site", "six", "1.16.0")
+    _dist(tmp_path / "site", "pkg-resources", "0.0.0")  # Debian's venv record, not an install
+    lock = "six==1.16.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+    assert _run_lock_check(tmp_path, lock, {"locked": True}) == {
+        "status": "pass", "detail": "the 2 installed packages are exactly the lock's"}
+    shutil.rmtree(tmp_path / "opt")
+    assert _run_lock_check(tmp_path, lock, {"locked": False})["status"] == "skip"
