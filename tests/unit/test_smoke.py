@@ -132,3 +132,18 @@ def test_an_unknown_check_name_is_a_clear_error():
     line = ('{"check": "manifest", "status": "fail", "detail": "this image has no check x (its checks: pins)"}')
     with pytest.raises(SmokeError, match=r"^img: this image has no check x \(its checks: pins\)$"):
         run_smoke(_FakeEngine([line], 2), "img", only=["x"])
+
+
+def test_a_check_that_hangs_is_killed_and_a_result_printed_before_the_hang_is_kept(tmp_path):
+    checks = [{"name": "hangs-early", "file": "hangs_early.py", "gpu": False, "timeout": 2},
+              {"name": "hangs-at-exit", "file": "hangs_at_exit.py", "gpu": False, "timeout": 2}]
+    root = _image_dir(tmp_path, {"python": _here(), "pins": {}, "checks": checks})
+    (root / "smoke" / "checks" / "hangs_early.py").write_text("import time\ntime.sleep(60)\n")
+    (root / "smoke" / "checks" / "hangs_at_exit.py").write_text(
+        "import json, sys, time\nprint(json.dumps({'status': 'pass', 'detail': 'did its work'}))\n"
+        "sys.stdout.flush()\ntime.sleep(60)\n")
+    code, results = _run(root)
+    assert code == 1
+    assert (results[0]["status"], results[0]["detail"]) == ("fail", "timed out after 2 s")
+    assert (results[1]["status"], results[1]["detail"]) == (
+        "warn", "did its work; its process then hung at exit and was killed after 2 s")

@@ -49,8 +49,12 @@ def quiet_stdout():
     os.dup2(2, 1)
 
 
-def finish(status, detail):
-    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report()."""
+def finish(status, detail, hard_exit=False):
+    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report().
+
+    ``hard_exit`` leaves with os._exit once the result is printed, skipping interpreter shutdown:
+    for checks whose native libraries keep threads that may not join at exit.
+    """
     global _saved_stdout
     sys.stdout.flush()
     if _saved_stdout is not None:
@@ -59,6 +63,11 @@ def finish(status, detail):
         _saved_stdout = None
     while _temp_dirs:
         shutil.rmtree(_temp_dirs.pop(), ignore_errors=True)
+    if hard_exit:
+        print(json.dumps({"status": status, "detail": detail}))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     report(status, detail)
 
 
