@@ -336,6 +336,15 @@ def build_command(
         out.print(f"built {result.ref.moving} = {result.ref.immutable} in {result.seconds:.1f} s{cache}")
 
 
+def _registry_job(ctx: typer.Context, command: str, spec: str, target: str | None, options: list[str] | None,
+                  registry: str | None) -> tuple:
+    """What pull and push start from: the stack's build context, the registry (required), the engine."""
+    settings = load_settings(ctx.obj["config"], {"registry": registry})
+    chosen = require_registry(settings.registry, command)
+    name, release = split_spec(spec)
+    return prepare(name, release, target, options or []), chosen, Engine.connect()
+
+
 @app.command("pull")
 def pull_command(
     ctx: typer.Context,
@@ -347,11 +356,7 @@ def pull_command(
     as_json: ProgressJsonOpt = False,
 ) -> None:
     """Pull the prebuilt image the local profile would build (its content tag), with per-layer progress."""
-    settings = load_settings(ctx.obj["config"], {"registry": registry})
-    chosen = require_registry(settings.registry, "pull")
-    name, release = split_spec(spec)
-    context = prepare(name, release, target, options or [])
-    engine = Engine.connect()
+    context, chosen, engine = _registry_job(ctx, "pull", spec, target, options, registry)
     ref, _, _ = resolve_ref(engine, context, chosen)
     with _progress(quiet, as_json) as reporter:
         pulled = pull_verified(engine, context.plan, ref, reporter)
@@ -373,11 +378,7 @@ def push_command(
     as_json: ProgressJsonOpt = False,
 ) -> None:
     """Push the built image of a stack under its content tag and its moving tag."""
-    settings = load_settings(ctx.obj["config"], {"registry": registry})
-    chosen = require_registry(settings.registry, "push")
-    name, release = split_spec(spec)
-    context = prepare(name, release, target, options or [])
-    engine = Engine.connect()
+    context, chosen, engine = _registry_job(ctx, "push", spec, target, options, registry)
     with _progress(quiet, as_json) as reporter:
         ref, pushed = push_image(engine, context, chosen, reporter)
     if as_json:
