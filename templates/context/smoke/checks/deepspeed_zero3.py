@@ -1,6 +1,7 @@
 """A tiny model trains a few steps with ZeRO-3, optimizer and parameters offloaded to CPU.
 
-One process (world size 1, a free local port): deepspeed.initialize with the image's shipped
+One process (world size 1, a free local port), or one rank of several when DeepSpeed's launcher
+started it (its RANK / WORLD_SIZE / MASTER_* are kept): deepspeed.initialize with the image's shipped
 ZeRO config when there is one ("auto" filled in as the HF Trainer would), else stage 3 with both
 offloads to cpu. The engine's optimizer must be DeepSpeedZeroOptimizer_Stage3 with optimizer and
 parameter offload on and DeepSpeedCPUAdam inside; the loss must go down and the parameters change.
@@ -40,8 +41,10 @@ if gpus == 0 and target == "cuda":
 build_env = deepspeed_setup(manifest, "cpu" if gpus == 0 else None)
 if gpus == 0:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one process on this host: gloo on loopback
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-                  LOCAL_RANK="0", LOCAL_SIZE="1")
+if "LOCAL_RANK" not in os.environ:  # one process of its own; under DeepSpeed's launcher, one rank of several
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                      LOCAL_RANK="0", LOCAL_SIZE="1")
+world = int(os.environ.get("WORLD_SIZE", "1"))
 
 try:
     import torch
@@ -104,7 +107,7 @@ for block in ("offload_optimizer", "offload_param"):
     if gpus == 0:
         zero[block]["pin_memory"] = False
 config = {
-    "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "train_batch_size": 4,
+    "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "train_batch_size": 4 * world,
     "gradient_clipping": 1.0, "steps_per_print": 1000000, "wall_clock_breakdown": False,
     "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}},
     "zero_optimization": zero,
@@ -179,8 +182,9 @@ if problems:
     finish("fail", "ZeRO-3 offload with DeepSpeed {}: {}".format(deepspeed.__version__, "; ".join(problems)))
 detail = ("DeepSpeed {} ZeRO-3 ({}) on {} ({}): DeepSpeedZeroOptimizer_Stage3 with optimizer and parameter offload "
           "to cpu, DeepSpeedCPUAdam; 5 steps, loss {:.4f} -> {:.4f}, in {:.0f} s".format(
-              deepspeed.__version__, source, "the GPU" if gpus else "the CPU", accelerator_name,
-              losses[0], losses[-1], seconds))
+              deepspeed.__version__, source,
+              ("rank {} of {} GPUs".format(os.environ.get("RANK"), world) if world > 1 else "the GPU") if gpus
+              else "the CPU", accelerator_name, losses[0], losses[-1], seconds))
 if seconds > 60:
     finish("warn", detail + " (over 60 s: something was slow; a JIT build would have failed)")
 finish("pass", detail)

@@ -1,0 +1,448 @@
+"""GPU truth: every smoke check's GPU branch, run on a real GPU host without Docker or network.
+
+The cuda images cannot be built where the GPUs are (no Docker, no network there), so this runs
+what the images would run - the rendered smoke checks and their manifests - against the host's
+own PyTorch and CUDA, with the few packages the host lacks handed over as wheels and the compiled
+packages (DeepSpeed's ops, flash-attn) built there from their sdists with the profile's flags.
+
+Three steps, the first here and the other two on the GPU host:
+
+    python bench/gpu_truth.py prepare DIR [--release 2026.11]
+        render every cuda target's build context (and each option's) into DIR/contexts/, and
+        download into DIR the lock's wheels of the packages the host lacks (--wheel NAME ...),
+        the compiled packages' sdists and Debian's libaio (DeepSpeed's async_io needs its
+        headers); wheels over 16 MiB go to DIR/wheels-big/ so each part fits one transfer.
+    python3 bench/gpu_truth.py build DIR [--arch 9.0] [--jobs N] [--only deepspeed|flash-attn]
+        install the wheels into DIR/site, then build each compiled package from its sdist with
+        the build environment of the profile (DS_BUILD_*, FLASH_ATTN_*; one arch), recording
+        the seconds in DIR/builds.json. DeepSpeed's ops are compiled in parallel
+        (`setup.py build_ext -j N`); `--serial` times a one-extension-at-a-time build too.
+    python3 bench/gpu_truth.py run DIR [--markdown FILE] [--launcher-gpus 2]
+        run every check of every context and print one table, check x target: pass/warn/fail/skip
+        and seconds. Version checks (pins, lock, python-version, pip-check) are skipped: the
+        host's packages are not the image's. DeepSpeed's ZeRO-3 offload check also runs across
+        GPUs through DeepSpeed's launcher.
+
+The run and build steps use only the standard library and the host's Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Checks that compare the image's versions with its pins or its lock: the host's packages are not
+# the image's, so on the host they would only measure the host.
+VERSION_CHECKS = {
+    "python-version": "version check: the host's Python is not the image's",
+    "pins": "version check: the host's packages are not the image's pins",
+    "pip-check": "version check: the host's environment is not the image's",
+    "lock": "version check: the host's packages are not the image's lock",
+}
+# Packages a GPU host with PyTorch commonly lacks, with what they need (names as in the locks).
+DEFAULT_WHEELS = ["bitsandbytes", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "hjson",
+                  "datasets", "dill", "multiprocess"]
+BIG = 16 * 1024 * 1024
+PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_28_x86_64",
+             "manylinux_2_34_x86_64"]
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare (here: network, stackbuild installed)
+# ----------------------------------------------------------------------------------------------
+
+def cuda_targets(release: str | None, options: bool) -> list[tuple[str, str, list[str]]]:
+    """(stack, release, options) for every stack's cuda target, then (with ``options``) each cuda option."""
+    def cli(*args):
+        return json.loads(subprocess.run([sys.executable, "-m", "builder", *args, "--json"], check=True,
+                                         capture_output=True, text=True, cwd=ROOT).stdout)
+    out = []
+    for stack in cli("list"):
+        chosen = release or stack["default_release"]
+        entry = next((r for r in stack["releases"] if r["name"] == chosen), None)
+        if entry is None or "cuda" not in entry["targets"]:
+            continue
+        out.append((stack["name"], chosen, []))
+        if not options:
+            continue
+        shown = cli("show", f"{stack['name']}@{chosen}")["releases"][0]
+        for option in shown.get("options") or []:
+            if "cuda" in option["targets"]:
+                out.append((stack["name"], chosen, [option["name"]]))
+    return out
+
+
+def lock_versions(context_dir: str) -> dict[str, str]:
+    versions = {}
+    for path in glob.glob(os.path.join(context_dir, "lock", "*.txt")):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                match = re.match(r"^([A-Za-z0-9_.-]+)==([^\s\\;]+)", line)
+                if match:
+                    versions[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return versions
+
+
+def sdist_url(name: str, version: str) -> str:
+    index = f"https://pypi.org/simple/{name}/"
+    request = urllib.request.Request(index, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        files = json.load(response)["files"]
+    stem = "[-_.]".join(re.escape(part) for part in re.split(r"[-_.]+", name))
+    for item in files:
+        if re.fullmatch(rf"(?i){stem}-{re.escape(version)}\.tar\.gz", item["filename"]):
+            return item["url"]
+    raise SystemExit(f"no sdist of {name}=={version} on PyPI")
+
+
+def prepare(args) -> int:
+    out = os.path.abspath(args.dir)
+    contexts = os.path.join(out, "contexts")
+    os.makedirs(contexts, exist_ok=True)
+    versions: dict[str, str] = {}
+    compiled: dict[str, str] = {}
+    for stack, release, options in cuda_targets(args.release, args.options):
+        name = f"{stack}@{release}-cuda" + "".join(f"+{o}" for o in options)
+        folder = os.path.join(contexts, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        command = [sys.executable, "-m", "builder", "render", f"{stack}@{release}", "-t", "cuda", "--context", folder]
+        for option in options:
+            command += ["--with", option]
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        versions.update(lock_versions(folder))
+        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as handle:
+            for step in json.load(handle).get("compiled", []):
+                compiled[step["package"]] = step["version"]
+        print(f"context  {name}")
+    wheels = os.path.join(out, "wheels")
+    big = os.path.join(out, "wheels-big")
+    os.makedirs(wheels, exist_ok=True)
+    os.makedirs(big, exist_ok=True)
+    wanted = [f"{n}=={versions[n]}" for n in args.wheel if n in versions]
+    missing = [n for n in args.wheel if n not in versions]
+    if missing:
+        print(f"not in any lock (skipped): {', '.join(missing)}")
+    if wanted:
+        command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                   "--python-version", args.python, "--implementation", "cp", "-d", wheels]
+        for platform in PLATFORMS:
+            command += ["--platform", platform]
+        subprocess.run(command + wanted, check=True)
+    for path in glob.glob(os.path.join(wheels, "*.whl")):
+        if os.path.getsize(path) > BIG:
+            shutil.move(path, os.path.join(big, os.path.basename(path)))
+    sdists = os.path.join(out, "sdist")
+    os.makedirs(sdists, exist_ok=True)
+    for package, version in sorted(compiled.items()):
+        url = sdist_url(package, version)
+        target = os.path.join(sdists, url.split("/")[-1].split("#")[0])
+        if not os.path.exists(target):
+            urllib.request.urlretrieve(url, target)
+        print(f"sdist    {os.path.basename(target)}")
+    debs = os.path.join(out, "debs")
+    os.makedirs(debs, exist_ok=True)
+    subprocess.run(["apt-get", "download", "libaio1", "libaio-dev"], check=True, cwd=debs,
+                   stdout=subprocess.DEVNULL)
+    for folder in (wheels, big, debs):
+        for path in sorted(glob.glob(os.path.join(folder, "*"))):
+            print(f"{os.path.relpath(path, out):<72} {os.path.getsize(path) / 2**20:7.1f} MiB")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# build (there: GPU host, no network)
+# ----------------------------------------------------------------------------------------------
+
+def host_env(out: str) -> dict[str, str]:
+    """The environment every step there runs with: carried packages first, libaio, no NVLink multicast."""
+    env = dict(os.environ, **SAFE_ENV)
+    site = os.path.join(out, "site")
+    env["PYTHONPATH"] = site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    aio = os.path.join(out, "aio")
+    for var, sub in (("CPATH", "usr/include"), ("LIBRARY_PATH", "usr/lib/x86_64-linux-gnu"),
+                     ("LD_LIBRARY_PATH", "usr/lib/x86_64-linux-gnu")):
+        path = os.path.join(aio, sub)
+        env[var] = path + (os.pathsep + env[var] if env.get(var) else "")
+    env["PATH"] = os.path.join(site, "bin") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def install(out: str, paths: list[str]) -> None:
+    if paths:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--upgrade", "--target", os.path.join(out, "site"), *paths], check=True)
+
+
+def compiled_env(out: str, package: str) -> dict[str, str]:
+    for manifest in sorted(glob.glob(os.path.join(out, "contexts", "*", "manifest.json"))):
+        with open(manifest, encoding="utf-8") as handle:
+            for step in json.load(handle).get("compiled", []):
+                if step["package"] == package:
+                    return dict(step.get("env") or {})
+    raise SystemExit(f"no context compiles {package}")
+
+
+def unpack(out: str, package: str) -> str:
+    stem = package.replace("-", "_")
+    archives = glob.glob(os.path.join(out, "sdist", f"{stem}-*.tar.gz")) + \
+        glob.glob(os.path.join(out, "sdist", f"{package}-*.tar.gz"))
+    if not archives:
+        raise SystemExit(f"no sdist of {package} in {out}/sdist")
+    work = os.path.join(out, "src")
+    os.makedirs(work, exist_ok=True)
+    with tarfile.open(archives[0]) as archive:
+        top = archive.getnames()[0].split("/")[0]
+        shutil.rmtree(os.path.join(work, top), ignore_errors=True)
+        archive.extractall(work, filter="data")
+    return os.path.join(work, top)
+
+
+def timed_build(label: str, command: list[str], cwd: str, env: dict[str, str], log: str) -> float:
+    started = time.monotonic()
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.run(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        with open(log, encoding="utf-8", errors="replace") as handle:
+            tail = handle.read().splitlines()[-30:]
+        print("\n".join(tail))
+        raise SystemExit(f"{label} failed after {seconds:.0f} s (exit {proc.returncode}); log {log}")
+    print(f"{label:<58} {seconds:8.1f} s", flush=True)
+    return seconds
+
+
+def record(out: str, key: str, value) -> None:
+    path = os.path.join(out, "builds.json")
+    data = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    data[key] = value
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
+
+
+def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
+    src = unpack(out, "deepspeed")
+    flags = compiled_env(out, "deepspeed")
+    build = dict(env, **flags, TORCH_CUDA_ARCH_LIST=args.arch, DS_ACCELERATOR="cuda", MAX_JOBS=str(args.jobs))
+    dist = os.path.join(src, "dist")
+    ops = sorted(k for k, v in flags.items() if k.startswith("DS_BUILD_") and v == "1")
+    entry = {"flags": flags, "arch": args.arch, "jobs": args.jobs, "cores": os.cpu_count()}
+    if args.serial:
+        entry["serial_s"] = round(timed_build(f"deepspeed ops, serial ({' '.join(ops)})",
+                                              [sys.executable, "setup.py", "build_ext", "bdist_wheel"], src, build,
+                                              os.path.join(out, "deepspeed-serial.log")), 1)
+        shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
+        shutil.rmtree(dist, ignore_errors=True)
+    entry["parallel_s"] = round(timed_build(f"deepspeed ops, build_ext -j {args.jobs}",
+                                            [sys.executable, "setup.py", "build_ext", "-j", str(args.jobs),
+                                             "bdist_wheel"], src, build,
+                                            os.path.join(out, "deepspeed-parallel.log")), 1)
+    wheel = glob.glob(os.path.join(dist, "*.whl"))
+    entry["wheel_mib"] = round(os.path.getsize(wheel[0]) / 2**20, 1)
+    install(out, wheel)
+    record(out, "deepspeed", entry)
+
+
+def build_flash_attn(out: str, args, env: dict[str, str]) -> None:
+    src = unpack(out, "flash-attn")
+    flags = compiled_env(out, "flash-attn")
+    arch = args.arch.replace(".", "")
+    build = dict(env, **flags, FLASH_ATTN_CUDA_ARCHS=arch, MAX_JOBS=str(args.jobs),
+                 FLASH_ATTENTION_FORCE_BUILD="TRUE")  # no network there: no prebuilt-wheel lookup
+    seconds = timed_build(f"flash-attn, sm_{arch}, MAX_JOBS={args.jobs}",
+                          [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
+                           "-w", os.path.join(src, "dist"), "-v", "."], src, build,
+                          os.path.join(out, "flash-attn.log"))
+    wheel = glob.glob(os.path.join(src, "dist", "*.whl"))
+    install(out, wheel)
+    record(out, "flash-attn", {"flags": flags, "archs": arch, "jobs": args.jobs, "cores": os.cpu_count(),
+                               "seconds": round(seconds, 1), "wheel_mib": round(os.path.getsize(wheel[0]) / 2**20, 1)})
+
+
+def build(args) -> int:
+    out = os.path.abspath(args.dir)
+    install(out, sorted(glob.glob(os.path.join(out, "wheels", "*.whl")) +
+                        glob.glob(os.path.join(out, "wheels-big", "*.whl"))))
+    for deb in glob.glob(os.path.join(out, "debs", "*.deb")):
+        subprocess.run(["dpkg-deb", "-x", deb, os.path.join(out, "aio")], check=True)
+    aio = os.path.join(out, "aio", "usr", "lib", "x86_64-linux-gnu")
+    if os.path.exists(os.path.join(aio, "libaio.so.1")) and not os.path.exists(os.path.join(aio, "libaio.so")):
+        os.symlink("libaio.so.1", os.path.join(aio, "libaio.so"))
+    env = host_env(out)
+    if args.only in (None, "deepspeed"):
+        build_deepspeed(out, args, env)
+    if args.only in (None, "flash-attn"):
+        build_flash_attn(out, args, env)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# run (there)
+# ----------------------------------------------------------------------------------------------
+
+def results_of(stdout: str) -> list[dict]:
+    found = []
+    for line in stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and item.get("status") in ("pass", "warn", "fail", "skip"):
+            found.append(item)
+    return found
+
+
+def install_files(context_dir: str) -> None:
+    """The image's /opt/stackbuild/files (shipped configs), as the checks expect them."""
+    target = "/opt/stackbuild/files"
+    shutil.rmtree(target, ignore_errors=True)
+    source = os.path.join(context_dir, "files")
+    if os.path.isdir(source):
+        shutil.copytree(source, target)
+    else:
+        os.makedirs(target)
+
+
+def launcher_zero3(context_dir: str, manifest: dict, gpus: int, env: dict[str, str]) -> dict:
+    """DeepSpeed's ZeRO-3 offload check across GPUs, started by DeepSpeed's own launcher."""
+    check = next(c for c in manifest["checks"] if c["name"] == "deepspeed-zero3-offload")
+    payload = json.dumps({"check": check, "manifest": manifest})
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(gpus),
+                           os.path.join(context_dir, "smoke", "checks", check["file"]), payload],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          cwd=os.path.join(context_dir, "smoke", "checks"))
+    seconds = round(time.monotonic() - started, 2)
+    found = results_of(proc.stdout)
+    name = f"deepspeed-zero3-offload x{gpus} (launcher)"
+    if len(found) != gpus:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+        return {"check": name, "status": "fail", "seconds": seconds,
+                "detail": f"{len(found)} of {gpus} ranks reported (exit {proc.returncode}): {tail}"}
+    worst = max(found, key=lambda r: ("skip", "pass", "warn", "fail").index(r["status"]))
+    return {"check": name, "status": worst["status"], "seconds": seconds,
+            "detail": f"{gpus} ranks: " + worst["detail"]}
+
+
+def host_facts(env: dict[str, str]) -> list[str]:
+    def out(command):
+        try:
+            return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "unavailable"
+    torch = out([sys.executable, "-c", "import torch; print(torch.__version__, torch.version.cuda, "
+                                       "torch.cuda.device_count())"]).split()
+    gpus = out(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+    nvcc = re.search(r"release ([\d.]+)", out(["nvcc", "--version"]))
+    return [f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+            f"GPUs: {'; '.join(gpus.splitlines())}",
+            f"torch {torch[0] if torch else '?'}, CUDA {torch[1] if len(torch) > 1 else '?'}, "
+            f"nvcc {nvcc.group(1) if nvcc else '?'}, Python {sys.version.split()[0]}, {os.cpu_count()} cores"]
+
+
+def run(args) -> int:
+    out = os.path.abspath(args.dir)
+    env = host_env(out)
+    contexts = sorted(glob.glob(os.path.join(out, "contexts", "*")))
+    table: dict[str, dict[str, dict]] = {}
+    for context_dir in contexts:
+        target = os.path.basename(context_dir)
+        with open(os.path.join(context_dir, "manifest.json"), encoding="utf-8") as handle:
+            manifest = json.load(handle)
+        install_files(context_dir)
+        column = table.setdefault(target, {})
+        runnable = [c["name"] for c in manifest["checks"] if c["name"] not in VERSION_CHECKS]
+        if args.only:
+            runnable = [name for name in runnable if name in args.only]
+        for check in manifest["checks"]:
+            if check["name"] in VERSION_CHECKS:
+                column[check["name"]] = {"status": "skip", "detail": VERSION_CHECKS[check["name"]], "seconds": 0}
+        if runnable:
+            proc = subprocess.run([sys.executable, os.path.join(context_dir, "smoke", "run.py"), "--only", *runnable],
+                                  capture_output=True, text=True, env=env)
+            for result in results_of(proc.stdout):
+                column[result["check"]] = result
+                print(f"{target:<40} {result['check']:<28} {result['status']:<5} {result.get('seconds', 0):7.1f} s",
+                      flush=True)
+        if args.launcher_gpus > 1 and any(c["name"] == "deepspeed-zero3-offload" for c in manifest["checks"]):
+            result = launcher_zero3(context_dir, manifest, args.launcher_gpus, env)
+            column[result["check"]] = result
+            print(f"{target:<40} {result['check']:<28} {result['status']:<5} {result['seconds']:7.1f} s", flush=True)
+    text = markdown(table, host_facts(env), out)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return 1 if any(r["status"] == "fail" for column in table.values() for r in column.values()) else 0
+
+
+def markdown(table: dict[str, dict[str, dict]], facts: list[str], out: str) -> str:
+    targets = list(table)
+    checks: list[str] = []
+    for column in table.values():
+        checks += [name for name in column if name not in checks]
+    short = {t: t.split("@")[0] + ("+" + t.split("+", 1)[1] if "+" in t else "") for t in targets}
+    lines = ["# GPU truth: every smoke check's GPU branch on a real GPU", ""] + [f"- {fact}" for fact in facts]
+    builds = os.path.join(out, "builds.json")
+    if os.path.exists(builds):
+        with open(builds, encoding="utf-8") as handle:
+            for package, entry in json.load(handle).items():
+                figures = ", ".join(f"{k} {entry[k]}" for k in ("parallel_s", "serial_s", "seconds", "jobs", "cores",
+                                                                 "wheel_mib") if k in entry)
+                lines.append(f"- built here: {package} ({figures}; archs {entry.get('arch') or entry.get('archs')})")
+    lines += ["", "| check | " + " | ".join(short[t] for t in targets) + " |",
+              "|---|" + "---|" * len(targets)]
+    for name in checks:
+        cells = []
+        for t in targets:
+            r = table[t].get(name)
+            cells.append("" if r is None else f"{r['status']} {r.get('seconds', 0):.1f}s" if r["status"] != "skip"
+                         else "skip")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Details", ""]
+    for t in targets:
+        for name, r in table[t].items():
+            lines.append(f"- **{short[t]} / {name}**: {r['status']}: {r.get('detail', '')}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="here: render the cuda contexts and download what the GPU host lacks")
+    p.add_argument("dir")
+    p.add_argument("--release", default=None, help="release of every stack (default: each stack's default)")
+    p.add_argument("--options", action="store_true", help="also each option's cuda target (--with)")
+    p.add_argument("--python", default="3.12", help="the GPU host's Python version (for wheels)")
+    p.add_argument("--wheel", nargs="*", default=DEFAULT_WHEELS, help="packages the GPU host lacks")
+    b = sub.add_parser("build", help="there: install the wheels, build the compiled packages")
+    b.add_argument("dir")
+    b.add_argument("--arch", default="9.0", help="one GPU arch, as TORCH_CUDA_ARCH_LIST writes it")
+    b.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel compile jobs")
+    b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
+    b.add_argument("--serial", action="store_true", help="also time DeepSpeed's ops built one after another")
+    r = sub.add_parser("run", help="there: run every check of every context, print the table")
+    r.add_argument("dir")
+    r.add_argument("--only", nargs="*", default=None, help="run only these checks")
+    r.add_argument("--markdown", default=None, help="also write the table to this file")
+    r.add_argument("--launcher-gpus", type=int, default=2, help="GPUs for ZeRO-3 through DeepSpeed's launcher")
+    args = parser.parse_args()
+    return {"prepare": prepare, "build": build, "run": run}[args.step](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
