@@ -49,6 +49,7 @@ VERSION_CHECKS = {
     "pins": "version check: the host's packages are not the image's pins",
     "pip-check": "version check: the host's environment is not the image's",
     "lock": "version check: the host's packages are not the image's lock",
+    "ninja": "version check: the host's ninja is not the image's pin",
 }
 # Packages a GPU host with PyTorch commonly lacks, with what they need (names as in the locks).
 DEFAULT_WHEELS = ["bitsandbytes", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "hjson",
@@ -237,19 +238,21 @@ def record(out: str, key: str, value) -> None:
 def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
     src = unpack(out, "deepspeed")
     flags = compiled_env(out, "deepspeed")
-    build = dict(env, **flags, TORCH_CUDA_ARCH_LIST=args.arch, DS_ACCELERATOR="cuda", MAX_JOBS=str(args.jobs))
+    build = dict(env, **dict(flags, TORCH_CUDA_ARCH_LIST=args.arch, DS_ACCELERATOR="cuda", MAX_JOBS=str(args.jobs)))
     dist = os.path.join(src, "dist")
-    ops = sorted(k for k, v in flags.items() if k.startswith("DS_BUILD_") and v == "1")
     entry = {"flags": flags, "arch": args.arch, "jobs": args.jobs, "cores": os.cpu_count()}
     if args.serial:
-        entry["serial_s"] = round(timed_build(f"deepspeed ops, serial ({' '.join(ops)})",
+        entry["serial_s"] = round(timed_build(f"deepspeed ops one after another, ninja, MAX_JOBS={args.jobs}",
                                               [sys.executable, "setup.py", "build_ext", "bdist_wheel"], src, build,
                                               os.path.join(out, "deepspeed-serial.log")), 1)
         shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
         shutil.rmtree(dist, ignore_errors=True)
-    entry["parallel_s"] = round(timed_build(f"deepspeed ops, build_ext -j {args.jobs}",
+    # torch's ninja backend writes one build.ninja into the build folder all extensions share, so
+    # extensions built in parallel (build_ext -j) overwrite each other's: parallel means no ninja.
+    parallel = {k: v for k, v in build.items() if k != "DS_ENABLE_NINJA"}
+    entry["parallel_s"] = round(timed_build(f"deepspeed ops, build_ext -j {args.jobs}, no ninja",
                                             [sys.executable, "setup.py", "build_ext", "-j", str(args.jobs),
-                                             "bdist_wheel"], src, build,
+                                             "bdist_wheel"], src, parallel,
                                             os.path.join(out, "deepspeed-parallel.log")), 1)
     wheel = glob.glob(os.path.join(dist, "*.whl"))
     entry["wheel_mib"] = round(os.path.getsize(wheel[0]) / 2**20, 1)
@@ -261,8 +264,8 @@ def build_flash_attn(out: str, args, env: dict[str, str]) -> None:
     src = unpack(out, "flash-attn")
     flags = compiled_env(out, "flash-attn")
     arch = args.arch.replace(".", "")
-    build = dict(env, **flags, FLASH_ATTN_CUDA_ARCHS=arch, MAX_JOBS=str(args.jobs),
-                 FLASH_ATTENTION_FORCE_BUILD="TRUE")  # no network there: no prebuilt-wheel lookup
+    build = dict(env, **dict(flags, FLASH_ATTN_CUDA_ARCHS=arch, MAX_JOBS=str(args.jobs),
+                             FLASH_ATTENTION_FORCE_BUILD="TRUE"))  # no network there: no prebuilt-wheel lookup
     seconds = timed_build(f"flash-attn, sm_{arch}, MAX_JOBS={args.jobs}",
                           [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-index",
                            "-w", os.path.join(src, "dist"), "-v", "."], src, build,
@@ -275,8 +278,9 @@ def build_flash_attn(out: str, args, env: dict[str, str]) -> None:
 
 def build(args) -> int:
     out = os.path.abspath(args.dir)
-    install(out, sorted(glob.glob(os.path.join(out, "wheels", "*.whl")) +
-                        glob.glob(os.path.join(out, "wheels-big", "*.whl"))))
+    if not args.no_wheels:
+        install(out, sorted(glob.glob(os.path.join(out, "wheels", "*.whl")) +
+                            glob.glob(os.path.join(out, "wheels-big", "*.whl"))))
     for deb in glob.glob(os.path.join(out, "debs", "*.deb")):
         subprocess.run(["dpkg-deb", "-x", deb, os.path.join(out, "aio")], check=True)
     aio = os.path.join(out, "aio", "usr", "lib", "x86_64-linux-gnu")
@@ -322,7 +326,8 @@ def launcher_zero3(context_dir: str, manifest: dict, gpus: int, env: dict[str, s
     check = next(c for c in manifest["checks"] if c["name"] == "deepspeed-zero3-offload")
     payload = json.dumps({"check": check, "manifest": manifest})
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(gpus),
+    # --no_local_rank: the launcher would otherwise put --local_rank=N before the check's own argument
+    proc = subprocess.run([sys.executable, "-m", "deepspeed.launcher.runner", "--no_local_rank", "--num_gpus", str(gpus),
                            os.path.join(context_dir, "smoke", "checks", check["file"]), payload],
                           capture_output=True, text=True, env=env, timeout=600,
                           cwd=os.path.join(context_dir, "smoke", "checks"))
@@ -358,13 +363,19 @@ def run(args) -> int:
     out = os.path.abspath(args.dir)
     env = host_env(out)
     contexts = sorted(glob.glob(os.path.join(out, "contexts", "*")))
+    if args.context:
+        contexts = [c for c in contexts if any(os.path.basename(c).startswith(name) for name in args.context)]
+    saved = os.path.join(out, "results.json")  # earlier runs' columns stay in the table
     table: dict[str, dict[str, dict]] = {}
+    if os.path.exists(saved):
+        with open(saved, encoding="utf-8") as handle:
+            table = json.load(handle)
     for context_dir in contexts:
         target = os.path.basename(context_dir)
         with open(os.path.join(context_dir, "manifest.json"), encoding="utf-8") as handle:
             manifest = json.load(handle)
         install_files(context_dir)
-        column = table.setdefault(target, {})
+        column = table[target] = {}
         runnable = [c["name"] for c in manifest["checks"] if c["name"] not in VERSION_CHECKS]
         if args.only:
             runnable = [name for name in runnable if name in args.only]
@@ -382,6 +393,8 @@ def run(args) -> int:
             result = launcher_zero3(context_dir, manifest, args.launcher_gpus, env)
             column[result["check"]] = result
             print(f"{target:<40} {result['check']:<28} {result['status']:<5} {result['seconds']:7.1f} s", flush=True)
+        with open(saved, "w", encoding="utf-8") as handle:
+            json.dump(table, handle, indent=1)
     text = markdown(table, host_facts(env), out)
     print(text)
     if args.markdown:
@@ -434,10 +447,12 @@ def main() -> int:
     b.add_argument("--arch", default="9.0", help="one GPU arch, as TORCH_CUDA_ARCH_LIST writes it")
     b.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel compile jobs")
     b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
+    b.add_argument("--no-wheels", action="store_true", help="the wheels are installed already")
     b.add_argument("--serial", action="store_true", help="also time DeepSpeed's ops built one after another")
     r = sub.add_parser("run", help="there: run every check of every context, print the table")
     r.add_argument("dir")
     r.add_argument("--only", nargs="*", default=None, help="run only these checks")
+    r.add_argument("--context", nargs="*", default=None, help="run only the contexts whose names start so")
     r.add_argument("--markdown", default=None, help="also write the table to this file")
     r.add_argument("--launcher-gpus", type=int, default=2, help="GPUs for ZeRO-3 through DeepSpeed's launcher")
     args = parser.parse_args()
