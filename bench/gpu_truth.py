@@ -15,15 +15,18 @@ Three steps, the first here and the other two on the GPU host:
     python3 bench/gpu_truth.py build DIR [--arch 9.0] [--jobs N] [--only deepspeed|flash-attn]
         install the wheels into DIR/site, then build each compiled package from its sdist with
         the build environment of the profile (DS_BUILD_*, FLASH_ATTN_*; one arch), recording
-        the seconds in DIR/builds.json. DeepSpeed's ops are compiled in parallel
-        (`setup.py build_ext -j N`); `--serial` times a one-extension-at-a-time build too.
+        the seconds in DIR/builds.json. `--parallel` also times DeepSpeed's ops compiled with
+        `setup.py build_ext -j N` (a figure only: that build is not safe to install, see below).
     python3 bench/gpu_truth.py run DIR [--markdown FILE] [--launcher-gpus 2]
         run every check of every context and print one table, check x target: pass/warn/fail/skip
         and seconds. Version checks (pins, lock, python-version, pip-check) are skipped: the
         host's packages are not the image's. DeepSpeed's ZeRO-3 offload check also runs across
         GPUs through DeepSpeed's launcher.
 
-The run and build steps use only the standard library and the host's Python.
+The run and build steps use only the standard library and the host's Python. `run` writes the
+checks' shipped files to /opt/stackbuild/files (where the images have them), so run it as root.
+DIR is worked in: where the host's copy of the checkout is replaced between commands, copy DIR
+outside it first (e.g. `cp -r .gpu /tmp/gt`) so builds survive from one command to the next.
 """
 
 from __future__ import annotations
@@ -195,13 +198,13 @@ def compiled_env(out: str, package: str) -> dict[str, str]:
     raise SystemExit(f"no context compiles {package}")
 
 
-def unpack(out: str, package: str) -> str:
+def unpack(out: str, package: str, folder: str = "src") -> str:
     stem = package.replace("-", "_")
     archives = glob.glob(os.path.join(out, "sdist", f"{stem}-*.tar.gz")) + \
         glob.glob(os.path.join(out, "sdist", f"{package}-*.tar.gz"))
     if not archives:
         raise SystemExit(f"no sdist of {package} in {out}/sdist")
-    work = os.path.join(out, "src")
+    work = os.path.join(out, folder)
     os.makedirs(work, exist_ok=True)
     with tarfile.open(archives[0]) as archive:
         top = archive.getnames()[0].split("/")[0]
@@ -236,27 +239,32 @@ def record(out: str, key: str, value) -> None:
 
 
 def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
+    """DeepSpeed as the profile builds it (ninja inside each op, ops one after another), installed.
+
+    With --parallel, a second build from a fresh copy is timed with `build_ext -j N` and not
+    installed: torch's ninja backend writes one build.ninja into the build folder every extension
+    shares (parallel extensions overwrite each other's, so that build runs without ninja), and
+    transformer_op and stochastic_transformer_op compile the same sources to the same object paths,
+    so in parallel one can link the other's objects (seen on 2026-11-30: stochastic_transformer_op
+    without its PyInit). Its figure is a lower bound, not a build to ship.
+    """
     src = unpack(out, "deepspeed")
     flags = compiled_env(out, "deepspeed")
     build = dict(env, **dict(flags, TORCH_CUDA_ARCH_LIST=args.arch, DS_ACCELERATOR="cuda", MAX_JOBS=str(args.jobs)))
-    dist = os.path.join(src, "dist")
     entry = {"flags": flags, "arch": args.arch, "jobs": args.jobs, "cores": os.cpu_count()}
-    if args.serial:
-        entry["serial_s"] = round(timed_build(f"deepspeed ops one after another, ninja, MAX_JOBS={args.jobs}",
-                                              [sys.executable, "setup.py", "build_ext", "bdist_wheel"], src, build,
-                                              os.path.join(out, "deepspeed-serial.log")), 1)
-        shutil.rmtree(os.path.join(src, "build"), ignore_errors=True)
-        shutil.rmtree(dist, ignore_errors=True)
-    # torch's ninja backend writes one build.ninja into the build folder all extensions share, so
-    # extensions built in parallel (build_ext -j) overwrite each other's: parallel means no ninja.
-    parallel = {k: v for k, v in build.items() if k != "DS_ENABLE_NINJA"}
-    entry["parallel_s"] = round(timed_build(f"deepspeed ops, build_ext -j {args.jobs}, no ninja",
-                                            [sys.executable, "setup.py", "build_ext", "-j", str(args.jobs),
-                                             "bdist_wheel"], src, parallel,
-                                            os.path.join(out, "deepspeed-parallel.log")), 1)
-    wheel = glob.glob(os.path.join(dist, "*.whl"))
+    entry["serial_s"] = round(timed_build(f"deepspeed ops one after another, ninja, MAX_JOBS={args.jobs}",
+                                          [sys.executable, "setup.py", "build_ext", "bdist_wheel"], src, build,
+                                          os.path.join(out, "deepspeed-serial.log")), 1)
+    wheel = glob.glob(os.path.join(src, "dist", "*.whl"))
     entry["wheel_mib"] = round(os.path.getsize(wheel[0]) / 2**20, 1)
     install(out, wheel)
+    if args.parallel:
+        copy = unpack(out, "deepspeed", "src-parallel")
+        parallel = {k: v for k, v in build.items() if k != "DS_ENABLE_NINJA"}
+        entry["parallel_s"] = round(timed_build(f"deepspeed ops, build_ext -j {args.jobs}, no ninja (not installed)",
+                                                [sys.executable, "setup.py", "build_ext", "-j", str(args.jobs),
+                                                 "bdist_wheel"], copy, parallel,
+                                                os.path.join(out, "deepspeed-parallel.log")), 1)
     record(out, "deepspeed", entry)
 
 
@@ -448,7 +456,7 @@ def main() -> int:
     b.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel compile jobs")
     b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
     b.add_argument("--no-wheels", action="store_true", help="the wheels are installed already")
-    b.add_argument("--serial", action="store_true", help="also time DeepSpeed's ops built one after another")
+    b.add_argument("--parallel", action="store_true", help="also time DeepSpeed's ops built with build_ext -j")
     r = sub.add_parser("run", help="there: run every check of every context, print the table")
     r.add_argument("dir")
     r.add_argument("--only", nargs="*", default=None, help="run only these checks")
