@@ -41,7 +41,7 @@ class BuildPlan:
     release: Release
     target: TargetSpec
     options: tuple[str, ...]
-    apt: tuple[str, ...]
+    apt: tuple[str, ...]  # OS packages every stack gets (one shared layer before Python and torch)
     compiled: tuple[CompiledStep, ...]
     packages: tuple[Pin, ...]
     last_packages: tuple[Pin, ...]
@@ -52,6 +52,7 @@ class BuildPlan:
     pins: dict[str, str] = field(default_factory=dict)
     checks: tuple[SmokeCheck, ...] = COMMON_CHECKS
     lock: Lock | None = None  # every package the image installs, with hashes (None: not locked)
+    stack_apt: tuple[str, ...] = ()  # the release's own OS packages: a layer after torch, so torch stays shared
 
     @property
     def spec(self) -> str:
@@ -149,7 +150,7 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
     packages.sort(key=lambda p: p.name)
     last_packages = sorted((p.pin for p in rel.last_packages if spec.name in p.targets), key=lambda p: p.name)
 
-    apt = set(IMPLIED_APT) | set(rel.apt)
+    stack_apt = set(rel.apt) - set(IMPLIED_APT)
     all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages,
                 *last_packages]
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
@@ -157,9 +158,9 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
     runtime_env = dict(rel.env)
     runtime_env.update(spec.env)
     plan = BuildPlan(
-        stack=stack, release=rel, target=spec, options=chosen, apt=tuple(sorted(apt)), compiled=tuple(compiled),
+        stack=stack, release=rel, target=spec, options=chosen, apt=IMPLIED_APT, compiled=tuple(compiled),
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
-        checks=select_checks(rel, fixes),
+        checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)),
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan

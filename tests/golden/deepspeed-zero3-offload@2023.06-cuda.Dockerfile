@@ -17,8 +17,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # step from stackbuild's loopback server through this script, never through a layer.
 COPY site.sh /opt/stackbuild/site.sh
 
-# OS packages: the interpreter and its headers, a C toolchain for compiled ops and
-# torch.compile, and the stack's own system libraries.
+# OS packages every stack needs: the interpreter and its headers, and a C toolchain for compiled
+# ops and torch.compile (a stack's own system libraries come after torch, which stays shared).
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
 RUN . /opt/stackbuild/site.sh && site_begin \
@@ -27,7 +27,6 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       build-essential \
       ca-certificates \
       git \
-      libaio-dev \
       python3 \
       python3-dev \
       python3-venv \
@@ -52,6 +51,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN . /opt/stackbuild/site.sh && site_begin \
  && pip install -c /opt/stackbuild/held.txt --extra-index-url https://download.pytorch.org/whl/cu118 torch==2.0.1+cu118 numpy==1.24.4 \
  && printf '%s\n' torch==2.0.1+cu118 numpy==1.24.4 >> /opt/stackbuild/held.txt \
+ && site_end
+
+# The stack's own system libraries, after torch: every stack on the same base, Python and torch
+# lock shares the layers above, the torch layer (gigabytes) included.
+# hadolint ignore=DL3008
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      libaio-dev \
+ && rm -rf /var/lib/apt/lists/* \
  && site_end
 
 # deepspeed: ZeRO-3 offload; its ops are pre-compiled here, LLM-unused ones switched off

@@ -17,8 +17,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # step from stackbuild's loopback server through this script, never through a layer.
 COPY site.sh /opt/stackbuild/site.sh
 
-# OS packages: the interpreter and its headers, a C toolchain for compiled ops and
-# torch.compile, and the stack's own system libraries.
+# OS packages every stack needs: the interpreter and its headers, and a C toolchain for compiled
+# ops and torch.compile (a stack's own system libraries come after torch, which stays shared).
 # Versions come from the base image's distribution release, which the FROM line fixes.
 # hadolint ignore=DL3008
 RUN . /opt/stackbuild/site.sh && site_begin \

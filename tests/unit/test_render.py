@@ -85,6 +85,37 @@ def test_deepspeed_era_cuda_installs_libaio_before_deepspeed_and_precompiles():
     assert "COPY files/ /opt/stackbuild/files/" in text
 
 
+def _through_torch(stack: str, release: str, target: str) -> list[str]:
+    """The Dockerfile's lines from FROM through the torch layer's RUN (the header names the stack)."""
+    lines = _lines(stack, release, target)
+    start = next(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    torch_run = next(i for i, line in enumerate(lines) if "lock/2-torch.txt >>" in line or "torch==" in line and
+                     line.startswith(" && printf"))
+    return lines[start:torch_run + 2]
+
+
+@pytest.mark.parametrize("group", [
+    [("alpaca-lora", "2023.04"), ("qlora", "2023.07"), ("flash-attn-fsdp", "2023.06"),
+     ("deepspeed-zero3-offload", "2023.06")],
+    [("alpaca-lora", "2026.11"), ("qlora", "2026.11"), ("flash-attn-fsdp", "2026.11"),
+     ("deepspeed-zero3-offload", "2026.11")],
+], ids=["era", "current"])
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+def test_every_stack_of_a_family_renders_the_same_layers_through_torch(group, target):
+    """A stack's own OS packages (deepspeed's libaio-dev) come after torch, so torch is one layer for all."""
+    first = _through_torch(*group[0], target)
+    assert any("2-torch.txt" in line or "torch==" in line for line in first)
+    for member in group[1:]:
+        assert _through_torch(*member, target) == first, member
+
+
+def test_stack_apt_packages_come_after_torch_and_before_the_compiled_ops():
+    for release in ("2023.06", "2026.11"):
+        lines = _lines("deepspeed-zero3-offload", release, "cpu")
+        torch_line = next(i for i, line in enumerate(lines) if "lock/2-torch.txt >>" in line)
+        assert torch_line < _index(lines, "libaio-dev") < _index(lines, "DS_BUILD_AIO=1")
+
+
 def test_deepspeed_cpu_target_builds_only_cpu_ops():
     text = "\n".join(_lines("deepspeed-zero3-offload", "2023.06", "cpu"))
     assert "DS_BUILD_CPU_ADAM=1" in text and "DS_BUILD_AIO=1" in text
