@@ -26,8 +26,9 @@ Three steps, the first here and the other two on the GPU host:
 A lease plan that fits 30 minutes of a 32-core, 2-GPU machine (measured 2026-11-30): carry
 contexts/, wheels/, sdist/ and debs/ (about 12 MiB) and start both builds in the background at
 once (`setsid nohup ... build DIR --only deepspeed` and `--only flash-attn --no-wheels`, in a
-copy of DIR outside the checkout); DeepSpeed's ops take about 5 to 8 minutes there, flash-attn
-for one arch more than 10. Meanwhile, in the next command, carry wheels-big/ (bitsandbytes,
+copy of DIR outside the checkout); DeepSpeed's ops as the profile builds them had not finished
+after 400 s in round 1 (`build_ext -j 32`, not safe to install, took 289 s), and flash-attn for
+one arch had not finished after about 10 minutes beside DeepSpeed's build. Meanwhile, in the next command, carry wheels-big/ (bitsandbytes,
 56 MiB: a command of its own), install it and `run --context alpaca qlora`; then `run` the rest.
 
 The run and build steps use only the standard library and the host's Python. `run` writes the
