@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
+from .safeio import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 NETWORK_MODES = ("default", "host", "bridge", "none")
-REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*$")
+REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Settings:
         if self.ubuntu_mirror:
             out["UBUNTU_MIRROR"] = self.ubuntu_mirror
         if self.ca_bundle:
-            out["CA_BUNDLE"] = self.ca_bundle.read_text(encoding="utf-8")
+            out["CA_BUNDLE"] = read_ca_bundle(self.ca_bundle, "ca_bundle")
         return out
 
     def shown(self) -> list[tuple[str, str, str]]:
@@ -92,6 +93,14 @@ def mask_url(url: str) -> str:
     return " ".join(out)
 
 
+def read_ca_bundle(path: Path, origin: str) -> str:
+    """The CA bundle's text: a regular UTF-8 file of at most MAX_CA_BUNDLE_BYTES (ConfigError otherwise)."""
+    try:
+        return read_text(path, MAX_CA_BUNDLE_BYTES)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def _check(name: str, value: object, origin: str) -> object:
     """Validate one setting; raise ConfigError naming where it came from."""
     if not isinstance(value, str) or not value.strip():
@@ -108,13 +117,13 @@ def _check(name: str, value: object, origin: str) -> object:
         return value
     if name == "ca_bundle":
         path = Path(value).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+        text = read_ca_bundle(path, origin)
         if "-----BEGIN CERTIFICATE-----" not in text:
             raise ConfigError(f"{origin}: ca_bundle {path} holds no PEM certificate")
-        return path.resolve()
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError):
+            raise ConfigError(f"{origin}: ca_bundle {path} cannot be resolved") from None
     # URLs: pip index, extra index (space-separated list, as pip takes it), distribution mirrors
     for url in value.split():
         parts = urlsplit(url)
@@ -140,15 +149,17 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, object |
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     path = config_path(config_file)
-    if path.exists() or config_file is not None:
+    if path.exists() or path.is_symlink() or config_file is not None:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_text(path, MAX_CONFIG_BYTES))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
         for key, value in data.items():
             if key not in SETTING_NAMES:
                 close = difflib.get_close_matches(key, SETTING_NAMES, n=1)

@@ -21,10 +21,10 @@ LABEL = "io.stackbuild.container"
 HF_VOLUME = "stackbuild-hf-cache"
 RLIMIT_NAMES = {3: "stack", 8: "memlock"}  # Linux RLIMIT_STACK, RLIMIT_MEMLOCK
 HF_HOME = "/root/.cache/huggingface"
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
+SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?\Z", re.IGNORECASE)
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)\Z")
 
 
 @dataclass

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .printable import printable
+
 
 class StackbuildError(Exception):
     """Root of every error stackbuild raises on purpose."""
@@ -27,9 +29,11 @@ class Problem:
     fix: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-        return f"{text} ({self.fix})" if self.fix else text
+        # a YAML key or a path can hold escape sequences or line breaks: print them as escapes
+        where = f"{printable(self.file)}:{self.line}" if self.line else printable(self.file)
+        path, message, fix = printable(self.path), printable(self.message), printable(self.fix)
+        text = f"{where}: {path}: {message}" if path else f"{where}: {message}"
+        return f"{text} ({fix})" if fix else text
 
 
 class UsageError(StackbuildError):

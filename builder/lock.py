@@ -42,11 +42,11 @@ if TYPE_CHECKING:
     from .plan import BuildPlan
 
 FORMAT = "stackbuild-lock 1"
-SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]$")
-INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)$")
+SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]\Z")
+INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)\Z")
 FIELD = re.compile(r"^# (?P<name>format|stack|python|platform|exclude-newer|torch-exclude-newer|resolver): "
-                   r"(?P<value>.+)$")
-HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})$")
+                   r"(?P<value>.+)\Z")
+HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})\Z")
 
 
 @dataclass(frozen=True)

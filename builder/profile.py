@@ -32,17 +32,17 @@ from .yamlsrc import PathKey, YamlSource, load_yaml
 
 TARGETS = ("cuda", "cpu")
 Target = Literal["cuda", "cpu"]
-NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Values land in `ENV K=V` and shell command prefixes: no quoting characters, `$` or whitespace.
-ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*$")
-APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?$")
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
-ARCH = re.compile(r"^\d+\.\d+$")
-GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/]+)$")
-FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*\Z")
+APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?\Z")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
+ARCH = re.compile(r"^\d+\.\d+\Z")
+GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/\s]+)\Z")
+FULL_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 FIX_VIA = ("apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option")
 
 
@@ -66,6 +66,8 @@ def _iso_date(value: str) -> str:
 
 
 def _version_text(value: str) -> str:
+    if value != value.strip() or not value.isprintable():
+        raise ValueError(f"{value!r} has spaces or control characters || write a version such as 2.0.1")
     try:
         Version(value)
     except InvalidVersion:
@@ -340,7 +342,7 @@ def load_stack(spec: str) -> Stack:
     """Load, validate and resolve one stack profile (by name, or a path to a YAML file)."""
     path = stack_path(spec)
     display = display_path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise SelectionError(f"profile file not found: {display}")
     source, problems = load_yaml(path, display)
     if source is None:

@@ -15,7 +15,7 @@ from .errors import Problem
 from .yamlsrc import PathKey, YamlSource
 
 # Text that ends up in a Dockerfile comment or label: one line, printable, no control characters.
-ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f]*\Z")
 
 
 class Strict(BaseModel):
