@@ -88,6 +88,7 @@ class LogPattern:
     source: str
     regex: re.Pattern[str]
     literal: str
+    literals: tuple[str, ...] = ()  # every fixed text a match must contain (doctor checks them first)
 
 
 def compile_log_pattern(source: str) -> LogPattern:
@@ -122,7 +123,7 @@ def compile_log_pattern(source: str) -> LogPattern:
     if len(literal) < MIN_LITERAL:
         raise ValueError(f"pattern '{shown}' has no fixed text of at least {MIN_LITERAL} characters "
                          "outside optional parts || include a literal piece of the message, e.g. its first words")
-    return LogPattern(source, regex, literal)
+    return LogPattern(source, regex, literal, tuple(sorted({r for r in runs if r}, key=len, reverse=True)))
 
 
 _REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT} | ({_sre.POSSESSIVE_REPEAT} if hasattr(_sre, "POSSESSIVE_REPEAT") else set())
