@@ -35,6 +35,7 @@ from .errors import (EXIT_CODES, ContainerError, DoctorError, LockError, RenderE
 from .lock import lock_inputs, lock_path, lock_problems, make_lock, package_diff, read_lock, write_lock
 from .plan import plan_build
 from .printable import printable, printable_lines
+from .redact import redact
 from .profile import TARGETS, available_stacks, load_stack
 from .registry import describe_image, pull_verified, push_image, require_registry, resolve_ref
 from .render import render_context
@@ -53,7 +54,7 @@ class _ErrorBoundary(TyperGroup):
         except StackbuildError as exc:
             if debug:
                 traceback.print_exc()
-            print(f"error: {printable_lines(str(exc))}", file=sys.stderr)
+            print(f"error: {printable_lines(redact(str(exc)))}", file=sys.stderr)
             ctx.exit(exc.exit_code)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: typer prints and exits as it always does
@@ -63,7 +64,7 @@ class _ErrorBoundary(TyperGroup):
         except Exception as exc:
             if debug:
                 raise
-            print(f"error: internal error: {type(exc).__name__}: {printable_lines(str(exc))} "
+            print(f"error: internal error: {type(exc).__name__}: {printable_lines(redact(str(exc)))} "
                   "(run again with --debug and report it)",
                   file=sys.stderr)
             ctx.exit(1)
@@ -839,7 +840,7 @@ def exec_command(
     """Run a command in a running container: its output streams here, its exit code is this one's."""
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
+    if not command or not command[0].strip():
         raise UsageError("give the command to run after --, e.g. stackbuild exec NAME -- python train.py")
     engine = Engine.connect()
     running(engine, name)

@@ -15,9 +15,11 @@ import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .printable import printable
+from .redact import redact
 from .safeio import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
 
 if sys.version_info >= (3, 11):
@@ -78,19 +80,8 @@ ENV_PREFIX = "STACKBUILD_"
 
 
 def mask_url(url: str) -> str:
-    """https://user:token@host/x -> https://user:***@host/x (each URL of a space-separated list)."""
-    out = []
-    for part in url.split():
-        parts = urlsplit(part)
-        if parts.password is not None or (parts.username is not None and "@" in parts.netloc):
-            host = parts.hostname or ""
-            if parts.port:
-                host += f":{parts.port}"
-            user = parts.username or ""
-            netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
-            part = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        out.append(part)
-    return " ".join(out)
+    """https://user:token@host/x -> https://user:***@host/x, in every spelling (see builder/redact.py)."""
+    return redact(url)
 
 
 def read_ca_bundle(path: Path, origin: str) -> str:
@@ -128,7 +119,13 @@ def _check(name: str, value: object, origin: str) -> object:
     for url in value.split():
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\"'`$\\#&|"):
-            raise ConfigError(f"{origin}: {name} '{mask_url(url)}' is not an http(s) URL")
+            raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' is not an http(s) URL "
+                              "(write it as https://[user:token@]host[:port]/path)")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' has an invalid port "
+                              "(a number from 1 to 65535)") from None
     if name in ("debian_mirror", "ubuntu_mirror") and len(value.split()) != 1:
         raise ConfigError(f"{origin}: {name} takes one URL")
     return value

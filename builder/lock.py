@@ -36,6 +36,7 @@ from packaging.utils import canonicalize_name
 
 from .compat import DISTRO_GLIBC, parse_base_image
 from .errors import LockError
+from .redact import redact
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -312,9 +313,9 @@ def _run_uv(command: list[str], env: dict[str, str], spec: str) -> None:
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LockError(f"cannot lock {spec}: uv did not run ({exc})") from None
+        raise LockError(f"cannot lock {spec}: uv did not run ({redact(str(exc))})") from None
     if done.returncode != 0:
-        tail = [line for line in done.stderr.splitlines() if line.strip()][-12:]
+        tail = [redact(line) for line in done.stderr.splitlines() if line.strip()][-12:]
         text = "\n".join(tail)
         hint = ""
         if "github.com" in text:
