@@ -32,7 +32,8 @@ from .engine import BuildEvent, Engine
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from .errors import (EXIT_CODES, ContainerError, DoctorError, LockError, RenderError, SelectionError, SmokeError,
                      StackbuildError, UsageError)
-from .lock import lock_inputs, lock_path, lock_problems, make_lock, package_diff, read_lock, write_lock
+from .lock import (lock_inputs, lock_path, lock_problems, lock_required, make_lock, package_diff, read_lock,
+                   write_lock)
 from .plan import plan_build
 from .printable import printable, printable_lines
 from .redact import redact
@@ -659,9 +660,13 @@ def _lock_check(plans: list, everything: bool, strict: bool) -> None:
         label = f"{plan.spec} ({plan.target.name}{''.join(f' +{o}' for o in plan.options)})"
         path = lock_path(plan)
         expected_files.add(path)
-        if not path.is_file():
-            unlocked.append(label)
-            out.print(f"unlocked  {label}: no {display_path(path)}")
+        if not os.path.lexists(path):
+            if lock_required(plan):  # locked everywhere else: a deleted lock is not "unlocked"
+                bad.append(label)
+                out.print(f"missing   {label}: no {display_path(path)}")
+            else:
+                unlocked.append(label)
+                out.print(f"unlocked  {label}: no {display_path(path)}")
             continue
         try:
             problems = lock_problems(read_lock(path), lock_inputs(plan))
@@ -678,7 +683,7 @@ def _lock_check(plans: list, everything: bool, strict: bool) -> None:
             bad.append(display_path(orphan))
             out.print(f"orphan    {display_path(orphan)}: no stack, release and target of that name")
     if bad or (strict and unlocked):
-        what = [f"{len(bad)} stale or orphan: {', '.join(bad)}"] if bad else []
+        what = [f"{len(bad)} stale, edited, missing or orphan: {', '.join(bad)}"] if bad else []
         what += [f"{len(unlocked)} unlocked: {', '.join(unlocked)}"] if strict and unlocked else []
         raise LockError("locks do not fit their profiles - " + "; ".join(what)
                         + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")
