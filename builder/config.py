@@ -117,8 +117,12 @@ def _check(name: str, value: object, origin: str) -> object:
             raise ConfigError(f"{origin}: ca_bundle {path} cannot be resolved") from None
     # URLs: pip index, extra index (space-separated list, as pip takes it), distribution mirrors
     for url in value.split():
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\"'`$\\#&|"):
+        try:
+            parts = urlsplit(url)
+            is_url = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # an unclosed IPv6 bracket
+            is_url = False
+        if not is_url or any(c in url for c in "\"'`$\\#&|"):
             raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' is not an http(s) URL "
                               "(write it as https://[user:token@]host[:port]/path)")
         try:

@@ -24,6 +24,7 @@ PLACEHOLDER = "\x00value\x00"
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*\Z")
 _HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]")
 _HEREDOC_INSTRUCTIONS = {"RUN", "COPY", "ADD"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ def _describe(instruction: Instruction) -> str:
 
 def check_dockerfile(rendered: str, skeleton: str, what: str) -> None:
     """Raise RenderError unless ``rendered`` has exactly the instructions of ``skeleton``."""
-    bad = next((c for c in rendered if (ord(c) < 0x20 and c not in "\n\t") or ord(c) == 0x7F), None)
-    if bad is not None:
-        line = rendered[:rendered.index(bad)].count("\n") + 1
+    found = _CONTROL.search(rendered)
+    if found is not None:
+        bad = found[0]
+        line = rendered[:found.start()].count("\n") + 1
         raise RenderError(f"refusing to write the Dockerfile of {what}: line {line} has the control character "
                           f"{bad!r} (a profile value that validation missed; please report it)")
     got_directives, got = parse_dockerfile(rendered)

@@ -166,5 +166,5 @@ EXIT_CODES = {
     ContainerError.exit_code: "a container could not be created, started or used",
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
     RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
-    LockError.exit_code: "a lock is stale, unreadable or could not be made (`stackbuild lock`)",
+    LockError.exit_code: "a lock is stale, edited by hand, missing, unreadable or could not be made (`stackbuild lock`)",
 }

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from . import compat
 from .errors import Problem, ProfileError, SelectionError
 from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
+from .printable import printable
 from .resources import display_path, stacks_dir
 from .validation import Strict, dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
@@ -330,11 +331,11 @@ def stack_path(spec: str) -> Path:
     """The profile file for a stack name or a path to a YAML file."""
     if spec.endswith((".yaml", ".yml")) or "/" in spec:
         return Path(spec)
-    if not NAME.match(spec) or not (stacks_dir() / f"{spec}.yaml").is_file():
+    if not NAME.match(spec) or len(spec) > 100 or not (stacks_dir() / f"{spec}.yaml").is_file():
         names = available_stacks()
         close = difflib.get_close_matches(spec, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise SelectionError(f"unknown stack '{spec}'; {hint}stacks: {', '.join(names)}")
+        raise SelectionError(f"unknown stack '{printable(spec)}'; {hint}stacks: {', '.join(names)}")
     return stacks_dir() / f"{spec}.yaml"
 
 

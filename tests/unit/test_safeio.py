@@ -131,3 +131,13 @@ def test_a_failed_render_leaves_no_context_behind(cli, tmp_path, specials):
     assert code == 5, err
     assert not (tmp_path / "ctx").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ctx")]
+
+
+def test_the_junit_report_is_not_written_into_a_fifo(tmp_path, specials):
+    from builder.errors import SmokeError
+    from builder.smoke import SmokeReport, write_junit
+    report = SmokeReport("img:1", [])
+    with pytest.raises(SmokeError, match="FIFO"):
+        write_junit(report, specials["fifo"])
+    write_junit(report, tmp_path / "junit.xml")
+    assert (tmp_path / "junit.xml").read_text().startswith("<?xml")
