@@ -425,3 +425,23 @@ def test_special_files_never_block_a_real_process(tmp_path):
         done = _run(args, env)  # a hang is a TimeoutExpired: the test fails
         assert done.returncode == expected, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+_MEASURED = ("import resource, sys\nfrom builder.cli import main\ntry:\n    main()\nfinally:\n"
+             "    use = resource.getrusage(resource.RUSAGE_SELF)\n"
+             "    print(f'\\nmeasured {use.ru_maxrss} {use.ru_utime + use.ru_stime}', file=sys.stderr)\n")
+
+
+@pytest.mark.parametrize("name", ["bomb", "deep flow", "huge", "wide", "deep block"])
+def test_no_profile_takes_more_than_256_mb_or_5_s_to_refuse(name, tmp_path):
+    text = WHOLE_FILES.get(name) or ("a: [" + ",".join(["1"] * 120000) + "]\n")
+    if name == "deep block":
+        text = "".join(" " * i + "- " for i in range(0, 680)) + "x\n"  # 680 levels in 230 KiB
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-c", _MEASURED, "show", str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 3, done.stderr
+    rss_kib, cpu_s = done.stderr.rsplit("measured ", 1)[1].split()
+    assert int(rss_kib) < 256 * 1024, f"{name}: {int(rss_kib) // 1024} MB"
+    assert float(cpu_s) < 5, f"{name}: {cpu_s} s of CPU"
