@@ -426,7 +426,7 @@ class _Resolver:
         )
 
     def _check_description(self, text: str) -> None:
-        if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text):
+        if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text):
             self.problem(("description",), "must be non-empty printable text", "write a short paragraph")
 
     def _release_key_ok(self, key: Any) -> bool:
