@@ -9,6 +9,8 @@ comment lines dropped, continuation lines joined, empty continuation lines skipp
 rendered Dockerfile must have the same directives and, instruction by instruction, the same
 keyword and the same fixed text around the values. A value that adds a line, ends a continuation
 early, starts a heredoc or smuggles a control character changes that, and rendering fails (exit 5).
+Before that, the real rendering refuses any interpolated value that holds a line break or control
+character (``checked_value``), naming the value.
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ class Instruction:
     keyword: str
     text: str
     line: int
+
+
+_UNSAFE_IN_VALUE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def checked_value(value: object) -> object:
+    """Jinja ``finalize`` of the real rendering: a value with a line break or control character is refused.
+
+    The first line of defence, before the instruction comparison: it names the value itself.
+    Whitespace-only values are the templates' own layout (see ``skeleton_value``).
+    """
+    if isinstance(value, str) and value.strip() and _UNSAFE_IN_VALUE.search(value):
+        raise RenderError(f"refusing to render {value[:80]!r} into a Dockerfile: it holds a line break or control "
+                          "character (a profile value that validation missed; please report it)")
+    return value
 
 
 def skeleton_value(value: object) -> object:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from .dockerguard import check_dockerfile, skeleton_value
+from .dockerguard import check_dockerfile, checked_value, skeleton_value
 from .errors import RenderError
 from .printable import printable
 from .lock import Lock, LockedPackage
@@ -70,7 +70,7 @@ def _environment(skeleton: bool = False) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
-        finalize=skeleton_value if skeleton else None,
+        finalize=skeleton_value if skeleton else checked_value,
     )
     env.filters["comment"] = comment_text
     env.filters["dq"] = dockerfile_string
