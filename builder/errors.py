@@ -160,7 +160,7 @@ EXIT_CODES = {
     SelectionError.exit_code: "unknown stack, release, target, option, image or container",
     RenderError.exit_code: "rendering failed or the output could not be written",
     ConfigError.exit_code: "invalid setting (config file, STACKBUILD_* variable or flag)",
-    EngineUnavailable.exit_code: "no Docker engine answered",
+    EngineUnavailable.exit_code: "no Docker engine answered, or the Docker client's own config.json cannot be used",
     BuildError.exit_code: "the image build failed",
     SmokeError.exit_code: "a smoke check failed, or the checks could not run",
     ContainerError.exit_code: "a container could not be created, started or used",
