@@ -24,6 +24,7 @@ import requests.exceptions
 
 from .errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
 from .printable import printable
+from .redact import redact
 from .safeio import MAX_JSON_BYTES, open_regular, read_text
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -290,6 +291,7 @@ class Engine:
             for chunk in stream:
                 if "errorDetail" in chunk or "error" in chunk:
                     message = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "unknown error"
+                    message = redact(str(message))
                     log.lines.append(message)
                     raise self._step_error(message, log)
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
@@ -316,6 +318,7 @@ class Engine:
 
     @staticmethod
     def _line(line: str, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> None:
+        line = redact(line)  # a tool that prints an index URL with its token: never shown, never in the log
         log.lines.append(line)
         step = STEP.match(line)
         if step:

@@ -51,3 +51,12 @@ def test_no_setting_prints_a_credential(cli, tmp_path, monkeypatch, url):
     config.write_text(f'pip_extra_index_url = "{url}"\n')
     code, out, err = cli("--config", str(config), "config", "show")
     assert SECRET not in out + err and code in (0, 6)
+
+
+def test_build_output_is_redacted_before_it_is_shown_or_logged():
+    from builder.engine import BuildLog, Engine
+    log, events = BuildLog(), []
+    Engine._line(f"Looking in indexes: https://u:{SECRET}@pypi.example/simple, https://pypi.example/s?token={SECRET}",
+                 log, events.append)
+    assert SECRET not in log.lines[0] and SECRET not in events[0].text
+    assert log.lines[0] == "Looking in indexes: https://u:***@pypi.example/simple, https://pypi.example/s?token=***"
