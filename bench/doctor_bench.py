@@ -1,18 +1,26 @@
 """doctor benchmark: how fast a large log is diagnosed.
 
-    python bench/doctor_bench.py [--mb 10] [--runs 3]
+    python bench/doctor_bench.py [--mb 10] [--runs 3] [--stream-mb 200] [--hostile-mb 20]
 
 Builds a synthetic log of about --mb megabytes: clean training output (pip lines, NCCL INFO lines,
 loss dictionaries, progress bars with ANSI colours), one decisive failure line near the top (the
 cpu_adam compiler's real cause, a CUDA version mismatch) and a DeepSpeed traceback at the end. It
 times ``diagnose`` (best of --runs, knowledge base already loaded) and prints MB, seconds, MB/s
 and the diagnoses found. The issue asks for a 10 MB log in about a second.
+
+Then, in a fresh process each (so the figure is the process's own peak), it runs `doctor` on a
+--stream-mb log file and prints the peak RSS (issue 13: under 200 MB for a 200 MB log), and on
+--hostile-mb of pathological lines (long lines of repeated pattern text, CR-overwritten lines,
+blank lines, escape sequences) and prints the time (issue 13: under 10 s for 20 MB).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,10 +62,51 @@ def synthetic_log(megabytes: float) -> str:
     return "\n".join(lines + TRACEBACK) + "\n"
 
 
+def hostile_lines(megabytes: float) -> str:
+    """Lines made to be slow: pattern text repeated along very long lines, and worse."""
+    target = int(megabytes * 1_000_000)
+    kinds = [
+        "Loading checkpoint shards: " * 4000,                       # a literal with `.*Killed$` after it
+        "Killed " * 15000,                                           # a literal that never ends the line
+        "RuntimeError: CUDA error: " * 3000 + "\r" * 10 + "x",     # CR-separated segments
+        "\x1b]0;" + "a" * 50000,                                     # an unterminated OSC
+        "\n" * 100000,                                               # blank lines
+        ("No module named 'torch' " * 2000),                         # a generic line without its context
+    ]
+    parts, size, i = [], 0, 0
+    while size < target:
+        part = kinds[i % len(kinds)] + "\n"
+        parts.append(part)
+        size += len(part)
+        i += 1
+    return "".join(parts)
+
+
+def _child(log: Path) -> None:
+    from builder.doctor import diagnose_file
+    load_knowledge_base()
+    start = time.perf_counter()
+    found = diagnose_file(log)
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{seconds:.2f} {rss:.0f} {len(found)}")
+
+
+def _measure(log: Path) -> tuple[float, float, int]:
+    done = subprocess.run([sys.executable, __file__, "--child", str(log)], capture_output=True, text=True, check=True)
+    seconds, rss, count = done.stdout.split()
+    return float(seconds), float(rss), int(count)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        _child(Path(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--stream-mb", type=float, default=200.0, help="size of the streamed log (0: skip)")
+    parser.add_argument("--hostile-mb", type=float, default=20.0, help="size of the pathological log (0: skip)")
     args = parser.parse_args()
     load_knowledge_base()  # compile once, outside the timing
     text = synthetic_log(args.mb)
@@ -71,6 +120,25 @@ def main() -> None:
     print(f"diagnose: {best:.3f} s (best of {args.runs}), {megabytes / best:.1f} MB/s")
     for d in found:
         print(f"  {d.issue.id}: confidence {d.confidence}, first line {d.first_line}")
+    with tempfile.TemporaryDirectory() as folder:
+        if args.stream_mb:
+            log = Path(folder) / "big.log"
+            with log.open("w", encoding="utf-8") as handle:
+                block = synthetic_log(10)
+                for _ in range(max(1, int(args.stream_mb // 10))):
+                    handle.write(block)
+            seconds, rss, count = _measure(log)
+            size = log.stat().st_size / 1_000_000
+            log.unlink()
+            print(f"stream: {size:.0f} MB log file, peak RSS {rss:.0f} MB (goal < 200), {seconds:.1f} s, "
+                  f"{count} diagnoses")
+        if args.hostile_mb:
+            log = Path(folder) / "hostile.log"
+            log.write_text(hostile_lines(args.hostile_mb), encoding="utf-8")
+            seconds, rss, count = _measure(log)
+            size = log.stat().st_size / 1_000_000
+            print(f"pathological lines: {size:.0f} MB, {seconds:.1f} s (goal < 10), peak RSS {rss:.0f} MB, "
+                  f"{count} diagnoses")
 
 
 if __name__ == "__main__":

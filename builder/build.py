@@ -31,7 +31,7 @@ from .site import SiteServer
 # SIMD features that decide whether code compiled with -march=native runs on another CPU.
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "avx512_bf16", "amx_tile", "asimd", "sve")
-BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def build_image(
             f"host networking, but build_network is '{settings.build_network}': "
             "set STACKBUILD_BUILD_NETWORK=host or pass --network host")
     for tag in extra_tags:
-        if not re.match(r"^[a-z0-9./_:-]+$", tag) or tag.endswith(":"):
+        if not re.match(r"^[a-z0-9./_:-]+\Z", tag) or tag.endswith(":"):
             raise ConfigError(f"--tag '{tag}' is not an image name")
     engine = engine or Engine.connect()
     plan = context.plan

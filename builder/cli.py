@@ -32,11 +32,15 @@ from .engine import BuildEvent, Engine
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from .errors import (EXIT_CODES, ContainerError, DoctorError, LockError, RenderError, SelectionError, SmokeError,
                      StackbuildError, UsageError)
-from .lock import lock_inputs, lock_path, lock_problems, make_lock, package_diff, read_lock, write_lock
+from .lock import (lock_inputs, lock_path, lock_problems, lock_required, make_lock, package_diff, read_lock,
+                   write_lock)
 from .plan import plan_build
+from .printable import printable, printable_lines
+from .redact import redact
 from .profile import TARGETS, available_stacks, load_stack
 from .registry import describe_image, pull_verified, push_image, require_registry, resolve_ref
 from .render import render_context
+from .safeio import InputRefused, check_output_path, write_output
 from .resources import display_path
 from .smoke import SmokeResult, image_for, looks_like_image, run_smoke, write_junit
 
@@ -51,7 +55,7 @@ class _ErrorBoundary(TyperGroup):
         except StackbuildError as exc:
             if debug:
                 traceback.print_exc()
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {printable_lines(redact(str(exc)))}", file=sys.stderr)
             ctx.exit(exc.exit_code)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: typer prints and exits as it always does
@@ -61,7 +65,8 @@ class _ErrorBoundary(TyperGroup):
         except Exception as exc:
             if debug:
                 raise
-            print(f"error: internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)",
+            print(f"error: internal error: {type(exc).__name__}: {printable_lines(redact(str(exc)))} "
+                  "(run again with --debug and report it)",
                   file=sys.stderr)
             ctx.exit(1)
 
@@ -207,7 +212,7 @@ def render_command(
         Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable), e.g. xformers.")
     ] = None,
     output: Annotated[
-        Optional[Path], typer.Option("--output", "-o", help="Write the Dockerfile here instead of stdout.")
+        Optional[str], typer.Option("--output", "-o", help="Write the Dockerfile to this file ('-': stdout).")
     ] = None,
     context: Annotated[
         Optional[Path], typer.Option("--context", help="Write the whole build context into this new or empty folder.")
@@ -217,35 +222,55 @@ def render_command(
     name, release = split_spec(spec)
     plan = plan_build(load_stack(name), release, target, options or [])
     ctx = render_context(plan)
+    if output is not None and output != "-":
+        _check_output(output)  # before the context is written, so a bad -o leaves nothing behind
+    made_context = context is not None and not os.path.lexists(context)
     if context is not None:
         _write_context(ctx, context)
-    if output is not None:
-        _write_atomic(output, ctx.dockerfile)
-    if output is None and context is None:
+    if output is not None and output != "-":
+        try:
+            _write_atomic(output, ctx.dockerfile)
+        except RenderError:
+            if made_context:
+                shutil.rmtree(context, ignore_errors=True)
+            raise
+    if output == "-" or (output is None and context is None):
         sys.stdout.write(ctx.dockerfile)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so a failure leaves no half file."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise RenderError(f"cannot write {path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise RenderError(f"cannot write {path}: it is a folder (use --context for a build context)")
+def _check_output(path: str) -> None:
+    shown = printable(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+        check_output_path(path)
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise RenderError(f"cannot write {shown}: folder {printable(str(folder))} does not exist")
+    except InputRefused as exc:
+        raise RenderError(f"cannot write {shown}: {exc} (-o takes a regular file, or '-' for stdout; "
+                          "--context writes a whole build context)") from None
     except OSError as exc:
-        raise RenderError(f"cannot write {path}: {exc.strerror}") from None
+        raise RenderError(f"cannot write {shown}: {exc.strerror or exc}") from None
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Write through a temporary file in the same folder (mode from the umask), so a failure leaves no half file."""
+    _check_output(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        write_output(path, text.encode("utf-8"))
+    except InputRefused as exc:
+        raise RenderError(f"cannot write {printable(path)}: {exc}") from None
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise RenderError(f"cannot write {path}: {exc.strerror}") from None
+        raise RenderError(f"cannot write {printable(path)}: {exc.strerror or exc}") from None
 
 
 def _write_context(ctx, folder: Path) -> None:
+    try:
+        _write_context_folder(ctx, folder)
+    except OSError as exc:  # a name too long, a symlink loop, a folder that cannot be listed
+        raise RenderError(f"cannot write {printable(str(folder))}: {exc.strerror or exc}") from None
+
+
+def _write_context_folder(ctx, folder: Path) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise RenderError(f"--context {folder} must be a new or empty folder")
     parent = folder.parent if str(folder.parent) else Path(".")
@@ -256,6 +281,7 @@ def _write_context(ctx, folder: Path) -> None:
     except OSError as exc:
         raise RenderError(f"cannot write {folder}: {exc.strerror}") from None
     try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700
         ctx.write(staging)
         if folder.exists():
             folder.rmdir()
@@ -263,6 +289,12 @@ def _write_context(ctx, folder: Path) -> None:
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise RenderError(f"cannot write {folder}: {exc.strerror}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
@@ -628,9 +660,13 @@ def _lock_check(plans: list, everything: bool, strict: bool) -> None:
         label = f"{plan.spec} ({plan.target.name}{''.join(f' +{o}' for o in plan.options)})"
         path = lock_path(plan)
         expected_files.add(path)
-        if not path.is_file():
-            unlocked.append(label)
-            out.print(f"unlocked  {label}: no {display_path(path)}")
+        if not os.path.lexists(path):
+            if lock_required(plan):  # locked everywhere else: a deleted lock is not "unlocked"
+                bad.append(label)
+                out.print(f"missing   {label}: no {display_path(path)}")
+            else:
+                unlocked.append(label)
+                out.print(f"unlocked  {label}: no {display_path(path)}")
             continue
         try:
             problems = lock_problems(read_lock(path), lock_inputs(plan))
@@ -647,7 +683,7 @@ def _lock_check(plans: list, everything: bool, strict: bool) -> None:
             bad.append(display_path(orphan))
             out.print(f"orphan    {display_path(orphan)}: no stack, release and target of that name")
     if bad or (strict and unlocked):
-        what = [f"{len(bad)} stale or orphan: {', '.join(bad)}"] if bad else []
+        what = [f"{len(bad)} stale, edited, missing or orphan: {', '.join(bad)}"] if bad else []
         what += [f"{len(unlocked)} unlocked: {', '.join(unlocked)}"] if strict and unlocked else []
         raise LockError("locks do not fit their profiles - " + "; ".join(what)
                         + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")
@@ -809,7 +845,7 @@ def exec_command(
     """Run a command in a running container: its output streams here, its exit code is this one's."""
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
+    if not command or not command[0].strip():
         raise UsageError("give the command to run after --, e.g. stackbuild exec NAME -- python train.py")
     engine = Engine.connect()
     running(engine, name)

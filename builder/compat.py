@@ -101,9 +101,9 @@ class BaseImage:
     devel: bool
 
 
-_DEBIAN_RE = re.compile(r"^debian:(?P<rel>[a-z]+)-slim$")
+_DEBIAN_RE = re.compile(r"^debian:(?P<rel>[a-z]+)-slim\Z")
 _CUDA_RE = re.compile(
-    r"^nvidia/cuda:(?P<cuda>\d+\.\d+)\.\d+-(?:cudnn\d*-)?(?P<flavour>devel|runtime|base)-ubuntu(?P<rel>\d+\.\d+)$"
+    r"^nvidia/cuda:(?P<cuda>\d+\.\d+)\.\d+-(?:cudnn\d*-)?(?P<flavour>devel|runtime|base)-ubuntu(?P<rel>\d+\.\d+)\Z"
 )
 
 KNOWN_BASES_HINT = (

@@ -15,9 +15,12 @@ import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .printable import printable
+from .redact import redact
+from .safeio import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +28,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 NETWORK_MODES = ("default", "host", "bridge", "none")
-REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*$")
+REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Settings:
         if self.ubuntu_mirror:
             out["UBUNTU_MIRROR"] = self.ubuntu_mirror
         if self.ca_bundle:
-            out["CA_BUNDLE"] = self.ca_bundle.read_text(encoding="utf-8")
+            out["CA_BUNDLE"] = read_ca_bundle(self.ca_bundle, "ca_bundle")
         return out
 
     def shown(self) -> list[tuple[str, str, str]]:
@@ -77,19 +80,16 @@ ENV_PREFIX = "STACKBUILD_"
 
 
 def mask_url(url: str) -> str:
-    """https://user:token@host/x -> https://user:***@host/x (each URL of a space-separated list)."""
-    out = []
-    for part in url.split():
-        parts = urlsplit(part)
-        if parts.password is not None or (parts.username is not None and "@" in parts.netloc):
-            host = parts.hostname or ""
-            if parts.port:
-                host += f":{parts.port}"
-            user = parts.username or ""
-            netloc = f"{user}:***@{host}" if parts.password is not None else f"***@{host}"
-            part = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-        out.append(part)
-    return " ".join(out)
+    """https://user:token@host/x -> https://user:***@host/x, in every spelling (see builder/redact.py)."""
+    return redact(url)
+
+
+def read_ca_bundle(path: Path, origin: str) -> str:
+    """The CA bundle's text: a regular UTF-8 file of at most MAX_CA_BUNDLE_BYTES (ConfigError otherwise)."""
+    try:
+        return read_text(path, MAX_CA_BUNDLE_BYTES)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _check(name: str, value: object, origin: str) -> object:
@@ -108,18 +108,28 @@ def _check(name: str, value: object, origin: str) -> object:
         return value
     if name == "ca_bundle":
         path = Path(value).expanduser()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+        text = read_ca_bundle(path, origin)
         if "-----BEGIN CERTIFICATE-----" not in text:
             raise ConfigError(f"{origin}: ca_bundle {path} holds no PEM certificate")
-        return path.resolve()
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError):
+            raise ConfigError(f"{origin}: ca_bundle {path} cannot be resolved") from None
     # URLs: pip index, extra index (space-separated list, as pip takes it), distribution mirrors
     for url in value.split():
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or any(c in url for c in "\"'`$\\#&|"):
-            raise ConfigError(f"{origin}: {name} '{mask_url(url)}' is not an http(s) URL")
+        try:
+            parts = urlsplit(url)
+            is_url = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # an unclosed IPv6 bracket
+            is_url = False
+        if not is_url or any(c in url for c in "\"'`$\\#&|"):
+            raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' is not an http(s) URL "
+                              "(write it as https://[user:token@]host[:port]/path)")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' has an invalid port "
+                              "(a number from 1 to 65535)") from None
     if name in ("debian_mirror", "ubuntu_mirror") and len(value.split()) != 1:
         raise ConfigError(f"{origin}: {name} takes one URL")
     return value
@@ -140,15 +150,17 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, object |
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
     path = config_path(config_file)
-    if path.exists() or config_file is not None:
+    if path.exists() or path.is_symlink() or config_file is not None:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(read_text(path, MAX_CONFIG_BYTES))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', exc)})") from None
+            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
         for key, value in data.items():
             if key not in SETTING_NAMES:
                 close = difflib.get_close_matches(key, SETTING_NAMES, n=1)

@@ -16,15 +16,17 @@ from pathlib import Path
 
 from .engine import Engine
 from .errors import ContainerError, SelectionError, UsageError
+from .printable import printable
 
 LABEL = "io.stackbuild.container"
 HF_VOLUME = "stackbuild-hf-cache"
 RLIMIT_NAMES = {3: "stack", 8: "memlock"}  # Linux RLIMIT_STACK, RLIMIT_MEMLOCK
 HF_HOME = "/root/.cache/huggingface"
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
+NAME_OR_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")  # what find() may ask the engine about
+SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?\Z", re.IGNORECASE)
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)\Z")
 
 
 @dataclass
@@ -171,11 +173,14 @@ def list_containers(engine: Engine) -> list[Listed]:
 
 def find(engine: Engine, name: str) -> dict:
     """A stackbuild container by name or id; anything else is refused with what exists."""
-    info = engine.container(name)
+    # a name the engine would take as a path ('x/..' reaches /containers/json) is no container
+    info = engine.container(name) if NAME_OR_ID.match(name) else None
+    if info is not None and not isinstance(info, dict):
+        info = None
     if info is None or LABEL not in ((info.get("Config") or {}).get("Labels") or {}):
         known = ", ".join(c.name for c in list_containers(engine)) or "none (start one with stackbuild run STACK)"
         what = "no container" if info is None else "not a stackbuild container (use docker directly)"
-        raise SelectionError(f"{name}: {what}; stackbuild's containers: {known}")
+        raise SelectionError(f"{printable(name)}: {what}; stackbuild's containers: {known}")
     return info
 
 

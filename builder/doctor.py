@@ -12,10 +12,12 @@ Three library entry points, each a plain function the CLI calls and prints:
 
 Nothing here imports ``docker`` (only builder/engine.py may) or ``transformers``.
 
-How a log is matched. ANSI colour codes are stripped and CRLF becomes LF. Every knowledge-base
-pattern carries a fixed piece of text (checked at load, see ``knowledge.compile_log_pattern``);
-doctor finds each occurrence of that text with ``str.find`` and runs the pattern only on the line
-around it (at most ``MAX_LINE_CHARS`` characters). The work is linear in the log's size, and the
+How a log is matched (``builder/logscan.py``). The log streams through in chunks of lines; terminal
+control sequences are stripped and CRLF becomes LF. Every knowledge-base pattern carries a fixed
+piece of text (checked at load, see ``knowledge.compile_log_pattern``); doctor finds each
+occurrence of that text with ``str.find`` and runs the pattern once per line (at most
+``MAX_LINE_CHARS`` characters around it; a line overwritten after a carriage return is also tried
+segment by segment). The work is linear in the log's size, memory does not grow with it, and the
 load-time checks keep each regex free of constructs that backtrack catastrophically. The whole
 log is scanned, because the decisive line is often far above the final traceback.
 
@@ -35,27 +37,26 @@ matching line, then by id.
 
 from __future__ import annotations
 
-import bisect
 import json
-import os
 import re
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
+from . import logscan
 from .errors import DoctorError, EngineUnavailable
-from .knowledge import KnownIssue, LogPattern, load_knowledge_base
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-MAX_LINE_CHARS = 4096       # a pattern sees at most this much of one (very long) line
-MAX_LINES_REPORTED = 20     # line numbers kept per diagnosis
-EXCERPT_BEFORE, EXCERPT_AFTER = 2, 2
-EXCERPT_LINE_CHARS = 300
-BINARY_SNIFF = 65536
+from .knowledge import KnownIssue, load_knowledge_base
+from .logscan import EXCERPT_AFTER, EXCERPT_BEFORE
+from .printable import printable
+from .modelfiles import json_file, shard_problem
+from .safeio import open_regular
 
 Status = Literal["ok", "warn", "fail", "unknown"]
 
@@ -111,58 +112,8 @@ class Diagnosis:
 
 
 def strip_ansi(text: str) -> str:
-    """Remove ANSI escape sequences (colours, cursor moves) as ds_report and bitsandbytes print them."""
-    return ANSI.sub("", text)
-
-
-class _Text:
-    """The normalised log with lazy line-number lookup."""
-
-    def __init__(self, text: str):
-        self.text = strip_ansi(text).replace("\r\n", "\n")
-        self._newlines: list[int] | None = None
-
-    def line_no(self, offset: int) -> int:
-        if self._newlines is None:
-            self._newlines = [m.start() for m in re.finditer("\n", self.text)]
-        return bisect.bisect_left(self._newlines, offset) + 1
-
-    def bounds(self, offset: int) -> tuple[int, int]:
-        start = self.text.rfind("\n", 0, offset) + 1
-        end = self.text.find("\n", offset)
-        return start, len(self.text) if end < 0 else end
-
-    def line_starts(self, pattern: LogPattern) -> list[int]:
-        """Start offsets of the lines this pattern matches, in order, each line once."""
-        text, literal, found = self.text, pattern.literal, []
-        pos = text.find(literal)
-        while pos >= 0:
-            start, end = self.bounds(pos)
-            lo, hi = start, end
-            if end - start > MAX_LINE_CHARS:  # a huge line: look only around this occurrence
-                lo = max(start, pos - MAX_LINE_CHARS // 2)
-                hi = min(end, pos + len(literal) + MAX_LINE_CHARS // 2)
-            if pattern.regex.search(text, lo, hi):
-                found.append(start)
-                pos = text.find(literal, end)
-            else:
-                pos = text.find(literal, pos + 1)
-        return found
-
-    def excerpt(self, line: int) -> tuple[tuple[int, str], ...]:
-        self.line_no(0)  # builds the newline index
-        newlines = self._newlines
-        assert newlines is not None
-        last = len(newlines) + 1
-        out = []
-        for n in range(max(1, line - EXCERPT_BEFORE), min(last, line + EXCERPT_AFTER) + 1):
-            start = 0 if n == 1 else newlines[n - 2] + 1
-            end = newlines[n - 1] if n - 1 < len(newlines) else len(self.text)
-            text = self.text[start:min(end, start + EXCERPT_LINE_CHARS)]
-            if end - start > EXCERPT_LINE_CHARS:
-                text = text[:EXCERPT_LINE_CHARS - 3] + "..."
-            out.append((n, text))
-        return tuple(out)
+    """Remove terminal control sequences (colours, cursor moves, titles; 7- and 8-bit) and control characters."""
+    return logscan.clean(text)
 
 
 def diagnose(text: str, stack: str | None = None, release: str | None = None,
@@ -173,39 +124,32 @@ def diagnose(text: str, stack: str | None = None, release: str | None = None,
     release) choose the era fix and favour entries of that stack. ``knowledge`` defaults to the
     shipped knowledge base. An empty list means nothing known was recognised.
     """
+    return _diagnose_chunks(lambda: logscan.line_chunks([text]), stack, release, knowledge)
+
+
+def _diagnose_chunks(source: Callable[[], Iterator[str]], stack: str | None, release: str | None,
+                     knowledge: Mapping[str, KnownIssue] | None) -> list[Diagnosis]:
+    """Two streaming passes over ``source()``: the scan, then the excerpts of the lines found."""
     kb = knowledge if knowledge is not None else load_knowledge_base()
-    log = _Text(text)
+    scanner = logscan.LogScanner(kb.values())
+    for chunk in source():
+        scanner.feed(chunk)
+    results = scanner.results()
+    if not results:
+        return []
+    around = {first: range(max(1, first - EXCERPT_BEFORE), first + EXCERPT_AFTER + 1)
+              for first in {lines[0] for _, lines, _ in results}}
+    texts = logscan.excerpts(source(), {n for lines in around.values() for n in lines})
     found: list[Diagnosis] = []
-    for issue in kb.values():
-        if not issue.patterns:
-            continue
-        per_pattern = [log.line_starts(p) for p in issue.patterns]
-        if not any(per_pattern):
-            continue
-        hit_lines = sorted({log.line_no(s) for starts in per_pattern for s in starts})
-        matched = [p for p, starts in zip(issue.patterns, per_pattern) if starts]
-        if issue.context:
-            context_lines = sorted({log.line_no(s) for p in issue.context for s in log.line_starts(p)})
-            hit_lines = [n for n in hit_lines if _near(n, context_lines, issue.context_window)]
-            if not hit_lines:
-                continue
-            kept = set(hit_lines)
-            matched = [p for p, starts in zip(issue.patterns, per_pattern)
-                       if any(log.line_no(s) in kept for s in starts)]
-        confidence = _confidence(issue, len(matched), stack)
-        first = hit_lines[0]
+    for issue, lines, matched in results:
+        first = lines[0]
         found.append(Diagnosis(
-            issue=issue, confidence=confidence, first_line=first, lines=tuple(hit_lines[:MAX_LINES_REPORTED]),
-            excerpt=log.excerpt(first), fix=issue.fix_for(stack, release),
+            issue=issue, confidence=_confidence(issue, len(matched), stack), first_line=first, lines=lines,
+            excerpt=tuple((n, texts[n]) for n in around[first] if n in texts), fix=issue.fix_for(stack, release),
             matched=tuple(p.source for p in matched),
         ))
     found.sort(key=lambda d: (-d.confidence, d.first_line, d.issue.id))
     return found
-
-
-def _near(line: int, context_lines: list[int], window: int) -> bool:
-    i = bisect.bisect_left(context_lines, line - window)
-    return i < len(context_lines) and context_lines[i] <= line + window
 
 
 def _confidence(issue: KnownIssue, distinct: int, stack: str | None) -> float:
@@ -230,36 +174,48 @@ def diagnosis_lines(diagnoses: list[Diagnosis], most: int = 2) -> tuple[str, ...
     return tuple(out)
 
 
-def read_log(path_or_dash: str | Path) -> str:
-    """The text of a log file, or of standard input for '-'; DoctorError says what is wrong."""
-    name = str(path_or_dash)
-    if name == "-":
-        data = sys.stdin.buffer.read()
-        shown = "standard input"
-    else:
-        path = Path(name)
-        shown = name
-        if not path.exists():
-            raise DoctorError(f"log file not found: {name} (check the path, or pass - to read the log from "
-                              "standard input)")
-        if path.is_dir():
-            raise DoctorError(f"{name} is a directory, not a log file (pass the log file itself; for a model "
-                              "folder use --model)")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DoctorError(f"cannot read {name}: {exc.strerror or exc} (check its permissions)") from None
-    if b"\x00" in data[:BINARY_SNIFF]:
-        raise DoctorError(f"{shown} looks binary (it contains NUL bytes); doctor reads text logs (pass the "
-                          "build or training output, e.g. the log file a failed build names; decompress .gz "
-                          "logs first)")
-    return data.decode("utf-8", errors="replace")
+def _blocks(handle: BinaryIO) -> Iterator[bytes]:
+    handle.seek(0)
+    while block := handle.read(logscan.READ_BYTES):
+        yield block
 
 
 def diagnose_file(path_or_dash: str | Path, stack: str | None = None, release: str | None = None,
                   knowledge: Mapping[str, KnownIssue] | None = None) -> list[Diagnosis]:
-    """``diagnose`` of a log file, or of standard input when given '-'."""
-    return diagnose(read_log(path_or_dash), stack, release, knowledge)
+    """``diagnose`` of a log file, or of standard input when given '-', read as a stream.
+
+    Memory does not grow with the log: it is read in blocks, twice (standard input is spooled to
+    a temporary file first). A log that is not a regular file, cannot be read or is binary is a
+    DoctorError; UTF-8 and UTF-16 (with or without a byte-order mark) are read.
+    """
+    name = str(path_or_dash)
+    with ExitStack() as stack_of_files:
+        if name == "-":
+            shown = "standard input"
+            handle: BinaryIO = stack_of_files.enter_context(tempfile.TemporaryFile())
+            shutil.copyfileobj(sys.stdin.buffer, handle, logscan.READ_BYTES)
+        else:
+            shown = printable(name)
+            path = Path(name)
+            if not path.exists() and not path.is_symlink():
+                raise DoctorError(f"log file not found: {shown} (check the path, or pass - to read the log from "
+                                  "standard input)")
+            if path.is_dir():
+                raise DoctorError(f"{shown} is a directory, not a log file (pass the log file itself; for a model "
+                                  "folder use --model)")
+            try:
+                handle = stack_of_files.enter_context(os.fdopen(open_regular(path), "rb"))
+            except OSError as exc:
+                raise DoctorError(f"cannot read {shown}: {exc.strerror or exc} (pass a regular log file, or - "
+                                  "for standard input)") from None
+        try:
+            return _diagnose_chunks(lambda: logscan.line_chunks(logscan.decode_blocks(_blocks(handle))),
+                                    stack, release, knowledge)
+        except logscan.UnreadableLog as exc:
+            raise DoctorError(f"{shown} {exc}; doctor reads text logs (pass the build or training output, e.g. the "
+                              "log file a failed build names; decompress .gz logs first)") from None
+        except OSError as exc:
+            raise DoctorError(f"cannot read {shown}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,34 +493,51 @@ def check_model(directory: str | Path, *, meminfo_path: str | Path = "/proc/memi
         raise DoctorError(f"model folder not found: {root} (pass the directory that holds config.json and the "
                           "weight files)")
     if not root.is_dir():
-        raise DoctorError(f"{root} is not a directory (pass the model folder, not a single file)")
-    checks = _weight_checks(root, _read_meminfo(Path(meminfo_path)), meminfo_path)
-    checks.append(_tokenizer_check(root))
+        raise DoctorError(f"{printable(str(root))} is not a directory (pass the model folder, not a single file)")
+    try:
+        checks = _weight_checks(root, _read_meminfo(Path(meminfo_path)), meminfo_path)
+        checks.append(_tokenizer_check(root))
+    except OSError as exc:  # the folder itself cannot be listed
+        raise DoctorError(f"cannot read the model folder {printable(str(root))}: {exc.strerror or exc}") from None
     return checks
 
 
 def _load_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return json_file(path)[0]
+
+
+def _corrupt_json_checks(root: Path) -> list[HostCheck]:
+    """A config, tokenizer config or index that exists but cannot be read as a JSON object."""
+    checks = []
+    for name in ("config.json", "tokenizer_config.json", "special_tokens_map.json", *INDEX_FILES):
+        problem = json_file(root / name)[1]
+        if problem:
+            checks.append(HostCheck("model-files", "fail", f"{name} {printable(problem)}",
+                                    "download it again (huggingface-cli download) or restore it from the checkpoint"))
+    return checks
 
 
 def _weight_checks(root: Path, meminfo: dict[str, int], meminfo_path) -> list[HostCheck]:
     files = sorted(p for p in root.iterdir()
                    if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and p.name not in NOT_WEIGHTS)
-    checks: list[HostCheck] = []
+    checks: list[HostCheck] = _corrupt_json_checks(root)
     listed: set[str] = set()
     for name in INDEX_FILES:
         index = _load_json(root / name)
         if index and isinstance(index.get("weight_map"), dict):
             listed |= {str(v) for v in index["weight_map"].values()}
-    missing = sorted(n for n in listed if not (root / n).is_file())
+    # an index is data from the download: a shard name is a plain file name, shown escaped
+    missing = sorted(printable(n) for n in listed
+                     if "/" in n or "\x00" in n or n in ("", ".", "..") or not (root / n).is_file())
     if missing:
         checks.append(HostCheck("weights", "fail", f"the index lists {len(missing)} shard(s) the folder lacks: "
                                 f"{', '.join(missing[:5])}", "download the missing files (huggingface-cli download)"))
-    pointers = [p.name for p in files if p.stat().st_size < 1024 and p.read_bytes()[:len(LFS_POINTER)] == LFS_POINTER]
+    pointers = [p.name for p in files if p.stat().st_size < 1024 and _head(p, len(LFS_POINTER)) == LFS_POINTER]
+    corrupt = [(p.name, problem) for p in files if p.name not in pointers and (problem := shard_problem(p))]
+    if corrupt:
+        checks.append(HostCheck("weights", "fail", f"{len(corrupt)} weight file(s) are not valid shards: "
+                                + "; ".join(f"{printable(n)} {why}" for n, why in corrupt[:5]),
+                                "download them again (huggingface-cli download); compare their sha256 with the hub's"))
     if pointers:
         checks.append(HostCheck("weights", "fail", f"{len(pointers)} weight file(s) are Git LFS pointers, not weights: "
                                 f"{', '.join(pointers[:5])} (weights-lfs-pointer)",
@@ -574,9 +547,9 @@ def _weight_checks(root: Path, meminfo: dict[str, int], meminfo_path) -> list[Ho
         return checks
     largest = max(files, key=lambda p: p.stat().st_size)
     size, total = largest.stat().st_size, sum(p.stat().st_size for p in files)
-    detail = (f"{len(files)} weight file(s), {total / GIB:.1f} GiB in all; largest {largest.name} "
+    detail = (f"{len(files)} weight file(s), {total / GIB:.1f} GiB in all; largest {printable(largest.name)} "
               f"{size / GIB:.2f} GiB")
-    if not missing and not pointers:
+    if not missing and not pointers and not corrupt:
         checks.append(HostCheck("weights", "ok", detail))
     available = meminfo.get("MemAvailable")
     if available is None:
@@ -599,6 +572,14 @@ def _weight_checks(root: Path, meminfo: dict[str, int], meminfo_path) -> list[Ho
         checks.append(HostCheck("memory-for-weights", "ok",
                                 f"{available / GIB:.1f} GiB available for {total / GIB:.1f} GiB of weights"))
     return checks
+
+
+def _head(path: Path, size: int) -> bytes:
+    try:
+        with os.fdopen(open_regular(path), "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
 
 
 def _tokenizer_check(root: Path) -> HostCheck:
@@ -628,6 +609,6 @@ def _tokenizer_check(root: Path) -> HostCheck:
                 problems.append(f"{key} is an empty string")
     if problems:
         return HostCheck("tokenizer", "fail", "decapoda-style LLaMA conversion (llama-decapoda-tokenizer): "
-                         + "; ".join(problems), fix)
+                         + printable("; ".join(problems)), fix)
     kind = tok_config.get("tokenizer_class") or config.get("model_type") or "unknown"
-    return HostCheck("tokenizer", "ok", f"{kind}: special tokens look consistent")
+    return HostCheck("tokenizer", "ok", f"{printable(str(kind))}: special tokens look consistent")

@@ -19,9 +19,13 @@ from pathlib import Path
 import docker
 import docker.errors
 import docker.types
+import docker.utils.config
 import requests.exceptions
 
 from .errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
+from .printable import printable
+from .redact import redact
+from .safeio import MAX_JSON_BYTES, open_regular, read_text
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 NONZERO = re.compile(r"returned a non-zero code: (\d+)")
@@ -106,14 +110,28 @@ def _engine_address() -> tuple[str, str]:
     return "unix:///var/run/docker.sock", "the default socket; DOCKER_HOST is not set"
 
 
+def _check_client_config() -> None:
+    """The Docker client reads its config.json when it starts: a FIFO there would block, /dev/zero fill memory."""
+    path = docker.utils.config.find_config_file()
+    if not path:
+        return
+    try:
+        os.close(open_regular(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise EngineUnavailable(f"cannot use the Docker client configuration {printable(str(path))}: {exc} "
+                                "(make it a regular file, or point DOCKER_CONFIG at another folder)") from None
+
+
 def _cli_context_hint() -> str:
     path = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
     try:
-        current = json.loads(path.read_text()).get("currentContext")
-    except (OSError, ValueError, AttributeError):
+        current = json.loads(read_text(path, MAX_JSON_BYTES)).get("currentContext")
+    except (OSError, ValueError, AttributeError, RecursionError):  # ValueError: not JSON or not UTF-8
         return ""
     if current and current != "default":
-        return (f" The docker CLI uses context '{current}', which stackbuild does not follow: "
+        return (f" The docker CLI uses context '{printable(str(current))}', which stackbuild does not follow: "
                 "set DOCKER_HOST to its endpoint (`docker context inspect`).")
     return ""
 
@@ -129,6 +147,7 @@ class Engine:
     def connect(cls, timeout: int = 600) -> Engine:
         """Connect and ping; EngineUnavailable says what was tried and how to start an engine."""
         address, origin = _engine_address()
+        _check_client_config()
         try:
             client = docker.APIClient(version="auto", timeout=timeout, **docker.utils.kwargs_from_env())
             client.ping()
@@ -272,6 +291,7 @@ class Engine:
             for chunk in stream:
                 if "errorDetail" in chunk or "error" in chunk:
                     message = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "unknown error"
+                    message = redact(str(message))
                     log.lines.append(message)
                     raise self._step_error(message, log)
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
@@ -298,6 +318,7 @@ class Engine:
 
     @staticmethod
     def _line(line: str, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> None:
+        line = redact(line)  # a tool that prints an index URL with its token: never shown, never in the log
         log.lines.append(line)
         step = STEP.match(line)
         if step:

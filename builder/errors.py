@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .printable import printable
+
 
 class StackbuildError(Exception):
     """Root of every error stackbuild raises on purpose."""
@@ -27,9 +29,11 @@ class Problem:
     fix: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
-        return f"{text} ({self.fix})" if self.fix else text
+        # a YAML key or a path can hold escape sequences or line breaks: print them as escapes
+        where = f"{printable(self.file)}:{self.line}" if self.line else printable(self.file)
+        path, message, fix = printable(self.path), printable(self.message), printable(self.fix)
+        text = f"{where}: {path}: {message}" if path else f"{where}: {message}"
+        return f"{text} ({fix})" if fix else text
 
 
 class UsageError(StackbuildError):
@@ -156,11 +160,11 @@ EXIT_CODES = {
     SelectionError.exit_code: "unknown stack, release, target, option, image or container",
     RenderError.exit_code: "rendering failed or the output could not be written",
     ConfigError.exit_code: "invalid setting (config file, STACKBUILD_* variable or flag)",
-    EngineUnavailable.exit_code: "no Docker engine answered",
+    EngineUnavailable.exit_code: "no Docker engine answered, or the Docker client's own config.json cannot be used",
     BuildError.exit_code: "the image build failed",
     SmokeError.exit_code: "a smoke check failed, or the checks could not run",
     ContainerError.exit_code: "a container could not be created, started or used",
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
     RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
-    LockError.exit_code: "a lock is stale, unreadable or could not be made (`stackbuild lock`)",
+    LockError.exit_code: "a lock is stale, edited by hand, missing, unreadable or could not be made (`stackbuild lock`)",
 }

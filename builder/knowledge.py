@@ -22,6 +22,7 @@ from .checks import CHECKS
 from .errors import ProfileError, Problem
 from .resources import display_path, stacks_dir
 from .validation import ONE_LINE, Strict, problems_from_validation
+from .safeio import MAX_KNOWLEDGE_BYTES
 from .yamlsrc import load_yaml
 
 try:  # Python >= 3.11
@@ -31,11 +32,11 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-ISSUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+$")
-STACK_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-CHECK_NAME = re.compile(r"^[a-z0-9-]+$")
-ERA_KEY = re.compile(r"^(?P<stack>[a-z0-9]+(?:-[a-z0-9]+)*)@(?P<release>[0-9A-Za-z][0-9A-Za-z._-]{0,63})$")
+ISSUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+\Z")
+STACK_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+CHECK_NAME = re.compile(r"^[a-z0-9-]+\Z")
+ERA_KEY = re.compile(r"^(?P<stack>[a-z0-9]+(?:-[a-z0-9]+)*)@(?P<release>[0-9A-Za-z][0-9A-Za-z._-]{0,63})\Z")
 
 # A pattern must contain this much fixed text outside optional parts and alternatives: it is what
 # doctor searches for first (str.find, fast), so only lines that contain it reach the regex.
@@ -87,6 +88,7 @@ class LogPattern:
     source: str
     regex: re.Pattern[str]
     literal: str
+    literals: tuple[str, ...] = ()  # every fixed text a match must contain (doctor checks them first)
 
 
 def compile_log_pattern(source: str) -> LogPattern:
@@ -121,7 +123,7 @@ def compile_log_pattern(source: str) -> LogPattern:
     if len(literal) < MIN_LITERAL:
         raise ValueError(f"pattern '{shown}' has no fixed text of at least {MIN_LITERAL} characters "
                          "outside optional parts || include a literal piece of the message, e.g. its first words")
-    return LogPattern(source, regex, literal)
+    return LogPattern(source, regex, literal, tuple(sorted({r for r in runs if r}, key=len, reverse=True)))
 
 
 _REPEATS = {_sre.MAX_REPEAT, _sre.MIN_REPEAT} | ({_sre.POSSESSIVE_REPEAT} if hasattr(_sre, "POSSESSIVE_REPEAT") else set())
@@ -296,7 +298,7 @@ def stack_catalog(directory: Path | None = None) -> dict[str, tuple[str, ...]]:
 @lru_cache(maxsize=8)
 def _load_cached(path: Path) -> dict[str, KnownIssue]:
     display = display_path(path)
-    source, problems = load_yaml(path, display)
+    source, problems = load_yaml(path, display, MAX_KNOWLEDGE_BYTES)
     if source is None or problems:
         raise ProfileError(problems)
     try:

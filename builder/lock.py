@@ -36,17 +36,20 @@ from packaging.utils import canonicalize_name
 
 from .compat import DISTRO_GLIBC, parse_base_image
 from .errors import LockError
+from .lockseal import check_seal, seal_lines
+from .redact import redact
+from .safeio import MAX_LOCK_BYTES, read_text, write_output
 
 if TYPE_CHECKING:
     from .config import Settings
     from .plan import BuildPlan
 
 FORMAT = "stackbuild-lock 1"
-SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]$")
-INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)$")
+SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]\Z")
+INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)\Z")
 FIELD = re.compile(r"^# (?P<name>format|stack|python|platform|exclude-newer|torch-exclude-newer|resolver): "
-                   r"(?P<value>.+)$")
-HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})$")
+                   r"(?P<value>.+)\Z")
+HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})\Z")
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,8 @@ class Lock:
         for key, packages in self.groups:
             body.append(f"\n# [{key}]\n")
             body.extend(p.text() for p in packages)
-        return "\n".join(head) + "\n" + "".join(body)
+        unsealed = "\n".join(head) + "\n" + "".join(body)
+        return "\n".join([*head, *seal_lines(unsealed)]) + "\n" + "".join(body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,11 +233,30 @@ def parse_lock(text: str, where: str) -> Lock:
 
 
 def read_lock(path: Path) -> Lock:
+    """A lock file, its seal checked (lockseal.py): any edit since `stackbuild lock` made it is a LockError."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, MAX_LOCK_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
         raise LockError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    check_seal(text, str(path))
     return parse_lock(text, str(path))
+
+
+def lock_required(plan: BuildPlan) -> bool:
+    """Whether this target must have a lock: its stack has locks, and nothing keeps this one from one.
+
+    What cannot be locked here stays unlocked: torch from the PyTorch index (the 2023 cuda targets)
+    and git pins (github.com). A profile without any lock (a user's own) builds unlocked, as before.
+    """
+    pins = (plan.target.torch, *plan.release.with_torch, *plan.packages, *plan.last_packages,
+            *(p for step in plan.compiled for p in (*step.requires, step.pin)))
+    if plan.target.torch_index or any(p.url for p in pins):
+        return False
+    folder = lock_path(plan).parent
+    try:
+        return any(folder.glob(f"{plan.stack.name}@*.txt"))
+    except OSError:
+        return False
 
 
 def lock_problems(lock: Lock, expected: LockInputs) -> list[str]:
@@ -268,9 +291,13 @@ def lock_problems(lock: Lock, expected: LockInputs) -> list[str]:
 def load_lock(plan: BuildPlan) -> Lock | None:
     """The plan's lock, None when it has none; LockError when it is unreadable or stale."""
     path = lock_path(plan)
-    if not path.is_file():
+    if not os.path.lexists(path):
+        if lock_required(plan):
+            raise LockError(f"{path} is missing: {plan.spec} ({plan.target.name}) is locked everywhere else and "
+                            f"would build unlocked; restore it, or run `stackbuild lock {plan.spec} --target "
+                            f"{plan.target.name}`")
         return None
-    lock = read_lock(path)
+    lock = read_lock(path)  # a folder, FIFO or unreadable file is a LockError, never an unlocked build
     problems = lock_problems(lock, lock_inputs(plan))
     if problems:
         raise LockError(f"{path} does not fit {plan.spec} ({plan.target.name}) any more: " + "; ".join(problems)
@@ -312,9 +339,9 @@ def _run_uv(command: list[str], env: dict[str, str], spec: str) -> None:
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LockError(f"cannot lock {spec}: uv did not run ({exc})") from None
+        raise LockError(f"cannot lock {spec}: uv did not run ({redact(str(exc))})") from None
     if done.returncode != 0:
-        tail = [line for line in done.stderr.splitlines() if line.strip()][-12:]
+        tail = [redact(line) for line in done.stderr.splitlines() if line.strip()][-12:]
         text = "\n".join(tail)
         hint = ""
         if "github.com" in text:
@@ -409,19 +436,12 @@ def _as_lock_text(uv_output: str, inputs: LockInputs) -> str:
 
 
 def write_lock(path: Path, lock: Lock) -> None:
-    """Write through a temporary file in the same folder: a failure leaves no half-written lock."""
+    """Write through a temporary file in the same folder (mode from the umask): a failure leaves no half lock."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_output(path, lock.text().encode("utf-8"))
     except OSError as exc:
-        raise LockError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(lock.text())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise LockError(f"cannot write {path}: {exc.strerror}") from None
+        raise LockError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,23 +26,24 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from . import compat
 from .errors import Problem, ProfileError, SelectionError
 from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
+from .printable import printable
 from .resources import display_path, stacks_dir
 from .validation import Strict, dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
 
 TARGETS = ("cuda", "cpu")
 Target = Literal["cuda", "cpu"]
-NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}\Z")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Values land in `ENV K=V` and shell command prefixes: no quoting characters, `$` or whitespace.
-ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*$")
-APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?$")
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
-ARCH = re.compile(r"^\d+\.\d+$")
-GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/]+)$")
-FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*\Z")
+APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?\Z")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
+ARCH = re.compile(r"^\d+\.\d+\Z")
+GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/\s]+)\Z")
+FULL_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 FIX_VIA = ("apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option")
 
 
@@ -66,6 +67,8 @@ def _iso_date(value: str) -> str:
 
 
 def _version_text(value: str) -> str:
+    if value != value.strip() or not value.isprintable():
+        raise ValueError(f"{value!r} has spaces or control characters || write a version such as 2.0.1")
     try:
         Version(value)
     except InvalidVersion:
@@ -328,11 +331,11 @@ def stack_path(spec: str) -> Path:
     """The profile file for a stack name or a path to a YAML file."""
     if spec.endswith((".yaml", ".yml")) or "/" in spec:
         return Path(spec)
-    if not NAME.match(spec) or not (stacks_dir() / f"{spec}.yaml").is_file():
+    if not NAME.match(spec) or len(spec) > 100 or not (stacks_dir() / f"{spec}.yaml").is_file():
         names = available_stacks()
         close = difflib.get_close_matches(spec, names, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise SelectionError(f"unknown stack '{spec}'; {hint}stacks: {', '.join(names)}")
+        raise SelectionError(f"unknown stack '{printable(spec)}'; {hint}stacks: {', '.join(names)}")
     return stacks_dir() / f"{spec}.yaml"
 
 
@@ -340,7 +343,7 @@ def load_stack(spec: str) -> Stack:
     """Load, validate and resolve one stack profile (by name, or a path to a YAML file)."""
     path = stack_path(spec)
     display = display_path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise SelectionError(f"profile file not found: {display}")
     source, problems = load_yaml(path, display)
     if source is None:
@@ -423,7 +426,7 @@ class _Resolver:
         )
 
     def _check_description(self, text: str) -> None:
-        if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text):
+        if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text):
             self.problem(("description",), "must be non-empty printable text", "write a short paragraph")
 
     def _release_key_ok(self, key: Any) -> bool:

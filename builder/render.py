@@ -14,7 +14,9 @@ from pathlib import Path
 
 import jinja2
 
+from .dockerguard import check_dockerfile, checked_value, skeleton_value
 from .errors import RenderError
+from .printable import printable
 from .lock import Lock, LockedPackage
 from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan
 from .resources import templates_dir
@@ -53,8 +55,14 @@ def shell_word(value: str) -> str:
     return shlex.quote(value)
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
+def comment_text(value: object) -> str:
+    """Free text (a title, a path) for a Dockerfile comment: one line, control characters escaped."""
+    return printable(str(value))
+
+
+@lru_cache(maxsize=2)
+def _environment(skeleton: bool = False) -> jinja2.Environment:
+    """The strict Jinja environment; ``skeleton`` replaces every value by a placeholder (dockerguard)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
@@ -62,7 +70,9 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=skeleton_value if skeleton else checked_value,
     )
+    env.filters["comment"] = comment_text
     env.filters["dq"] = dockerfile_string
     env.filters["sh"] = shell_word
     return env
@@ -118,13 +128,15 @@ def lock_layers(lock: Lock | None) -> tuple[dict[str, LockLayer], dict[str, byte
 
 
 def render_dockerfile(plan: BuildPlan) -> str:
-    """The Dockerfile text of a plan."""
+    """The Dockerfile text of a plan, refused unless its instructions are exactly the plan's."""
     try:
-        template = _environment().get_template("Dockerfile.j2")
-        return template.render(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD,
-                               locked=lock_layers(plan.lock)[0])
+        values = dict(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD, locked=lock_layers(plan.lock)[0])
+        text = _environment().get_template("Dockerfile.j2").render(**values)
+        skeleton = _environment(skeleton=True).get_template("Dockerfile.j2").render(**values)
     except jinja2.TemplateError as exc:
         raise RenderError(f"template error while rendering {plan.spec} ({plan.target.name}): {exc}") from None
+    check_dockerfile(text, skeleton, f"{plan.spec} ({plan.target.name})")
+    return text
 
 
 def render_context(plan: BuildPlan) -> BuildContext:

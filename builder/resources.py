@@ -31,7 +31,10 @@ def templates_dir() -> Path:
 
 def display_path(path: Path) -> str:
     """A short name for messages: 'stacks/qlora.yaml' for shipped files, else the path as given."""
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the loader says so, under the name as given
+        return str(path)
     shipped = stacks_dir().resolve()
     if path.parent == shipped:
         return f"stacks/{path.name}"

@@ -23,6 +23,7 @@ from .plan import plan_build
 from .profile import load_stack
 from .registry import find_local, known_base
 from .render import render_context
+from .safeio import write_output
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ def image_for(engine: Engine, spec: str, target: str | None, options: list[str],
 
 
 def write_junit(report: SmokeReport, path: Path) -> None:
+    """Write the JUnit report as a regular file (never into a FIFO, device or symlink)."""
     try:
-        path.write_text(report.junit(), encoding="utf-8")
+        write_output(path, report.junit().encode("utf-8"))
     except OSError as exc:
-        raise SmokeError(f"cannot write {path}: {exc.strerror}") from None
+        raise SmokeError(f"cannot write {path}: {exc.strerror or exc}") from None

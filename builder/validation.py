@@ -15,7 +15,7 @@ from .errors import Problem
 from .yamlsrc import PathKey, YamlSource
 
 # Text that ends up in a Dockerfile comment or label: one line, printable, no control characters.
-ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z")  # no C0/C1 controls, no line separators
 
 
 class Strict(BaseModel):

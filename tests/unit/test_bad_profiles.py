@@ -196,7 +196,7 @@ CASES = [
     ("duplicate-key", "    era: true", "    era: true\n    era: false", "era: false",
      "releases.2023.06.era: duplicate key (first defined on line 23) (keep one of them)"),
     ("yaml-syntax", "    summary: era release", "    summary: [unclosed", 'date: "2023-06-02"',
-     "YAML syntax error: expected ',' or ']', but got ':' (fix the YAML syntax)"),
+     "YAML syntax error: did not find expected ',' or ']' (fix the YAML syntax)"),
     ("not-a-mapping", GOOD, "- just\n- a list\n", "- just",
      "a profile must be a YAML mapping (start from an existing stacks/*.yaml)"),
     ("option-name", "      extra:\n", "      Extra_Opt:\n", "Extra_Opt",

@@ -136,3 +136,18 @@ def test_other_start_errors_are_not_retried():
 
     with pytest.raises(ContainerError, match="no such runtime"):
         run_container(_Broken(), "img", {}, "x", "cpu", RunOptions())
+
+
+def test_a_name_the_engine_would_read_as_a_path_is_no_container():
+    class _PathEngine(_Engine):
+        def container(self, name):
+            self.asked = name
+            return [_info("mine")]  # what GET /containers/x/../json answers: the list endpoint
+
+    engine = _PathEngine({"mine": _info("mine")})
+    for name in ("x/..", "../x", "", ".", "a b", "\x1b[2J"):
+        with pytest.raises(SelectionError, match=r"no container; stackbuild's containers: mine$"):
+            find(engine, name)
+        assert not hasattr(engine, "asked")
+    with pytest.raises(SelectionError, match="no container"):
+        find(engine, "mine")  # the engine answered a list, not one container

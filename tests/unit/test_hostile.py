@@ -1,0 +1,447 @@
+"""A corpus of hostile inputs over every command (issue 13, item 4).
+
+Profiles, settings, locks, logs, model folders, names and output paths, generated from a few
+families of hostile values (line breaks before instructions, control and escape sequences, shell
+and Dockerfile syntax, wrong types, sizes, special files). Every case runs the command in-process
+(typer's CliRunner) and fails on exit 1 (an internal error), on a traceback, on an exit code the
+README does not document, and - for a profile that renders - on a Dockerfile whose instructions
+differ in kind or number from the pristine profile's (an injection). A few cases run in a
+subprocess with a timeout: the inputs that used to block forever (FIFOs) or exhaust memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from builder.dockerguard import parse_dockerfile
+from builder.errors import EXIT_CODES
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = (Path(__file__).parent / "fixtures" / "good.yaml").read_text()
+DOCUMENTED = set(EXIT_CODES) - {1}
+
+# Values a careless or hostile person could put anywhere a string goes.
+HOSTILE = [
+    "rsync\nRUN touch /pwned",
+    "x\n",
+    "x\r\nRUN id",
+    "x\\\nRUN id",
+    "x\u2028RUN id",
+    "x\x85RUN id",
+    "x\x00y",
+    "\x1b]0;pwned\x07\x1b[2J",
+    "$(id)",
+    "`id`; rm -rf /",
+    "a\"b'c",
+    "<<EOF",
+    "FROM scratch AS x",
+    "--mount=type=secret,id=x",
+    "# escape=`",
+    "",
+    " ",
+    "x" * 5000,
+]
+# YAML for non-strings, written as is.
+NON_STRINGS = ["1.10", "true", "null", "[1, 2]", "{a: 1}", "&a [*a]"]
+
+FIELDS = [
+    ("title", "title: A good stack", "title: {v}"),
+    ("apt", "  - libaio-dev", "  - libaio-dev\n  - {v}"),
+    ("file-key", "  config.json:", "  {v}:"),
+    ("file-description", "    description: a config", "    description: {v}"),
+    ("fix-detail", "    detail: libaio-dev before deepspeed", "    detail: {v}"),
+    ("summary", "    summary: era release", "    summary: {v}"),
+    ("torch", '    torch: "2.0.1"', "    torch: {v}"),
+    ("cpu-python", 'python: "3.9"', "python: {v}"),
+    ("cpu-base", "base: debian:bullseye-slim", "base: {v}"),
+    ("with-torch", "      - numpy==1.24.4", "      - {v}"),
+    ("bootstrap", "      - pip==23.1.2", "      - pip==23.1.2\n      - {v}"),
+    ("env-name", 'BNB_CUDA_VERSION: "118"', '{v}: "118"'),
+    ("env-value", 'DS_BUILD_CPU_ADAM: "1"', "DS_BUILD_CPU_ADAM: {v}"),
+    ("why", "        why: offload ops", "        why: {v}"),
+    ("requires", "          - ninja==1.11.1", "          - {v}"),
+    ("package", "      - transformers==4.28.1", "      - {v}"),
+    ("patch-id", "      - id: fsdp-save-cpu-clone", "      - id: {v}"),
+    ("patch-summary", "        summary: clone on the CPU", "        summary: {v}"),
+    ("patch-file", "        file: distributed/fsdp/_state_dict_utils.py", "        file: {v}"),
+    ("option-name", "      extra:", "      {v}:"),
+    ("release-key", '  "2023.06":', "  {v}:"),
+]
+
+PROFILE_CASES = [(f"{name}:{index}", old, new.format(v=json.dumps(value)))
+                 for name, old, new in FIELDS for index, value in enumerate(HOSTILE)]
+PROFILE_CASES += [(f"{name}:yaml{index}", old, new.format(v=value))
+                  for name, old, new in FIELDS for index, value in enumerate(NON_STRINGS)]
+
+WHOLE_FILES = {
+    "empty": "",
+    "a list": "- a\n- b\n",
+    "a scalar": "just text\n",
+    "binary": "\x00\x01\x02" * 100,
+    "invalid utf-8": None,  # written as bytes below
+    "bom": "\ufeff" + GOOD,
+    "tabs": GOOD.replace("  ", "\t", 3),
+    "bomb": "\n".join(["a: &a [" + ",".join(['"x"'] * 9) + "]"]
+                      + [f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join(["*" + chr(96 + i)] * 9) + "]"
+                         for i in range(1, 10)]),
+    "deep flow": "[" * 20000 + "]" * 20000,
+    "deep block": "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "x: 1\n",
+    "recursive alias": "a: &x [*x]\n",
+    "merge key bomb": "a: &a {x: 1}\nb: {<<: *a, y: 2}\n" * 50,
+    "huge": "title: '" + "x" * (300 * 1024) + "'\n",
+    "duplicate keys": GOOD + "title: again\n",
+    "python tag": "!!python/object/apply:os.system ['id']\n",
+    "unknown tag": "name: !custom good\n",
+    "many documents": GOOD + "---\n" + GOOD,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _build_the_cli_once():
+    """typer rebuilds the click command on every CliRunner call (most of its time): build it once here."""
+    import typer.testing
+    original = typer.testing._get_command
+    built: dict[int, object] = {}
+    typer.testing._get_command = lambda app: built.setdefault(id(app), original(app))
+    yield
+    typer.testing._get_command = original
+
+
+def _check(code: int, out: str, err: str, what: str) -> None:
+    assert code != 1, f"{what}: exit 1 (internal error): {err[-500:]}"
+    assert code in DOCUMENTED | {0}, f"{what}: undocumented exit code {code}: {err[-300:]}"
+    assert "Traceback" not in out + err, f"{what}: traceback"
+    if code == 2 and err.startswith("Usage: "):
+        return  # the parser's own usage error (exit 2, documented)
+    if code:
+        assert err.startswith("error: "), f"{what}: no 'error:' line: {err[:200]!r}"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """The instruction keywords of the untouched profile, per target."""
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+    folder = tmp_path_factory.mktemp("pristine")
+    (folder / "good.yaml").write_text(GOOD)
+    keywords = {}
+    for target in ("cpu", "cuda"):
+        result = CliRunner().invoke(app, ["render", str(folder / "good.yaml"), "-t", target])
+        assert result.exit_code == 0, result.stderr
+        keywords[target] = [i.keyword for i in parse_dockerfile(result.stdout)[1]]
+    return keywords
+
+
+def _no_injection(text: str, keywords: list[str], what: str) -> None:
+    got = [i.keyword for i in parse_dockerfile(text)[1]]
+    # a harmless value may add a COPY or RUN only by adding a patch or option: those cases never
+    # render with a different count, so any difference is an injection
+    assert got == keywords, f"{what}: instructions {got} differ from the plan's {keywords}"
+
+
+@pytest.mark.parametrize("case", PROFILE_CASES, ids=[c[0] for c in PROFILE_CASES])
+def test_hostile_profile_values(case, cli, tmp_path, pristine):
+    name, old, new = case
+    assert old in GOOD, name
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD.replace(old, new, 1))
+    # every field reaches the cpu target's Dockerfile except the cuda target's own env
+    for target in ("cuda",) if name.startswith("env-name") else ("cpu",):
+        code, out, err = cli("render", str(path), "-t", target)
+        _check(code, out, err, f"{name} ({target})")
+        if code == 0:
+            _no_injection(out, pristine[target], f"{name} ({target})")
+
+
+@pytest.mark.parametrize("name", list(WHOLE_FILES))
+def test_hostile_profile_files(name, cli, tmp_path):
+    path = tmp_path / "good.yaml"
+    if WHOLE_FILES[name] is None:
+        path.write_bytes(b"name: good\ntitle: \xff\xfe\n")
+    else:
+        path.write_text(WHOLE_FILES[name])
+    for args in (("show", str(path)), ("render", str(path), "-t", "cpu"), ("lock", "--check", str(path))):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{name}: {args[0]}")
+        if name != "bom":
+            assert code != 0, f"{name}: {args[0]} accepted it"
+
+
+SPECS = ["../../etc/passwd", "qlora@../../x", "qlora@", "@2023.07", "qlora@2023.07@x", "QLORA", "qlora\n",
+         "qlora@2026.11\nRUN x", "-", ".", "/", "/dev/null", "/dev/zero", "\x1b[2J", "x" * 300, "qlora@" + "9" * 300,
+         "stacks/", "qlora.yaml", "./nope.yml", "known-issues"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_hostile_stack_names(spec, cli):
+    for args in (("show", spec), ("render", spec, "-t", "cpu"), ("lock", "--check", spec)):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{spec!r}: {args[0]}")
+        assert code != 0
+        assert "\x1b" not in err
+
+
+@pytest.mark.parametrize("value", ["cpu\n", "CPU", "", "rocm", "cpu;id", "\x1b[2J"])
+def test_hostile_targets_and_options(value, cli):
+    for args in (("render", "qlora", "-t", value), ("render", "qlora", "-t", "cpu", "--with", value)):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{value!r}: {args}")
+        assert code != 0 or value == ""  # an empty -t or --with is the default
+
+
+SETTINGS = ["registry", "build_network", "ca_bundle", "pip_index_url", "pip_extra_index_url", "debian_mirror"]
+SETTING_VALUES = ["u:TOKEN@host/simple", "https:/u:TOKEN@host/simple", "https://u:TOKEN@host:99999/simple",
+                  "https://host/simple?token=TOKEN", "ftp://u:TOKEN@h/x", "http://[::1", "http://h/x\nRUN id",
+                  "/dev/zero", "/", "\x1b]0;x\x07", "x" * 5000, "HOST:5000/X", "https://u:TOKEN@h/a https://b/"]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_hostile_settings(setting, cli, fake, tmp_path, monkeypatch):
+    for value in SETTING_VALUES:
+        monkeypatch.setenv(f"STACKBUILD_{setting.upper()}", value)
+        for args in (("config", "show"), ("config", "show", "--json")):
+            code, out, err = cli(*args)
+            _check(code, out, err, f"{setting}={value!r}")
+            assert "TOKEN" not in out + err, f"{setting}={value!r}: a credential was printed"
+            assert "\x1b" not in out + err
+        monkeypatch.delenv(f"STACKBUILD_{setting.upper()}")
+        config = tmp_path / "config.toml"
+        config.write_text(f"{setting} = {json.dumps(value)}\n")
+        code, out, err = cli("--config", str(config), "config", "show")
+        _check(code, out, err, f"file {setting}={value!r}")
+        assert "TOKEN" not in out + err
+
+
+CONFIG_FILES = {
+    "deep": "a = " + "[" * 3000 + "]" * 3000 + "\n",
+    "deep tables": "".join(f"[{'.'.join(['t'] * 50)}]\n"),
+    "binary": "\x00\x01",
+    "not toml": "registry: x\n",
+    "unknown": "colour = 1\n",
+    "wrong type": "build_network = 5\n",
+    "huge": "registry = '" + "x" * (2 * 1024 * 1024) + "'\n",
+    "bom": "\ufeffregistry = 'x'\n",
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIG_FILES))
+def test_hostile_config_files(name, cli, fake, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG_FILES[name])
+    code, out, err = cli("--config", str(config), "config", "show")
+    _check(code, out, err, name)
+    assert code == 6
+
+
+def _lock_variants() -> list[tuple[str, str]]:
+    text = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    lines = text.split("\n")
+    step = max(1, len(lines) // 40)
+    out = []
+    for index in range(0, len(lines) - 1, step):  # delete, duplicate and alter every step-th line
+        out.append((f"delete line {index + 1}", "\n".join(lines[:index] + lines[index + 1:])))
+        out.append((f"duplicate line {index + 1}", "\n".join(lines[:index + 1] + lines[index:])))
+        altered = lines[index][:-1] + ("0" if not lines[index].endswith("0") else "1") if lines[index] else " "
+        out.append((f"alter line {index + 1}", "\n".join(lines[:index] + [altered] + lines[index + 1:])))
+    return out
+
+
+LOCK_VARIANTS = _lock_variants()
+
+
+def test_every_lock_edit_is_caught(cli, tmp_path):
+    import shutil
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / "qlora.yaml", tmp_path / "qlora.yaml")
+    for lock in (ROOT / "stacks" / "locks").glob("qlora@*.txt"):
+        shutil.copy(lock, tmp_path / "locks" / lock.name)
+    target = tmp_path / "locks" / "qlora@2026.11-cpu.txt"
+    assert len(LOCK_VARIANTS) >= 100
+    for name, text in LOCK_VARIANTS:
+        target.write_text(text)
+        code, out, err = cli("lock", "--check", f"{tmp_path / 'qlora.yaml'}@2026.11", "-t", "cpu")
+        _check(code, out, err, name)
+        assert code == 13, f"{name}: lock --check passed an edited lock"
+
+
+LOGS = {
+    "osc title": "\x1b]0;pwned\x07RuntimeError: Ninja is required to load C++ extensions\n",
+    "osc clipboard": "\x1b]52;c;cm0gLXJmIH4=\x07Killed\n",
+    "reset": "\x1bcKilled\n",
+    "8-bit csi": "\x9b2J\x9b31mKilled\n",
+    "dcs": "\x1bP1$r0m\x1b\\Killed\n",
+    "cr": "50%\rKilled\n",
+    "crlf": "a\r\nKilled\r\n",
+    "nul": "a\x00b\n",
+    "latin-1": None,
+    "long line": "Killed " * 100000 + "\n",
+    "blank lines": "\n" * 200000,
+    "only cr": "\r" * 100000,
+    "unterminated osc": "\x1b]0;" + "a" * 100000 + "\nKilled\n",
+    "bidi": "\u202eKilled\u202c\n",
+    "surrogates": "\ud800\n",
+    "utf-16": None,
+}
+
+
+@pytest.mark.parametrize("name", list(LOGS))
+def test_hostile_logs(name, cli, tmp_path):
+    log = tmp_path / "x.log"
+    if name == "latin-1":
+        log.write_bytes("Killed é\n".encode("latin-1"))
+    elif name == "utf-16":
+        log.write_bytes("\x1b]0;x\x07Killed\n".encode("utf-16"))
+    else:
+        log.write_bytes(LOGS[name].encode("utf-8", "surrogatepass"))
+    for args in (("doctor", str(log)), ("doctor", str(log), "--json"), ("doctor", str(log), "--stack", "qlora")):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{name}: {args}")
+        assert code in (0, 11)
+        if "--json" not in args:
+            assert not any(c in out for c in "\x1b\x07\x9b\x9d\x00\r"), f"{name}: control characters in {out[:200]!r}"
+
+
+def _model(root: Path, files: dict[str, bytes | str]) -> Path:
+    root.mkdir()
+    for name, content in files.items():
+        (root / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    return root
+
+
+def _safetensors(header: bytes, size: int = 64) -> bytes:
+    return (struct.pack("<Q", len(header)) + header).ljust(size, b"\0")
+
+
+MODELS = {
+    "corrupt config": {"config.json": "{", "model.safetensors": _safetensors(b"{}")},
+    "deep config": {"config.json": "[" * 100000 + "]" * 100000},
+    "config list": {"config.json": "[1]"},
+    "config binary": {"config.json": b"\xff\xfe\x00"},
+    "hostile index": {"model.safetensors.index.json": json.dumps(
+        {"weight_map": {"a": "\x1b]0;x\x07", "b": "../x", "c": "a\x00b", "d": 5, "e": ["x"]}})},
+    "index list": {"pytorch_model.bin.index.json": "[]"},
+    "deep index": {"model.safetensors.index.json": '{"weight_map": ' + "[" * 50000 + "]" * 50000 + "}"},
+    "random shard": {"model.safetensors": os.urandom(256)},
+    "huge header length": {"model.safetensors": struct.pack("<Q", 2 ** 63) + b"{}"},
+    "empty shard": {"model.safetensors": b""},
+    "html bin": {"pytorch_model.bin": "<html>404</html>"},
+    "hostile tokenizer": {"config.json": json.dumps({"model_type": "llama", "vocab_size": 32000,
+                                                     "bos_token_id": "\x1b[2J", "eos_token_id": [1]}),
+                          "tokenizer_config.json": json.dumps({"tokenizer_class": "\x1b]0;x\x07"})},
+    "hostile names": {"\x1b[2J.safetensors": _safetensors(b"{}"), "a\nb.bin": b"PK\x03\x04"},
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_hostile_model_folders(name, cli, tmp_path):
+    root = _model(tmp_path / "m", MODELS[name])
+    for args in (("doctor", "--model", str(root)), ("doctor", "--model", str(root), "--json")):
+        code, out, err = cli(*args)
+        _check(code, out, err, name)
+        assert code in (0, 11)
+        if "--json" not in args:
+            assert "\x1b" not in out + err and "\x07" not in out + err
+
+
+OUTPUTS = ["dir/", "-", "", ".", "..", "/", "/dev/null", "/proc/self/status", "x" * 300, "a\nb", "\x1b[2J",
+           "missing/Dockerfile", "fifo", "link", "folder", "folder/"]
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_hostile_output_paths(output, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("fifo")
+    os.symlink("target", "link")
+    os.mkdir("folder")
+    for option in ("-o", "--context"):
+        code, out, err = cli("render", "qlora", "-t", "cpu", option, output)
+        _check(code, out, err, f"{option} {output!r}")
+    assert Path("fifo").is_fifo() and Path("link").is_symlink() and not Path("target").exists()
+    assert Path("/dev/null").is_char_device()
+
+
+NAMES = ["x/..", "../x", "", ".", "a b", "\x1b[2J", "x" * 300, "-rf", "x\ny", "mine/../../x"]
+
+
+class _Containers:
+    """Just enough engine for the container commands: one stackbuild container, 'mine'."""
+
+    address = "unix:///fake.sock"
+
+    def container(self, name):
+        if name == "mine":
+            return {"Name": "/mine", "Config": {"Labels": {"io.stackbuild.container": "1"}, "Image": "i"},
+                    "State": {"Running": True, "Status": "running"}}
+        return [] if "/" in name else None
+
+    def containers(self, label):
+        return [self.container("mine")]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hostile_container_names(name, cli, monkeypatch):
+    from builder.engine import Engine
+    monkeypatch.setattr(Engine, "connect", classmethod(lambda cls, timeout=600: _Containers()))
+    for args in (("stop", name), ("rm", name), ("exec", name, "--", "true"), ("shell", name),
+                 ("run", "qlora", "-t", "cpu", "--name", name)):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{args}")
+        assert code in (2, 4, 7, 10), f"{args}: exit {code}"
+        assert "\x1b" not in err
+
+
+def test_the_corpus_is_large_enough():
+    lock_cases = len(LOCK_VARIANTS)
+    total = (len(PROFILE_CASES) + len(WHOLE_FILES) + len(SPECS) * 3 + 12 + len(SETTINGS) * len(SETTING_VALUES)
+             + len(CONFIG_FILES) + lock_cases + len(LOGS) * 3 + len(MODELS) * 2 + len(OUTPUTS) * 2 + len(NAMES) * 5)
+    assert total >= 400, total
+
+
+# -- what used to hang or exhaust memory, in a real process with a timeout ----------------------
+
+def _run(args: list[str], env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_special_files_never_block_a_real_process(tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    cases = [(["show", str(fifo)], None, 3), (["--config", str(fifo), "config", "show"], None, 6),
+             (["doctor", str(fifo)], None, 11), (["doctor", "/dev/zero"], None, 11),
+             (["config", "show"], {"STACKBUILD_CA_BUNDLE": "/dev/zero"}, 6)]
+    for args, env, expected in cases:
+        done = _run(args, env)  # a hang is a TimeoutExpired: the test fails
+        assert done.returncode == expected, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+
+
+_MEASURED = ("import resource, sys\nfrom builder.cli import main\ntry:\n    main()\nfinally:\n"
+             "    use = resource.getrusage(resource.RUSAGE_SELF)\n"
+             "    print(f'\\nmeasured {use.ru_maxrss} {use.ru_utime + use.ru_stime}', file=sys.stderr)\n")
+
+
+@pytest.mark.parametrize("name", ["bomb", "deep flow", "huge", "wide", "deep block"])
+def test_no_profile_takes_more_than_256_mb_or_5_s_to_refuse(name, tmp_path):
+    text = WHOLE_FILES.get(name) or ("a: [" + ",".join(["1"] * 120000) + "]\n")
+    if name == "deep block":
+        text = "".join(" " * i + "- " for i in range(0, 680)) + "x\n"  # 680 levels in 230 KiB
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-c", _MEASURED, "show", str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 3, done.stderr
+    rss_kib, cpu_s = done.stderr.rsplit("measured ", 1)[1].split()
+    assert int(rss_kib) < 256 * 1024, f"{name}: {int(rss_kib) // 1024} MB"
+    assert float(cpu_s) < 5, f"{name}: {cpu_s} s of CPU"
