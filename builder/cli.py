@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, targets
 from .build import build_image, parse_build_args, prepare
 from .catalog import describe_stack, list_stacks, profile_schema, split_spec
 from .config import config_path, load_settings
@@ -34,7 +34,7 @@ from .errors import (EXIT_CODES, ContainerError, DoctorError, LockError, RenderE
                      StackbuildError, UsageError)
 from .lock import lock_inputs, lock_path, lock_problems, make_lock, package_diff, read_lock, write_lock
 from .plan import plan_build
-from .profile import TARGETS, available_stacks, load_stack
+from .profile import available_stacks, load_stack
 from .registry import describe_image, pull_verified, push_image, require_registry, resolve_ref
 from .render import render_context
 from .resources import display_path
@@ -79,7 +79,7 @@ app = typer.Typer(
 # markup=False: profile text such as "[patch]" must print as written, never as rich markup.
 out = Console(highlight=False, soft_wrap=True, markup=False)
 
-TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="cuda (default) or cpu.")]
+TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help=targets.help_text())]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ImageSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE", help="A stack (its built image is "
                                              "found by content tag) or an image name.")]
@@ -561,7 +561,7 @@ def lock_command(
     ctx: typer.Context,
     spec: Annotated[Optional[str], typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a "
                                                   "profile path (with --check: default every stack).")] = None,
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="cuda or cpu (default: every target).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help=f"{' or '.join(targets.NAMES)} (default: every target).")] = None,
     options: WithOpt = None,
     every: Annotated[bool, typer.Option("--all", help="Every stack, release and target.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Make nothing: fail when a lock does not fit its profile.")] = False,
@@ -613,7 +613,7 @@ def _lock_selection(spec: str | None, target: str | None, options: list[str]) ->
     for name, release in releases:
         stack = load_stack(name)
         rel = stack.release(release)
-        for tname in ([target] if target else [t for t in TARGETS if t in rel.targets]):
+        for tname in ([target] if target else targets.ordered(rel.targets)):
             plans.append(plan_build(stack, rel.name, tname, options, with_lock=False))
             if not options:  # and each option the target has, on its own (`stackbuild build --with NAME`)
                 plans += [plan_build(stack, rel.name, tname, [o], with_lock=False)
@@ -752,7 +752,7 @@ def run_command(
     target: TargetOpt = None,
     options: WithOpt = None,
     gpus: Annotated[Optional[str], typer.Option("--gpus", help="none, all, a count, or ids 0,1 (default: all on "
-                                                               "a cuda image, none on cpu).")] = None,
+                                                               "a GPU target's image, none on cpu).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Container name (default: STACK-RELEASE-TARGET).")] = None,
     volumes: Annotated[Optional[list[str]], typer.Option("--volume", "-v", metavar="SRC:DST[:ro]",
                                                          help="Mount a host path (repeatable).")] = None,
@@ -777,7 +777,7 @@ def run_command(
     image = image_for(engine, spec, target, options or [], settings.registry)
     labels = {k: v for k, v in engine.labels(image).items()
               if k in ("io.stackbuild.stack", "io.stackbuild.release", "io.stackbuild.target")}
-    image_target = labels.get("io.stackbuild.target", target or "cuda")
+    image_target = labels.get("io.stackbuild.target", target or targets.DEFAULT)
     chosen = name or default_name(labels.get("io.stackbuild.stack", "stackbuild"),
                                   labels.get("io.stackbuild.release", "image"), image_target)
     started = run_container(engine, image, labels, chosen, image_target, run_options)

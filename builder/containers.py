@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .engine import Engine
 from .errors import ContainerError, SelectionError, UsageError
+from .targets import gpu_request
 
 LABEL = "io.stackbuild.container"
 HF_VOLUME = "stackbuild-hf-cache"
@@ -30,7 +31,7 @@ GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-
 @dataclass
 class RunOptions:
     name: str | None = None
-    gpus: str | None = None  # None: all GPUs on a cuda target, none on cpu
+    gpus: str | None = None  # None: the target's default (targets.py: every GPU for a GPU target)
     volumes: list[str] = field(default_factory=list)  # SRC:DST[:ro]
     workdir: str | None = None
     env: list[str] = field(default_factory=list)  # K=V
@@ -119,7 +120,7 @@ def run_container(engine: Engine, image: str, labels: dict[str, str], name: str,
     binds = parse_binds(options.volumes)
     env = parse_env(options.env)
     ports = parse_ports(options.ports)
-    gpus = options.gpus if options.gpus is not None else ("all" if target == "cuda" else "none")
+    gpus = gpu_request(target, options.gpus)
     volumes = {}
     if options.hf_cache:
         volumes[HF_VOLUME] = HF_HOME

@@ -22,6 +22,7 @@ import docker.types
 import requests.exceptions
 
 from .errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
+from .targets import GpuRequest
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 NONZERO = re.compile(r"returned a non-zero code: (\d+)")
@@ -315,7 +316,7 @@ class Engine:
         return BuildError(message, step=log.step, total=log.total, instruction=log.instruction,
                           exit_status=int(code[1]) if code else None)
 
-    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: str | None,
+    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: GpuRequest | None,
                         shm_size: str | None = None, *, network: str = "none", binds: list[str] | None = None,
                         volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
                         workdir: str | None = None, ports: dict[str, int | None] | None = None,
@@ -323,18 +324,15 @@ class Engine:
                         ulimits: dict[str, int] | None = None) -> str:
         """Start a long-lived container (its command just waits) and return its id.
 
+        ``gpus`` is what the target's entry asks for (targets.gpu_request), None for no GPU.
         ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
         limit's name to its soft and hard value (-1: unlimited). Nothing created is left behind when
         it fails.
         """
         device_requests = None
-        if gpus and gpus != "none":
-            if gpus == "all":
-                device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-            elif gpus.isdigit():
-                device_requests = [docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
-            else:
-                device_requests = [docker.types.DeviceRequest(device_ids=gpus.split(","), capabilities=[["gpu"]])]
+        if gpus is not None:
+            device_requests = [docker.types.DeviceRequest(count=gpus.count, device_ids=gpus.device_ids,
+                                                          capabilities=[list(gpus.capabilities)])]
         all_binds = list(binds or []) + [f"{volume}:{path}" for volume, path in (volumes or {}).items()]
         limits = [docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in (ulimits or {}).items()] or None
         host_config = self.client.create_host_config(

@@ -36,6 +36,7 @@ from packaging.utils import canonicalize_name
 
 from .compat import DISTRO_GLIBC, parse_base_image
 from .errors import LockError
+from .targets import target
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -141,7 +142,7 @@ def platform_of(plan: BuildPlan) -> str:
     glibc = DISTRO_GLIBC.get((base.distro, base.release)) if base else None
     if glibc is None:
         raise LockError(f"stackbuild does not know the glibc of {plan.target.base.ref}, so it cannot lock for it")
-    return f"x86_64-manylinux_{glibc}"
+    return target(plan.target.name).lock_platform(glibc)
 
 
 def lock_inputs(plan: BuildPlan) -> LockInputs:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 from .checks import COMMON_CHECKS, SmokeCheck, ordered
 from .errors import SelectionError
 from .lock import Lock, load_lock
-from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from . import targets
+from .profile import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
@@ -56,6 +57,11 @@ class BuildPlan:
     @property
     def spec(self) -> str:
         return f"{self.stack.name}@{self.release.name}"
+
+    @property
+    def torch_origin(self) -> str:
+        """Where torch comes from, in words, as the target's entry says it."""
+        return targets.target(self.target.name).torch_origin(self.target.torch_index, self.release.cuda)
 
     def manifest(self) -> dict:
         """What the image says about itself (copied to /opt/stackbuild/manifest.json)."""
@@ -105,9 +111,9 @@ def select_checks(release: Release, fixes: tuple[Fix, ...] | list[Fix]) -> tuple
 
 
 def select_target(stack: Stack, release: Release, target: str | None) -> TargetSpec:
-    name = target or ("cuda" if "cuda" in release.targets else next(iter(release.targets)))
+    name = target or targets.default_of(release.targets)
     if name not in release.targets:
-        known = ", ".join(t for t in TARGETS if t in release.targets)
+        known = ", ".join(targets.ordered(release.targets))
         raise SelectionError(f"{stack.name}@{release.name} has no target '{name}'; targets: {known}")
     return release.targets[name]
 

@@ -23,15 +23,16 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
-from . import compat
+from . import compat, targets
 from .errors import Problem, ProfileError, SelectionError
 from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
 from .resources import display_path, stacks_dir
 from .validation import Strict, dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
 
-TARGETS = ("cuda", "cpu")
-Target = Literal["cuda", "cpu"]
+TARGETS = targets.NAMES
+Target = targets.TargetName
+
 NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -43,7 +44,6 @@ PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 ARCH = re.compile(r"^\d+\.\d+$")
 GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/]+)$")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-FIX_VIA = ("apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option")
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +623,8 @@ class _Resolver:
             if spec is not None:
                 targets[tname] = spec
         if not raw.targets:
-            self.problem((*at, "targets"), "a release needs at least one target", "add cuda and/or cpu")
+            self.problem((*at, "targets"), "a release needs at least one target",
+                         f"add {' and/or '.join(targets.NAMES)}")
 
         if len(self.problems) > before:
             return None
@@ -656,25 +657,12 @@ class _Resolver:
         if base is None:
             self.problem((*at, "base"), f"unknown base image '{traw.base}'", f"use {compat.KNOWN_BASES_HINT}")
             return None
+        entry = targets.target(tname)
+        accelerator = raw.cuda  # the accelerator version field of a release (only CUDA so far)
         ok = True
-        if tname == "cpu" and base.distro != "debian":
-            self.problem((*at, "base"), f"the cpu target builds on a Debian slim base, not '{traw.base}'",
-                         "use debian:bullseye-slim (3.9), bookworm-slim (3.11) or trixie-slim (3.13)")
+        for message, fix in entry.base_problems(base, traw.base, accelerator):
+            self.problem((*at, "base"), message, fix)
             ok = False
-        if tname == "cuda":
-            if base.cuda is None:
-                self.problem((*at, "base"), f"the cuda target needs an nvidia/cuda base, not '{traw.base}'",
-                             f"use nvidia/cuda:{raw.cuda}.<patch>-cudnn-devel-ubuntu22.04 or similar")
-                ok = False
-            else:
-                if not base.devel:
-                    self.problem((*at, "base"), f"'{traw.base}' has no nvcc; compiled ops need a -devel image",
-                                 "use the -devel flavour of this image")
-                    ok = False
-                if base.cuda != raw.cuda:
-                    self.problem((*at, "base"), f"base image CUDA {base.cuda} does not match the release's CUDA {raw.cuda}",
-                                 "nvcc must match the CUDA torch was built with; use a base with the same CUDA")
-                    ok = False
         if traw.python != base.python:
             self.problem((*at, "python"), f"python {traw.python} is not what {traw.base} ships ({base.python})",
                          f"set python: \"{base.python}\" or choose another base")
@@ -697,42 +685,42 @@ class _Resolver:
                              "use an older Python (e.g. debian:bullseye-slim, ubuntu22.04) or a newer torch")
                 ok = False
         arch_list = tuple(traw.arch_list)
-        if tname == "cpu" and arch_list:
-            self.problem((*at, "arch_list"), "the cpu target compiles no CUDA code", "remove arch_list")
-            ok = False
-        compiles = any("cuda" in c.targets for c in raw.compiled)
-        if tname == "cuda":
+        compiles = any(tname in c.targets for c in raw.compiled)
+        if not entry.compiles_for_archs:
+            if arch_list:
+                self.problem((*at, "arch_list"), f"the {tname} target compiles no CUDA code", "remove arch_list")
+                ok = False
+        else:
             if compiles and not arch_list:
-                self.problem((*at, "arch_list"), "the cuda target needs the GPU archs to compile for "
+                self.problem((*at, "arch_list"), f"the {tname} target needs the GPU archs to compile for "
                              "(no GPU is visible during docker build)", "add arch_list, e.g. [\"8.0\", \"9.0\"]")
                 ok = False
             elif arch_list and not compiles:
-                self.problem((*at, "arch_list"), "nothing is compiled for the cuda target, so arch_list is unused",
+                self.problem((*at, "arch_list"), f"nothing is compiled for the {tname} target, so arch_list is unused",
                              "remove arch_list")
                 ok = False
-            cuda = compat.version_tuple(raw.cuda)
+            version = compat.version_tuple(accelerator)
             for index, arch in enumerate(arch_list):
                 if not ARCH.match(arch) or arch not in compat.ARCH_MIN_CUDA:
                     self.problem((*at, "arch_list", index), f"'{arch}' is not a known compute capability",
                                  f"use one of {', '.join(compat.ARCH_MIN_CUDA)} (quoted)")
                     ok = False
-                elif cuda < compat.ARCH_MIN_CUDA[arch]:
+                elif version < compat.ARCH_MIN_CUDA[arch]:
                     need = compat.fmt_version(compat.ARCH_MIN_CUDA[arch])
-                    self.problem((*at, "arch_list", index), f"CUDA {raw.cuda} cannot compile for sm_{arch.replace('.', '')}",
+                    self.problem((*at, "arch_list", index), f"CUDA {accelerator} cannot compile for sm_{arch.replace('.', '')}",
                                  f"sm_{arch.replace('.', '')} needs CUDA >= {need}; drop it or use a newer CUDA")
                     ok = False
         env = self._env(traw.env, (*at, "env"))
         torch_index = None
         torch_pin = Pin("torch", raw.torch, None, f"torch=={raw.torch}")
-        if tname == "cuda" and line is not None:
-            if raw.cuda not in line.cuda_builds:
-                self.problem(("releases", rname, "cuda"), f"torch {raw.torch} has no CUDA {raw.cuda} build",
-                             f"torch {raw.torch} is built for CUDA {', '.join(line.cuda_builds)}")
+        if line is not None:
+            source = entry.torch_source(raw.torch, accelerator, line)
+            if isinstance(source, tuple):
+                self.problem(("releases", rname, entry.accelerator or "torch"), *source)
                 ok = False
-            elif raw.cuda != line.pypi_cuda:
-                local = raw.cuda.replace(".", "")
-                torch_index = compat.torch_index_url(raw.cuda)
-                torch_pin = Pin("torch", f"{raw.torch}+cu{local}", None, f"torch=={raw.torch}+cu{local}")
+            elif source.index is not None:
+                torch_index = source.index
+                torch_pin = Pin("torch", source.version, None, f"torch=={source.version}")
         if not ok:
             return None
         return TargetSpec(tname, base, traw.python, arch_list, env, torch_pin, torch_index)
@@ -806,24 +794,26 @@ class _RuleCheck:
         if comp.memory_per_job_gib is None:
             self.r.problem(path, "flash-attn's build needs MAX_JOBS bounded by memory or it is OOM-killed",
                            "set memory_per_job_gib (about 9 at NVCC_THREADS=4)")
-        cuda = self.rel.targets.get("cuda")
-        if cuda is None or "cuda" not in comp.targets:
-            return
-        for i, arch in enumerate(cuda.arch_list):
+        for name, spec in self.rel.targets.items():
+            if targets.target(name).compiles_for_archs and name in comp.targets:
+                self._flash_attn_archs(comp, path, spec)
+
+    def _flash_attn_archs(self, comp: CompiledPackage, path: PathKey, spec: TargetSpec) -> None:
+        for i, arch in enumerate(spec.arch_list):
             if compat.version_tuple(arch) < (8, 0):
-                self.r.problem(("releases", self.rel.name, "targets", "cuda", "arch_list", i),
+                self.r.problem(("releases", self.rel.name, "targets", spec.name, "arch_list", i),
                                f"flash-attn does not support sm_{arch.replace('.', '')} (it needs sm80+, Ampere or newer)",
                                "limit arch_list to 8.0 and above; pre-Ampere GPUs use the xformers option")
         version = Version(comp.pin.version) if comp.pin.version else None
-        env = dict(comp.env.get("cuda", ()))
+        env = dict(comp.env.get(spec.name, ()))
         if version is not None and version >= Version("2.7"):
             value = env.get("FLASH_ATTN_CUDA_ARCHS")
-            wanted = ";".join(a.replace(".", "") for a in cuda.arch_list)
+            wanted = ";".join(a.replace(".", "") for a in spec.arch_list)
             if value is None:
-                self.r.problem((*path, "env", "cuda"), "flash-attn >= 2.7 ignores TORCH_CUDA_ARCH_LIST",
+                self.r.problem((*path, "env", spec.name), "flash-attn >= 2.7 ignores TORCH_CUDA_ARCH_LIST",
                                f"set FLASH_ATTN_CUDA_ARCHS: \"{wanted}\"")
             elif set(value.split(";")) - set(wanted.split(";")):
-                self.r.problem((*path, "env", "cuda", "FLASH_ATTN_CUDA_ARCHS"),
+                self.r.problem((*path, "env", spec.name, "FLASH_ATTN_CUDA_ARCHS"),
                                f"'{value}' names archs outside the target's arch_list ({wanted})",
                                f"use \"{wanted}\" or a subset")
 
@@ -848,10 +838,12 @@ class _RuleCheck:
                     and compat.version_tuple(self.rel.torch) >= (2,) and flags.get("DS_BUILD_SPARSE_ATTN") != "0"):
                 self.r.problem(epath, f"deepspeed {version} aborts on sparse_attn, which needs torch < 2",
                                "set DS_BUILD_SPARSE_ATTN: \"0\"")
-            if (target == "cuda" and version is not None and version >= Version("0.14.1")
-                    and flags.get("DS_ACCELERATOR") != "cuda"):
+            accelerator = targets.target(target).accelerator
+            if (accelerator is not None and version is not None and version >= Version("0.14.1")
+                    and flags.get("DS_ACCELERATOR") != accelerator):
                 self.r.problem(epath, f"deepspeed {version} picks its CPU accelerator when no GPU is visible "
-                               "during docker build, and the ops are useless on a GPU", "set DS_ACCELERATOR: cuda")
+                               "during docker build, and the ops are useless on a GPU",
+                               f"set DS_ACCELERATOR: {accelerator}")
         pydantic = self.pinned("pydantic")
         if (version is not None and Version("0.9.2") <= version <= Version("0.11.0") and pydantic is not None
                 and pydantic.version and Version(pydantic.version) >= Version("2")):

@@ -23,6 +23,7 @@ from .plan import plan_build
 from .profile import load_stack
 from .registry import find_local, known_base
 from .render import render_context
+from .targets import gpu_request
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool
     these), and remove the container unless ``keep``."""
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
     report = SmokeReport(image)
-    container = engine.start_container(image, name, {"io.stackbuild.smoke": "1"}, gpus)
+    container = engine.start_container(image, name, {"io.stackbuild.smoke": "1"}, gpu_request(None, gpus or "none"))
     report.container = name if keep else None
     try:
         command = ["python", "/opt/stackbuild/smoke/run.py", *(["--only", *only] if only else [])]
