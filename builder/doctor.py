@@ -293,14 +293,11 @@ class EngineInfo:
 
 def default_engine_probe() -> EngineInfo:
     """Ask the Docker engine for its version, runtimes and data root (raises EngineUnavailable)."""
-    from .engine import Engine  # only engine.py imports docker; imported late so doctor works without it
+    from . import engines  # imported late: doctor works where no engine library loads
 
-    engine = Engine.connect(timeout=15)
+    engine = engines.connect(timeout=15)
     try:
-        info = engine.client.info()
-        return EngineInfo(version=engine.version(), address=engine.address,
-                          runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
-                          root_dir=info.get("DockerRootDir"))
+        return EngineInfo(**engine.host_info())
     finally:
         engine.close()
 

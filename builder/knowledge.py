@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError
 
+from .names import KEBAB, RELEASE
 from .checks import CHECKS
 from .errors import ProfileError, Problem
 from .resources import display_path, stacks_dir
@@ -31,11 +32,11 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-ISSUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+ISSUE_ID = KEBAB
 REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+$")
-STACK_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+STACK_NAME = KEBAB
 CHECK_NAME = re.compile(r"^[a-z0-9-]+$")
-ERA_KEY = re.compile(r"^(?P<stack>[a-z0-9]+(?:-[a-z0-9]+)*)@(?P<release>[0-9A-Za-z][0-9A-Za-z._-]{0,63})$")
+ERA_KEY = re.compile(rf"^(?P<stack>{KEBAB.pattern[1:-1]})@(?P<release>{RELEASE.pattern[1:-1]})$")
 
 # A pattern must contain this much fixed text outside optional parts and alternatives: it is what
 # doctor searches for first (str.find, fast), so only lines that contain it reach the regex.

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from . import schema, targets
 from .checks import COMMON_CHECKS, SmokeCheck, ordered
-from .errors import SelectionError
-from .lock import Lock, load_lock
-from . import targets
-from .profile import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from .compat import DISTRO_GLIBC, parse_base_image
+from .errors import LockError, SelectionError
+from .lockfile import Lock, LockInputs, lock_file, lock_problems, read_lock
+from .profile import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec, load_stack
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
@@ -59,6 +61,11 @@ class BuildPlan:
         return f"{self.stack.name}@{self.release.name}"
 
     @property
+    def label(self) -> str:
+        """'qlora@2023.07 (cpu +xformers)': the spec with its target and options, for messages and locks."""
+        return f"{self.spec} ({self.target.name}{''.join(f' +{o}' for o in self.options)})"
+
+    @property
     def torch_origin(self) -> str:
         """Where torch comes from, in words, as the target's entry says it."""
         return targets.target(self.target.name).torch_origin(self.target.torch_index, self.release.cuda)
@@ -87,17 +94,17 @@ class BuildPlan:
     def labels(self) -> dict[str, str]:
         """Image labels known at render time (the content hash is added when building)."""
         return {
-            "org.opencontainers.image.title": f"stackbuild {self.spec} ({self.target.name})",
-            "org.opencontainers.image.description": self.stack.title,
-            "org.opencontainers.image.version": f"{self.release.name}-{self.target.name}",
-            "org.opencontainers.image.base.name": self.target.base.ref,
-            "io.stackbuild.stack": self.stack.name,
-            "io.stackbuild.release": self.release.name,
-            "io.stackbuild.target": self.target.name,
-            "io.stackbuild.options": ",".join(self.options),
-            "io.stackbuild.pins": json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
-            "io.stackbuild.fixes": ",".join(f.issue.id for f in self.fixes),
-            **({"io.stackbuild.lock": json.dumps(self.lock.versions(), sort_keys=True, separators=(",", ":"))}
+            schema.OCI_TITLE: f"stackbuild {self.spec} ({self.target.name})",
+            schema.OCI_DESCRIPTION: self.stack.title,
+            schema.OCI_VERSION: f"{self.release.name}-{self.target.name}",
+            schema.OCI_BASE_NAME: self.target.base.ref,
+            schema.STACK: self.stack.name,
+            schema.RELEASE: self.release.name,
+            schema.TARGET: self.target.name,
+            schema.OPTIONS: ",".join(self.options),
+            schema.PINS: json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
+            schema.FIXES: ",".join(f.issue.id for f in self.fixes),
+            **({schema.LOCK: json.dumps(self.lock.versions(), sort_keys=True, separators=(",", ":"))}
                if self.lock else {}),
         }
 
@@ -169,3 +176,50 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         checks=select_checks(rel, fixes),
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan
+
+
+
+def plan_for(name: str, release: str | None = None, target: str | None = None,
+             options: tuple[str, ...] | list[str] = (), with_lock: bool = True) -> BuildPlan:
+    """Load a stack (by name or profile path) and plan one image of it."""
+    return plan_build(load_stack(name), release, target, options, with_lock)
+
+# ---------------------------------------------------------------------------------------------
+# The plan's lock: where it lives, what it is resolved from, reading it
+# ---------------------------------------------------------------------------------------------
+
+def lock_path(plan: BuildPlan) -> Path:
+    return lock_file(plan.stack.path, plan.stack.name, plan.release.name, plan.target.name, plan.options)
+
+
+def platform_of(plan: BuildPlan) -> str:
+    base = parse_base_image(plan.target.base.ref)
+    glibc = DISTRO_GLIBC.get((base.distro, base.release)) if base else None
+    if glibc is None:
+        raise LockError(f"stackbuild does not know the glibc of {plan.target.base.ref}, so it cannot lock for it")
+    return targets.target(plan.target.name).lock_platform(glibc)
+
+
+def lock_inputs(plan: BuildPlan) -> LockInputs:
+    """Each layer's top-level requirements, in layer order, with the Python, platform and date."""
+    groups = [("bootstrap", tuple(p.requirement for p in plan.release.bootstrap)),
+              ("torch", tuple(p.requirement for p in (plan.target.torch, *plan.release.with_torch)))]
+    groups += [(f"compiled:{step.pin.name}", tuple(p.requirement for p in (*step.requires, step.pin)))
+               for step in plan.compiled]
+    groups += [("packages", tuple(p.requirement for p in plan.packages)),
+               ("last", tuple(p.requirement for p in plan.last_packages))]
+    return LockInputs(plan.label, plan.target.python, platform_of(plan), f"{plan.release.date}T23:59:59Z",
+                      tuple((k, reqs) for k, reqs in groups if reqs))
+
+
+def load_lock(plan: BuildPlan) -> Lock | None:
+    """The plan's lock, None when it has none; LockError when it is unreadable or stale."""
+    path = lock_path(plan)
+    if not path.is_file():
+        return None
+    lock = read_lock(path)
+    problems = lock_problems(lock, lock_inputs(plan))
+    if problems:
+        raise LockError(f"{path} does not fit {plan.spec} ({plan.target.name}) any more: " + "; ".join(problems)
+                        + f"\nrun `stackbuild lock {plan.spec} --target {plan.target.name}` to make it again")
+    return lock

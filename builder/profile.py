@@ -23,19 +23,20 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 
-from . import compat, targets
+from . import compat, names, targets
 from .errors import Problem, ProfileError, SelectionError
 from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
 from .resources import display_path, stacks_dir
+from .spec import is_profile_path
 from .validation import Strict, dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
 
 TARGETS = targets.NAMES
 Target = targets.TargetName
 
-NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME = names.KEBAB
+RELEASE_NAME = names.RELEASE
+ENV_NAME = names.IDENTIFIER
 # Values land in `ENV K=V` and shell command prefixes: no quoting characters, `$` or whitespace.
 ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*$")
 APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?$")
@@ -326,7 +327,7 @@ def available_stacks(directory: Path | None = None) -> list[str]:
 
 def stack_path(spec: str) -> Path:
     """The profile file for a stack name or a path to a YAML file."""
-    if spec.endswith((".yaml", ".yml")) or "/" in spec:
+    if is_profile_path(spec):
         return Path(spec)
     if not NAME.match(spec) or not (stacks_dir() / f"{spec}.yaml").is_file():
         names = available_stacks()

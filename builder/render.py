@@ -15,8 +15,9 @@ from pathlib import Path
 import jinja2
 
 from .errors import RenderError
-from .lock import Lock, LockedPackage
-from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan
+from .files import write_atomic, write_folder_atomic
+from .lockfile import Lock, LockedPackage
+from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan, plan_for
 from .resources import templates_dir
 
 
@@ -146,3 +147,23 @@ def render_context(plan: BuildPlan) -> BuildContext:
         files[f"files/{shipped.name}"] = shipped.content.encode()
     files.update(lock_layers(plan.lock)[1])
     return BuildContext(plan, render_dockerfile(plan), tuple(sorted(files.items())))
+
+
+def prepare(name: str, release: str | None, target: str | None,
+            options: list[str] | tuple[str, ...] = ()) -> BuildContext:
+    """Load, plan and render one stack (by name or profile path) into its build context."""
+    return render_context(plan_for(name, release, target, options))
+
+
+def write_dockerfile(context: BuildContext, path: Path) -> None:
+    """Write the Dockerfile alone (atomically) to ``path``."""
+    if path.is_dir():
+        raise RenderError(f"cannot write {path}: it is a folder (use --context for a build context)")
+    write_atomic(path, context.dockerfile, RenderError)
+
+
+def write_context(context: BuildContext, folder: Path) -> None:
+    """Write the whole build context into ``folder``, which must be new or empty (all or nothing)."""
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RenderError(f"--context {folder} must be a new or empty folder")
+    write_folder_atomic(folder, context.write, RenderError)

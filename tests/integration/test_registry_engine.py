@@ -17,7 +17,8 @@ from dataclasses import replace
 import docker.errors
 import pytest
 
-from builder.build import build_image, prepare
+from builder.build import build_image
+from builder.render import prepare
 from builder.engine import split_ref
 
 from .conftest import FIXTURES, TEST_LABEL

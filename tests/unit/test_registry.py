@@ -7,8 +7,9 @@ import json
 import docker.errors
 import pytest
 
-from builder.build import prepare
-from builder.engine import BuildEvent, Engine, registry_reason, split_ref
+from builder.render import prepare
+from builder.engine import DockerEngine, registry_reason, split_ref
+from builder.engine_api import BuildEvent
 from builder.errors import RegistryError
 from builder.registry import expected_labels, label_mismatches
 
@@ -197,7 +198,7 @@ def test_engine_push_reads_every_chunk_and_raises_on_an_error_chunk():
               {"errorDetail": {"message": "blob upload unknown"}, "error": "blob upload unknown"}]
     events: list[BuildEvent] = []
     with pytest.raises(RegistryError) as info:
-        Engine(_Client(chunks), "unix:///x").push("localhost:5000/a:b", events.append)
+        DockerEngine(_Client(chunks), "unix:///x").push("localhost:5000/a:b", events.append)
     assert str(info.value) == "cannot push localhost:5000/a:b: blob upload unknown" and info.value.reason == "other"
     assert [(e.kind, e.layer, e.text, e.done, e.size) for e in events] == [
         ("layer", "aaa", "Preparing", 0, 0), ("layer", "aaa", "Pushing", 5, 10)]
@@ -205,16 +206,16 @@ def test_engine_push_reads_every_chunk_and_raises_on_an_error_chunk():
 
 def test_engine_push_returns_the_digest_and_needs_one():
     done = [{"status": "Pushed", "id": "aaa"}, {"aux": {"Tag": "b", "Digest": "sha256:9", "Size": 1}}]
-    assert Engine(_Client(done), "unix:///x").push("localhost:5000/a:b") == "sha256:9"
+    assert DockerEngine(_Client(done), "unix:///x").push("localhost:5000/a:b") == "sha256:9"
     with pytest.raises(RegistryError, match="confirmed no digest"):
-        Engine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
+        DockerEngine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
 
 
 def test_engine_pull_turns_an_api_error_into_a_registry_error():
     response = type("R", (), {"status_code": 404, "reason": "Not Found", "url": "x"})()
     exc = docker.errors.APIError("404", response=response, explanation="manifest for a:b not found: manifest unknown")
     with pytest.raises(RegistryError) as info:
-        Engine(_Client(exc=exc), "unix:///x").pull("a:b")
+        DockerEngine(_Client(exc=exc), "unix:///x").pull("a:b")
     assert info.value.reason == "not-found" and "manifest unknown" in str(info.value)
 
 
