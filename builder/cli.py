@@ -1,20 +1,17 @@
 """The `stackbuild` command line: parse options, call one library function, print (builder/output.py).
 
-Errors: every ``StackbuildError`` is caught in one place (``_ErrorBoundary``) and printed as
-``error: …`` on stderr with its exit code; a traceback only with ``--debug`` (and never with local
-variables, which can hold secrets).
+Errors: every ``StackbuildError`` is caught in one place (``output.ErrorBoundary``) and printed
+as ``error: …`` on stderr with its exit code.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from typer.core import TyperGroup
 
 from . import __version__, engines, output, schema, targets
 from .build import build_image, parse_build_args
@@ -23,7 +20,7 @@ from .config import config_path, load_settings
 from .containers import (RunOptions, check_options, default_name, find, list_containers, run_container, running,
                          shell_argv)
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
-from .errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, StackbuildError, UsageError
+from .errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
 from .images import image_of, matches_profile, packages_of
 from .lock import check_locks, lock_and_write, lock_check_error, lock_selection
 from .lockfile import package_diff
@@ -36,33 +33,8 @@ from .smoke import SmokeResult, run_smoke, write_junit
 from .spec import split_spec
 
 
-class _ErrorBoundary(TyperGroup):
-    """The one place errors are turned into `error: …` and an exit code."""
-
-    def invoke(self, ctx: typer.Context):
-        debug = bool(ctx.params.get("debug"))
-        try:
-            return super().invoke(ctx)
-        except StackbuildError as exc:
-            if debug:
-                traceback.print_exc()
-            print(f"error: {exc}", file=sys.stderr)
-            ctx.exit(exc.exit_code)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise  # usage errors and exits: typer prints and exits as it always does
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            ctx.exit(130)
-        except Exception as exc:
-            if debug:
-                raise
-            print(f"error: internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)",
-                  file=sys.stderr)
-            ctx.exit(1)
-
-
 app = typer.Typer(
-    cls=_ErrorBoundary,
+    cls=output.ErrorBoundary,
     name="stackbuild",
     help="Curated, pinned Docker images for LLM training stacks that work the first time.",
     no_args_is_help=True,
@@ -199,40 +171,39 @@ def build_command(
 
 
 def _registry_job(ctx: typer.Context, command: str, spec: str, target: str | None, options: list[str] | None,
-                  registry: str | None) -> tuple:
-    """What pull and push start from: the stack's build context, the registry (required), the engine."""
+                  registry: str | None, quiet: bool, as_json: bool, move) -> tuple:
+    """pull and push: the stack's build context, the registry (required) and the engine, then ``move``
+    with progress."""
     chosen = require_registry(_settings(ctx, registry=registry).registry, command)
     name, release = split_spec(spec)
-    return prepare(name, release, target, options or []), chosen, engines.connect()
+    context, engine = prepare(name, release, target, options or []), engines.connect()
+    with output.progress(quiet, as_json) as reporter:
+        return move(engine, context, chosen, reporter)
 
 
 @app.command("pull")
 def pull_command(ctx: typer.Context, spec: StackSpecArg, target: TargetOpt = None, options: WithOpt = None,
                  registry: RegistryOpt = None, quiet: QuietOpt = False, as_json: ProgressJsonOpt = False) -> None:
     """Pull the prebuilt image the local profile would build (its content tag), with per-layer progress."""
-    context, chosen, engine = _registry_job(ctx, "pull", spec, target, options, registry)
-    with output.progress(quiet, as_json) as reporter:
-        ref, pulled = pull_prebuilt(engine, context, chosen, reporter)
+    ref, pulled = _registry_job(ctx, "pull", spec, target, options, registry, quiet, as_json, pull_prebuilt)
     if as_json:
         print_json({"event": "result", "image": ref.moving, "content_tag": ref.immutable, "id": pulled.image_id,
                     "content_hash": ref.content_hash}, lines=True)
-        return
-    out.print(f"pulled {ref.immutable} = {ref.moving} (labels match the profile)")
+    else:
+        out.print(f"pulled {ref.immutable} = {ref.moving} (labels match the profile)")
 
 
 @app.command("push")
 def push_command(ctx: typer.Context, spec: StackSpecArg, target: TargetOpt = None, options: WithOpt = None,
                  registry: RegistryOpt = None, quiet: QuietOpt = False, as_json: ProgressJsonOpt = False) -> None:
     """Push the built image of a stack under its content tag and its moving tag."""
-    context, chosen, engine = _registry_job(ctx, "push", spec, target, options, registry)
-    with output.progress(quiet, as_json) as reporter:
-        ref, pushed = push_image(engine, context, chosen, reporter)
+    ref, pushed = _registry_job(ctx, "push", spec, target, options, registry, quiet, as_json, push_image)
     if as_json:
         print_json({"event": "result", "content_hash": ref.content_hash,
                     "pushed": [{"name": p.name, "digest": p.digest} for p in pushed]}, lines=True)
-        return
-    for item in pushed:
-        out.print(f"pushed {item.name} ({item.digest})")
+    else:
+        for item in pushed:
+            out.print(f"pushed {item.name} ({item.digest})")
 
 
 @app.command("inspect")

@@ -1,4 +1,4 @@
-"""Everything a person sees: tables, stack descriptions, results, diagnoses and build progress.
+"""Everything a person sees: tables, stack descriptions, results, diagnoses, errors and progress.
 
 The CLI hands this module plain data (dicts and result objects from the library) and it prints;
 nothing here decides anything. Tables fit the terminal (80 columns when piped): a column too wide
@@ -8,16 +8,47 @@ to fit goes on its own line under its row, never folded a few characters per lin
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
+import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from .engine_api import BuildEvent
+from .errors import StackbuildError
 
 # markup=False: profile text such as "[patch]" must print as written, never as rich markup.
 out = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+class ErrorBoundary(TyperGroup):
+    """The one place errors are turned into `error: …` and an exit code: a traceback only with
+    ``--debug``, and never with local variables, which can hold secrets."""
+
+    def invoke(self, ctx: typer.Context):
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except StackbuildError as exc:
+            if debug:
+                traceback.print_exc()
+            print(f"error: {exc}", file=sys.stderr)
+            ctx.exit(exc.exit_code)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # usage errors and exits: typer prints and exits as it always does
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            ctx.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            print(f"error: internal error: {type(exc).__name__}: {exc} (run again with --debug and report it)",
+                  file=sys.stderr)
+            ctx.exit(1)
 
 
 def print_json(data, *, lines: bool = False) -> None:
@@ -32,10 +63,18 @@ def warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
+def terminal_width() -> int:
+    """$COLUMNS when set, else the terminal's width; 80 when the output is not a terminal (piped)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return out.width if out.is_terminal else 80
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, width: int | None = None) -> None:
     """Columns padded to their widest cell. When the row is wider than the terminal, the last column
     goes on its own line under its row, indented, whole (so titles are read, not folded per word)."""
-    width = width or out.width
+    width = width or terminal_width()
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     fits = sum(widths) + 2 * (len(widths) - 1) <= width
 
