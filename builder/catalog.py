@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .lockfile import lock_file
 from .plan import IMPLIED_APT, select_checks
-from .profile import RawStack, Release, Stack, available_stacks, load_stack
+from .profile import available_stacks, load_stack
+from .profile_yaml import RawStack
 from .resources import user_path
+from .stack import Release, Stack
 
 
 def list_stacks() -> list[dict]:

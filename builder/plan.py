@@ -15,7 +15,8 @@ from .checks import COMMON_CHECKS, SmokeCheck, ordered
 from .compat import DISTRO_GLIBC, parse_base_image
 from .errors import LockError, SelectionError
 from .lockfile import Lock, LockInputs, lock_file, lock_problems, read_lock
-from .profile import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec, load_stack
+from .profile import load_stack
+from .stack import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git

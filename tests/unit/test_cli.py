@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from builder.catalog import list_stacks
-from builder.profile import RawStack
+from builder.profile_yaml import RawStack
 
 
 def test_list_json_has_every_stack_release_and_target(cli):
