@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from builder.build import build_image  # noqa: E402
-from builder.render import prepare  # noqa: E402
 from builder.config import load_settings  # noqa: E402
 from builder.engine import DockerEngine  # noqa: E402
 from builder.engine_api import BuildLog  # noqa: E402
@@ -34,6 +33,7 @@ from builder.lockfile import write_lock  # noqa: E402
 from builder.plan import lock_path  # noqa: E402
 from builder.plan import plan_build  # noqa: E402
 from builder.profile import load_stack, stack_path  # noqa: E402
+from builder.render import prepare  # noqa: E402
 from builder.site import SiteServer  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}

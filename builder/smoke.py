@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 from . import schema
 from .engine_api import ContainerEngine
 from .errors import SmokeError
+from .files import write_atomic
 from .targets import gpu_request
 
 
@@ -103,7 +104,4 @@ def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None, k
 
 
 def write_junit(report: SmokeReport, path: Path) -> None:
-    try:
-        path.write_text(report.junit(), encoding="utf-8")
-    except OSError as exc:
-        raise SmokeError(f"cannot write {path}: {exc.strerror}") from None
+    write_atomic(path, report.junit(), SmokeError)

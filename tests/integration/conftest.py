@@ -21,10 +21,10 @@ import docker
 import pytest
 
 from builder.build import BuildResult, build_image
-from builder.render import prepare
 from builder.config import load_settings
 from builder.engine import DockerEngine
 from builder.engine_api import BuildLog
+from builder.render import prepare
 from builder.site import SiteServer
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -16,13 +16,13 @@ import time
 import pytest
 
 from builder.build import build_image
-from builder.render import prepare
 from builder.config import load_settings
 from builder.engine import DockerEngine
 from builder.engine_api import BuildLog
 from builder.errors import BuildError
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
+from builder.render import prepare
 from builder.site import SiteServer
 
 from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique

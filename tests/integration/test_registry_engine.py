@@ -18,8 +18,8 @@ import docker.errors
 import pytest
 
 from builder.build import build_image
-from builder.render import prepare
 from builder.engine import split_ref
+from builder.render import prepare
 
 from .conftest import FIXTURES, TEST_LABEL
 

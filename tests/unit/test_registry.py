@@ -7,11 +7,11 @@ import json
 import docker.errors
 import pytest
 
-from builder.render import prepare
 from builder.engine import DockerEngine, registry_reason, split_ref
 from builder.engine_api import BuildEvent
 from builder.errors import RegistryError
 from builder.registry import expected_labels, label_mismatches
+from builder.render import prepare
 
 from .conftest import BASE_DIGEST
 
