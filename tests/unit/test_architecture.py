@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from builder import engine_api, targets
 from builder.engine import DockerEngine
 from tests.unit.conftest import FakeEngine
@@ -115,3 +117,27 @@ def test_every_target_entry_answers_what_the_rest_asks():
 
 def test_the_cli_is_a_thin_shell():
     assert len((ROOT / "builder" / "cli.py").read_text().splitlines()) < 500
+
+
+def test_one_name_value_parser_serves_build_args_and_container_env():
+    from builder.build import parse_build_args
+    from builder.containers import parse_env
+    from builder.errors import ConfigError, UsageError
+
+    assert parse_build_args(["HTTPS_PROXY=http://p:3128", "A=b=c"]) == {"HTTPS_PROXY": "http://p:3128", "A": "b=c"}
+    assert parse_env(["A=b=c", "B="]) == {"A": "b=c", "B": ""}
+    for bad in ("no-equals", "1A=x", "A-B=x"):
+        with pytest.raises(ConfigError, match=f"--build-arg '{bad}' is not NAME=VALUE"):
+            parse_build_args([bad])
+        with pytest.raises(UsageError, match=f"--env {bad}: write it as NAME=VALUE"):
+            parse_env([bad])
+
+
+def test_lock_files_are_named_in_one_place():
+    from builder.lockfile import lock_file
+    from builder.plan import lock_path, plan_for
+
+    plan = plan_for("flash-attn-fsdp", "2023.06", "cuda", ["xformers"], with_lock=False)
+    assert lock_path(plan) == lock_file(plan.stack.path, "flash-attn-fsdp", "2023.06", "cuda", ["xformers"])
+    assert lock_path(plan).name == "flash-attn-fsdp@2023.06-cuda+xformers.txt"
+    assert lock_path(plan).parent == plan.stack.path.parent / "locks"
