@@ -1,9 +1,9 @@
-"""Smoke checks: which ones an image carries, and running them inside a container.
+"""Smoke checks: running an image's checks inside a container and reporting them.
 
 The checks themselves live in templates/context/smoke/ and are copied into every image
 (/opt/stackbuild/smoke/), so a pulled image can prove itself with its own Python, offline. The
-manifest (/opt/stackbuild/manifest.json) lists them with the pins they verify. This module
-picks the checks for a plan and drives the in-image runner through the engine.
+manifest (/opt/stackbuild/manifest.json) lists them with the pins they verify (plan.select_checks
+picks them). This module drives the in-image runner through the engine.
 """
 
 from __future__ import annotations

@@ -48,7 +48,6 @@ class Target:
     """One target's rules. Messages are (problem, fix) pairs the profile loader reports."""
 
     name: str
-    summary: str
     gpu: bool  # images of it run on an accelerator: containers get every GPU by default
     accelerator: str | None  # the release field naming the accelerator version ("cuda"), None for none
     base_distro: str | None  # the distribution its base must be (None: the accelerator's own images)
@@ -105,10 +104,12 @@ class Target:
 
 # In order of preference: the first a release has is its default target.
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    Target("cuda", "an nvidia/cuda devel base, CUDA ops compiled for an arch list", gpu=True, accelerator="cuda",
+    # an nvidia/cuda devel base, CUDA ops compiled for an arch list
+    Target("cuda", gpu=True, accelerator="cuda",
            base_distro=None, base_fix="use nvidia/cuda:{version}.<patch>-cudnn-devel-ubuntu22.04 or similar",
            image_size=20 * GIB),
-    Target("cpu", "a Debian slim base, the same pins minus what needs a GPU to build", gpu=False, accelerator=None,
+    # a Debian slim base, the same pins minus what needs a GPU to build
+    Target("cpu", gpu=False, accelerator=None,
            base_distro="debian",
            base_fix="use debian:bullseye-slim (3.9), bookworm-slim (3.11) or trixie-slim (3.13)",
            image_size=10 * GIB),
