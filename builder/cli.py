@@ -6,6 +6,7 @@ as ``error: …`` on stderr with its exit code.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -272,12 +273,7 @@ def diff_command(
     as_json: JsonOpt = False,
 ) -> None:
     """The package differences between two releases, two locks or two images (from their labels)."""
-    connected: list = []
-
-    def engine():
-        connected[:] = connected or [engines.connect()]
-        return connected[0]
-
+    engine = functools.cache(engines.connect)  # connected once, and only when an image is named
     a, b = packages_of(first, target, engine), packages_of(second, target, engine)
     rows = package_diff(a, b)
     if as_json:
