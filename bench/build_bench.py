@@ -24,12 +24,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.build import build_image, prepare  # noqa: E402
+from builder.build import build_image  # noqa: E402
 from builder.config import load_settings  # noqa: E402
-from builder.engine import BuildLog, Engine  # noqa: E402
-from builder.lock import lock_path, make_lock, write_lock  # noqa: E402
+from builder.engine import DockerEngine  # noqa: E402
+from builder.engine_api import BuildLog  # noqa: E402
+from builder.lock import make_lock  # noqa: E402
+from builder.lockfile import write_lock  # noqa: E402
+from builder.plan import lock_path  # noqa: E402
 from builder.plan import plan_build  # noqa: E402
 from builder.profile import load_stack, stack_path  # noqa: E402
+from builder.render import prepare  # noqa: E402
 from builder.site import SiteServer  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}
@@ -81,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     # The bench's own names, so the real stackbuild/<stack> tags are never moved.
     settings = replace(load_settings(), registry="stackbuild-bench")
-    engine = Engine.connect(timeout=3600)
+    engine = DockerEngine.connect(timeout=3600)
     stack, _, release = args.spec.partition("@")
     made: list[str] = []
 
@@ -126,7 +130,7 @@ def main() -> None:
     _cleanup(engine, made)
 
 
-def _cleanup(engine: Engine, made: list[str]) -> None:
+def _cleanup(engine: DockerEngine, made: list[str]) -> None:
     for tag in dict.fromkeys(made):
         try:
             engine.client.remove_image(tag, force=True)

@@ -13,25 +13,23 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import engines, schema
 from .config import Settings
 from .doctor import diagnose, diagnosis_lines
-from .engine import BuildEvent, BuildLog, Engine
+from .engine_api import BuildEvent, BuildLog, Engine, OnEvent
 from .errors import BuildError, ConfigError, RegistryError
-from .identity import ImageRef, image_ref
-from .plan import plan_build
-from .profile import load_stack
-from .registry import find_local, pull_verified, resolve_ref
-from .render import BuildContext, render_context
+from .identity import ImageRef
+from .names import parse_assignments
+from .registry import locate, pull_verified
+from .render import BuildContext
 from .site import SiteServer
 
 # SIMD features that decide whether code compiled with -march=native runs on another CPU.
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                 "avx512_bf16", "amx_tile", "asimd", "sve")
-BUILD_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,11 @@ class BuildResult:
     cached_steps: int
     seconds: float
     source: str = "built"  # built | pulled (from the registry) | local (this content tag was here already)
+
+    def as_dict(self) -> dict:
+        return {"image": self.ref.moving, "content_tag": self.ref.immutable, "id": self.image_id,
+                "content_hash": self.ref.content_hash, "source": self.source, "steps": self.steps,
+                "cached_steps": self.cached_steps, "seconds": round(self.seconds, 1)}
 
     @property
     def fully_cached(self) -> bool:
@@ -69,18 +72,7 @@ def host_cpu_summary(engine_address: str) -> str:
 
 
 def parse_build_args(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not BUILD_ARG.match(name):
-            raise ConfigError(f"--build-arg '{pair}' is not NAME=VALUE")
-        out[name] = value
-    return out
-
-
-def prepare(spec: str, release: str | None, target: str | None, options: list[str] | tuple[str, ...]) -> BuildContext:
-    """Load, plan and render one stack (by name or profile path) into its build context."""
-    return render_context(plan_build(load_stack(spec), release, target, options))
+    return parse_assignments(pairs, ConfigError, "--build-arg '{}' is not NAME=VALUE")
 
 
 def build_image(
@@ -94,7 +86,7 @@ def build_image(
     pull: bool = False,
     use_registry: bool = True,
     buildargs: dict[str, str] | None = None,
-    on_event: Callable[[BuildEvent], None] = lambda event: None,
+    on_event: OnEvent = lambda event: None,
 ) -> BuildResult:
     """Reuse, pull or build one image; tags it with its moving and content tags (and any extra tags).
 
@@ -111,15 +103,15 @@ def build_image(
     for tag in extra_tags:
         if not re.match(r"^[a-z0-9./_:-]+\Z", tag) or tag.endswith(":"):
             raise ConfigError(f"--tag '{tag}' is not an image name")
-    engine = engine or Engine.connect()
+    engine = engine or engines.connect()
     plan = context.plan
     started = time.monotonic()
-    ref, base, base_here = resolve_ref(engine, context, settings.registry, pull, on_event)
+    located = locate(engine, context, settings.registry, "fresh" if pull else "fetch", on_event)
+    ref = located.ref
     if not nocache:
-        found = find_local(engine, ref, plan.stack.name)
-        if found is not None:
-            on_event(BuildEvent("note", f"{found[0]} is here already: nothing to build"))
-            return _finish(engine, found[1], ref, extra_tags, 0, 0, started, "local")
+        if located.local is not None:
+            on_event(BuildEvent("note", f"{located.local[0]} is here already: nothing to build"))
+            return _finish(engine, located.local[1], ref, extra_tags, 0, 0, started, "local")
         if use_registry and settings.registry:
             pulled = _try_pull(engine, plan, ref, on_event)
             if pulled is not None:
@@ -128,17 +120,16 @@ def build_image(
         on_event(BuildEvent("warning", f"{plan.spec} ({plan.target.name}) has no lock: pip resolves its transitive "
                                        "dependencies during the build, so two builds may differ (`stackbuild lock "
                                        f"{plan.spec} --target {plan.target.name}` makes one)"))
-    if not base_here:
-        base = engine.base_identity(plan.target.base.ref, True, on_event)
-        moved = image_ref(context, base, settings.registry)
-        if moved != ref:
+    if not located.base_here:
+        located = locate(engine, context, settings.registry, "present", on_event)
+        if located.ref != ref:
             on_event(BuildEvent("warning", f"{plan.target.base.ref} changed in its registry while stackbuild looked "
-                                           f"for a prebuilt image; building {moved.immutable}"))
-            ref = moved
+                                           f"for a prebuilt image; building {located.ref.immutable}"))
+            ref = located.ref
     labels = {
-        "io.stackbuild.content-hash": ref.content_hash,
-        "io.stackbuild.base": base,
-        "io.stackbuild.build-host-cpu": host_cpu_summary(engine.address),
+        schema.CONTENT_HASH: ref.content_hash,
+        schema.BASE: located.base,
+        schema.BUILD_HOST_CPU: host_cpu_summary(engine.address),
         **(extra_labels or {}),
     }
     log = BuildLog()
@@ -171,7 +162,7 @@ def _finish(engine: Engine, image_id: str, ref: ImageRef, extra_tags: tuple[str,
     return BuildResult(ref, image_id, steps, cached, time.monotonic() - started, source)
 
 
-def _try_pull(engine: Engine, plan, ref: ImageRef, on_event: Callable[[BuildEvent], None]) -> str | None:
+def _try_pull(engine: Engine, plan, ref: ImageRef, on_event: OnEvent) -> str | None:
     """The image id of the verified prebuilt image, or None (with a note or a warning) to build it here."""
     on_event(BuildEvent("note", f"looking for {ref.immutable} in the registry"))
     try:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from .errors import SelectionError
+from .lockfile import lock_file
 from .plan import IMPLIED_APT, select_checks
-from .profile import RELEASE_NAME, RawStack, Release, Stack, available_stacks, load_stack
-from .resources import display_path
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """'qlora@2023.07' -> ('qlora', '2023.07'); 'qlora' -> ('qlora', None)."""
-    name, sep, release = spec.rpartition("@")
-    if not sep:
-        return spec, None
-    if not name or not RELEASE_NAME.match(release):
-        raise SelectionError(f"'{spec}' is not STACK or STACK@RELEASE")
-    return name, release
+from .profile import available_stacks, load_stack
+from .profile_yaml import RawStack
+from .resources import user_path
+from .stack import Release, Stack
 
 
 def list_stacks() -> list[dict]:
@@ -38,8 +30,8 @@ def list_stacks() -> list[dict]:
 
 def _lock_file(stack: Stack, rel: Release, target: str) -> str | None:
     """The target's committed lock file (shown, not checked: `stackbuild lock --check` does that)."""
-    path = stack.path.parent / "locks" / f"{stack.name}@{rel.name}-{target}.txt"
-    return display_path(path) if path.is_file() else None
+    path = lock_file(stack.path, stack.name, rel.name, target)
+    return user_path(path) if path.is_file() else None
 
 
 def _describe_release(stack: Stack, rel: Release) -> dict:

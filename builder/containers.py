@@ -14,25 +14,27 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import Engine
+from . import schema
+from .engine_api import ContainerEngine
 from .errors import ContainerError, SelectionError, UsageError
+from .names import parse_assignments
 from .printable import printable
+from .targets import gpu_request
 
-LABEL = "io.stackbuild.container"
+LABEL = schema.CONTAINER
 HF_VOLUME = "stackbuild-hf-cache"
 RLIMIT_NAMES = {3: "stack", 8: "memlock"}  # Linux RLIMIT_STACK, RLIMIT_MEMLOCK
 HF_HOME = "/root/.cache/huggingface"
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 NAME_OR_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")  # what find() may ask the engine about
 SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?\Z", re.IGNORECASE)
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)\Z")
 
 
 @dataclass
 class RunOptions:
     name: str | None = None
-    gpus: str | None = None  # None: all GPUs on a cuda target, none on cpu
+    gpus: str | None = None  # None: the target's default (targets.py: every GPU for a GPU target)
     volumes: list[str] = field(default_factory=list)  # SRC:DST[:ro]
     workdir: str | None = None
     env: list[str] = field(default_factory=list)  # K=V
@@ -81,13 +83,7 @@ def parse_binds(specs: list[str]) -> list[str]:
 
 
 def parse_env(specs: list[str]) -> dict[str, str]:
-    env = {}
-    for spec in specs:
-        key, sep, value = spec.partition("=")
-        if not sep or not ENV_KEY.match(key):
-            raise UsageError(f"--env {spec}: write it as NAME=VALUE")
-        env[key] = value
-    return env
+    return parse_assignments(specs, UsageError, "--env {}: write it as NAME=VALUE")
 
 
 def parse_ports(specs: list[str]) -> dict[str, int | None]:
@@ -114,14 +110,14 @@ def check_options(options: RunOptions) -> None:
         raise UsageError(f"--workdir {options.workdir}: must be an absolute path inside the container")
 
 
-def run_container(engine: Engine, image: str, labels: dict[str, str], name: str, target: str,
+def run_container(engine: ContainerEngine, image: str, labels: dict[str, str], name: str, target: str,
                   options: RunOptions) -> Started:
     """Create and start a working container of ``image``; nothing is left behind when it fails."""
     check_options(options)
     binds = parse_binds(options.volumes)
     env = parse_env(options.env)
     ports = parse_ports(options.ports)
-    gpus = options.gpus if options.gpus is not None else ("all" if target == "cuda" else "none")
+    gpus = gpu_request(target, options.gpus)
     volumes = {}
     if options.hf_cache:
         volumes[HF_VOLUME] = HF_HOME
@@ -160,18 +156,18 @@ class Listed:
     status: str
 
 
-def list_containers(engine: Engine) -> list[Listed]:
+def list_containers(engine: ContainerEngine) -> list[Listed]:
     out = []
     for info in engine.containers(LABEL):
         labels = (info.get("Config") or {}).get("Labels") or {}
-        spec = f"{labels.get('io.stackbuild.stack', '?')}@{labels.get('io.stackbuild.release', '?')} " \
-               f"({labels.get('io.stackbuild.target', '?')})"
+        spec = f"{labels.get(schema.STACK, '?')}@{labels.get(schema.RELEASE, '?')} " \
+               f"({labels.get(schema.TARGET, '?')})"
         out.append(Listed(info["Name"].lstrip("/"), spec, (info.get("Config") or {}).get("Image", "?"),
                           (info.get("State") or {}).get("Status", "?")))
     return sorted(out, key=lambda c: c.name)
 
 
-def find(engine: Engine, name: str) -> dict:
+def find(engine: ContainerEngine, name: str) -> dict:
     """A stackbuild container by name or id; anything else is refused with what exists."""
     # a name the engine would take as a path ('x/..' reaches /containers/json) is no container
     info = engine.container(name) if NAME_OR_ID.match(name) else None
@@ -184,7 +180,7 @@ def find(engine: Engine, name: str) -> dict:
     return info
 
 
-def running(engine: Engine, name: str) -> dict:
+def running(engine: ContainerEngine, name: str) -> dict:
     info = find(engine, name)
     if not (info.get("State") or {}).get("Running"):
         raise ContainerError(f"{name} is not running ({(info.get('State') or {}).get('Status', '?')}): "
@@ -192,7 +188,7 @@ def running(engine: Engine, name: str) -> dict:
     return info
 
 
-def shell_argv(engine: Engine, name: str, shell: str = "bash") -> list[str]:
+def shell_argv(engine: ContainerEngine, name: str, shell: str = "bash") -> list[str]:
     """The `docker exec -it NAME bash` command line for a running stackbuild container."""
     running(engine, name)
     docker_cli = shutil.which("docker")

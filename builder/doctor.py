@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from . import logscan
+from . import logscan, targets
+from .compat import version_tuple
 from .errors import DoctorError, EngineUnavailable
 from .knowledge import KnownIssue, load_knowledge_base
 from .logscan import EXCERPT_AFTER, EXCERPT_BEFORE
@@ -74,7 +75,6 @@ CUDA_COMPAT_FLOOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13":
 GIB = 1024 ** 3
 SHM_MIN = 1 * GIB
 RAM_MIN = 16 * GIB
-IMAGE_SIZE_ESTIMATE = {"cpu": 10 * GIB, "cuda": 20 * GIB}
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,14 +248,11 @@ class EngineInfo:
 
 def default_engine_probe() -> EngineInfo:
     """Ask the Docker engine for its version, runtimes and data root (raises EngineUnavailable)."""
-    from .engine import Engine  # only engine.py imports docker; imported late so doctor works without it
+    from . import engines  # imported late: doctor works where no engine library loads
 
-    engine = Engine.connect(timeout=15)
+    engine = engines.connect(timeout=15)
     try:
-        info = engine.client.info()
-        return EngineInfo(version=engine.version(), address=engine.address,
-                          runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
-                          root_dir=info.get("DockerRootDir"))
+        return EngineInfo(**engine.host_info())
     finally:
         engine.close()
 
@@ -312,11 +309,11 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
         gpu_error = f"nvidia-smi failed: {exc}"
     if target is None:
-        target = "cuda" if gpus else "cpu"
+        target = targets.for_host(bool(gpus))
 
     checks.append(_runtime_check(engine, target))
     checks.append(_driver_check(gpus, gpu_error, rel))
-    checks.extend(_gpu_checks(gpus, gpu_error, stack, rel, target))
+    checks.extend(_gpu_checks(gpus, gpu_error, rel))
     checks.append(_shm_check(Path(shm_path)))
     meminfo = _read_meminfo(Path(meminfo_path))
     checks.append(_ram_check(meminfo, meminfo_path))
@@ -338,16 +335,12 @@ def _runtime_check(engine: EngineInfo | None, target: str) -> HostCheck:
         return HostCheck("nvidia-runtime", "unknown", "no Docker engine answered, so its runtimes are unknown")
     if "nvidia" in engine.runtimes:
         return HostCheck("nvidia-runtime", "ok", f"runtimes: {', '.join(engine.runtimes)}")
-    status: Status = "warn" if target == "cuda" else "ok"
+    status: Status = "warn" if targets.runs_on_gpu(target) else "ok"
     return HostCheck("nvidia-runtime", status,
                      f"no 'nvidia' runtime registered (runtimes: {', '.join(engine.runtimes) or 'none'}); "
                      "GPU containers (--gpus) need the NVIDIA Container Toolkit",
                      "install the NVIDIA Container Toolkit and run: nvidia-ctk runtime configure --runtime=docker"
                      if status == "warn" else "")
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", text))
 
 
 def _driver_check(gpus: list[Gpu] | None, gpu_error: str, rel) -> HostCheck:
@@ -363,12 +356,12 @@ def _driver_check(gpus: list[Gpu] | None, gpu_error: str, rel) -> HostCheck:
     if need is None:
         return HostCheck("driver", "unknown", f"NVIDIA driver {driver}; no minimum known for CUDA {cuda}")
     floor = CUDA_COMPAT_FLOOR.get(cuda.split(".")[0], need)
-    have = _version_tuple(driver)
+    have = version_tuple(driver)
     where = "minimum per NVIDIA's CUDA toolkit release notes"
-    if have >= _version_tuple(need):
+    if have >= version_tuple(need):
         return HostCheck("driver", "ok", f"NVIDIA driver {driver} >= {need}, the CUDA {cuda} {where}")
     fix = f"update the NVIDIA driver to {need} or newer, or choose a release built for an older CUDA"
-    if have >= _version_tuple(floor):
+    if have >= version_tuple(floor):
         return HostCheck("driver", "warn", f"NVIDIA driver {driver} is below {need} ({where} for CUDA {cuda}) but "
                          f"within CUDA {cuda.split('.')[0]}.x minor-version compatibility (>= {floor}); "
                          "PTX JIT and some newer features will fail", fix)
@@ -385,16 +378,15 @@ def _flash_attn_major(rel) -> int | None:
     return None
 
 
-def _gpu_checks(gpus: list[Gpu] | None, gpu_error: str, stack, rel, target: str) -> list[HostCheck]:
+def _gpu_checks(gpus: list[Gpu] | None, gpu_error: str, rel) -> list[HostCheck]:
     if not gpus:
         return [HostCheck("gpu", "unknown", gpu_error or "nvidia-smi lists no GPU")]
-    cuda_target = rel.targets.get("cuda") if rel is not None else None
-    arch_list = cuda_target.arch_list if cuda_target is not None else ()
+    arch_list = next((t.arch_list for t in rel.targets.values() if t.arch_list), ()) if rel is not None else ()
     fa_major = _flash_attn_major(rel)
     checks = []
     for index, gpu in enumerate(gpus):
         name = f"gpu{index}"
-        cap = _version_tuple(gpu.capability)
+        cap = version_tuple(gpu.capability)
         label = f"{gpu.name}, compute capability {gpu.capability}"
         if fa_major is not None and fa_major >= 2 and cap < (8, 0):
             checks.append(HostCheck(name, "fail", f"{label}: flash-attn {fa_major} needs sm80 or newer",
@@ -405,8 +397,8 @@ def _gpu_checks(gpus: list[Gpu] | None, gpu_error: str, stack, rel, target: str)
         elif fa_major == 1 and cap not in ((8, 0), (9, 0)):
             checks.append(HostCheck(name, "warn", f"{label}: flash-attn 1.x backward with head_dim > 64 (every LLaMA) "
                                     "runs only on sm80/sm90", "use a release with flash-attn 2, or an A100/H100"))
-        elif arch_list and not any(_version_tuple(a) == cap for a in arch_list) and \
-                not any(_version_tuple(a)[0] == cap[0] and _version_tuple(a) <= cap for a in arch_list):
+        elif arch_list and not any(version_tuple(a) == cap for a in arch_list) and \
+                not any(version_tuple(a)[0] == cap[0] and version_tuple(a) <= cap for a in arch_list):
             checks.append(HostCheck(name, "warn", f"{label}: not in the release's arch list ({', '.join(arch_list)}); "
                                     "compiled extensions may have no kernel for it",
                                     "add it to the target's arch_list in the profile"))
@@ -461,7 +453,7 @@ def _disk_check(engine: EngineInfo | None, disk_path, target: str) -> HostCheck:
         free = shutil.disk_usage(path).free
     except OSError as exc:
         return HostCheck("disk", "unknown", f"cannot read free space of {path}: {exc.strerror or exc}")
-    need = IMAGE_SIZE_ESTIMATE.get(target, IMAGE_SIZE_ESTIMATE["cuda"])
+    need = targets.entry_or_default(target).image_size
     detail = f"{free / GIB:.1f} GiB free at {path}; a {target} image needs about {need / GIB:.0f} GiB"
     if free < need:
         return HostCheck("disk", "fail", detail, "free space (docker system prune, docker builder prune) or move "

@@ -1,4 +1,4 @@
-"""The Docker engine, behind a narrow interface. The only module that imports ``docker``.
+"""The Docker engine, implementing builder/engine_api.py. The only module that imports ``docker``.
 
 Builds go through the SDK's low-level API (the classic builder: no buildx here), streamed:
 every chunk becomes a ``BuildEvent``; an error chunk, an HTTP error or a connection that drops
@@ -13,7 +13,6 @@ import os
 import re
 import tarfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -22,13 +21,13 @@ import docker.types
 import docker.utils.config
 import requests.exceptions
 
+from .engine_api import BuildEvent, BuildLog
 from .errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
 from .printable import printable
 from .redact import redact
 from .safeio import MAX_JSON_BYTES, open_regular, read_text
+from .targets import GpuRequest
 
-STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-NONZERO = re.compile(r"returned a non-zero code: (\d+)")
 # How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).
 NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|name unknown|no such image", re.I)
 DENIED = re.compile(r"denied|unauthorized|authentication required|forbidden|\b40[13]\b|no basic auth", re.I)
@@ -58,33 +57,6 @@ def split_ref(ref: str) -> tuple[str, str]:
         repository, _, tag = ref.rpartition(":")
         return repository, tag
     return ref, "latest"
-
-
-@dataclass(frozen=True)
-class BuildEvent:
-    """One thing that happened during a build, for progress reporters."""
-
-    kind: str  # step | cached | output | done | layer | note | warning
-    text: str = ""
-    step: int = 0
-    total: int = 0
-    layer: str = ""  # layer events: the layer's short id, with bytes done of size
-    done: int = 0
-    size: int = 0
-
-
-@dataclass
-class BuildLog:
-    """The whole build output, kept so a failure can show its last lines and write it to a file."""
-
-    lines: list[str] = field(default_factory=list)
-    step: int = 0
-    total: int = 0
-    instruction: str = ""
-    step_start: int = 0
-
-    def tail(self, count: int = 15) -> list[str]:
-        return [line for line in self.lines[self.step_start:] if line.strip()][-count:]
 
 
 def context_tar(dockerfile: str, files: Iterable[tuple[str, bytes]]) -> io.BytesIO:
@@ -136,15 +108,15 @@ def _cli_context_hint() -> str:
     return ""
 
 
-class Engine:
-    """A connected Docker engine."""
+class DockerEngine:
+    """A connected Docker engine: implements builder/engine_api.py's Engine."""
 
     def __init__(self, client: docker.APIClient, address: str):
         self.client = client
         self.address = address
 
     @classmethod
-    def connect(cls, timeout: int = 600) -> Engine:
+    def connect(cls, timeout: int = 600) -> DockerEngine:
         """Connect and ping; EngineUnavailable says what was tried and how to start an engine."""
         address, origin = _engine_address()
         _check_client_config()
@@ -170,6 +142,11 @@ class Engine:
 
     def version(self) -> str:
         return self._call("version", self.client.version).get("Version", "?")
+
+    def host_info(self) -> dict:
+        info = self._call("info", self.client.info)
+        return {"version": self.version(), "address": self.address,
+                "runtimes": tuple(sorted((info.get("Runtimes") or {}).keys())), "root_dir": info.get("DockerRootDir")}
 
     def image(self, ref: str) -> dict | None:
         """`docker image inspect`, or None when the engine has no such image."""
@@ -293,12 +270,12 @@ class Engine:
                     message = chunk.get("errorDetail", {}).get("message") or chunk.get("error") or "unknown error"
                     message = redact(str(message))
                     log.lines.append(message)
-                    raise self._step_error(message, log)
+                    raise log.step_error(message)
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
                     image_id = chunk["aux"]["ID"]
                 text = chunk.get("stream") or chunk.get("status") or ""
                 for line in text.splitlines():
-                    self._line(line, log, on_event)
+                    log.record(line, on_event)
         except KeyboardInterrupt:
             # Dropping the connection makes the engine cancel the build; forcerm removes its container.
             self.client.close()
@@ -316,27 +293,7 @@ class Engine:
         on_event(BuildEvent("done", image_id))
         return image_id
 
-    @staticmethod
-    def _line(line: str, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> None:
-        line = redact(line)  # a tool that prints an index URL with its token: never shown, never in the log
-        log.lines.append(line)
-        step = STEP.match(line)
-        if step:
-            log.step, log.total, log.instruction = int(step[1]), int(step[2]), step[3]
-            log.step_start = len(log.lines)
-            on_event(BuildEvent("step", step[3], log.step, log.total))
-        elif line.strip() == "---> Using cache":
-            on_event(BuildEvent("cached", log.instruction, log.step, log.total))
-        elif not line.startswith((" ---> ", "Removing intermediate container", "Successfully ")):
-            on_event(BuildEvent("output", line, log.step, log.total))
-
-    @staticmethod
-    def _step_error(message: str, log: BuildLog) -> BuildError:
-        code = NONZERO.search(message)
-        return BuildError(message, step=log.step, total=log.total, instruction=log.instruction,
-                          exit_status=int(code[1]) if code else None)
-
-    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: str | None,
+    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: GpuRequest | None,
                         shm_size: str | None = None, *, network: str = "none", binds: list[str] | None = None,
                         volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
                         workdir: str | None = None, ports: dict[str, int | None] | None = None,
@@ -344,18 +301,15 @@ class Engine:
                         ulimits: dict[str, int] | None = None) -> str:
         """Start a long-lived container (its command just waits) and return its id.
 
+        ``gpus`` is what the target's entry asks for (targets.gpu_request), None for no GPU.
         ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
         limit's name to its soft and hard value (-1: unlimited). Nothing created is left behind when
         it fails.
         """
         device_requests = None
-        if gpus and gpus != "none":
-            if gpus == "all":
-                device_requests = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
-            elif gpus.isdigit():
-                device_requests = [docker.types.DeviceRequest(count=int(gpus), capabilities=[["gpu"]])]
-            else:
-                device_requests = [docker.types.DeviceRequest(device_ids=gpus.split(","), capabilities=[["gpu"]])]
+        if gpus is not None:
+            device_requests = [docker.types.DeviceRequest(count=gpus.count, device_ids=gpus.device_ids,
+                                                          capabilities=[list(gpus.capabilities)])]
         all_binds = list(binds or []) + [f"{volume}:{path}" for volume, path in (volumes or {}).items()]
         limits = [docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in (ulimits or {}).items()] or None
         host_config = self.client.create_host_config(

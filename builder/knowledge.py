@@ -18,11 +18,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import AfterValidator, Field, ValidationError
 
+from .names import KEBAB, KEBAB_TEXT, RELEASE_TEXT
 from .checks import CHECKS
 from .errors import ProfileError, Problem
 from .resources import display_path, stacks_dir
-from .validation import ONE_LINE, Strict, problems_from_validation
 from .safeio import MAX_KNOWLEDGE_BYTES
+from .validation import ONE_LINE, Strict, problems_from_validation
 from .yamlsrc import load_yaml
 
 try:  # Python >= 3.11
@@ -32,11 +33,11 @@ except ImportError:  # pragma: no cover - Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
-ISSUE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+ISSUE_ID = KEBAB
 REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+#\d+\Z")
-STACK_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+STACK_NAME = KEBAB
 CHECK_NAME = re.compile(r"^[a-z0-9-]+\Z")
-ERA_KEY = re.compile(r"^(?P<stack>[a-z0-9]+(?:-[a-z0-9]+)*)@(?P<release>[0-9A-Za-z][0-9A-Za-z._-]{0,63})\Z")
+ERA_KEY = re.compile(rf"^(?P<stack>{KEBAB_TEXT})@(?P<release>{RELEASE_TEXT})\Z")
 
 # A pattern must contain this much fixed text outside optional parts and alternatives: it is what
 # doctor searches for first (str.find, fast), so only lines that contain it reach the regex.

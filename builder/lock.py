@@ -1,12 +1,7 @@
-"""Locks: every package an image installs, with its hashes, resolved as of the release's date.
+"""Locking: resolve every package an image installs, with its hashes, as of the release's date.
 
-One lock file per stack x release x target (x options), in ``locks/`` beside the profile. Its
-header records what it was resolved from - the Python, the platform (the base's glibc), the date
-and each layer's top-level requirements - and its body has one section per Dockerfile layer with
-the packages that layer installs. The body is a valid requirements file: ``pip install --no-deps
---require-hashes -r`` installs all of it.
-
-``stackbuild lock`` makes one with uv (``uv pip compile``): it resolves for the image's Python and
+One lock file per stack x release x target (x options), in ``locks/`` beside the profile; its
+format is builder/lockfile.py's. ``stackbuild lock`` makes one with uv (``uv pip compile``): it resolves for the image's Python and
 platform without that Python here, and ignores whatever was published after the release's date
 (the profile's own pins are exempt: they were chosen on purpose). torch and what it needs are
 resolved first, as of torch's own release on PyPI, so every release on the same torch, Python and
@@ -19,7 +14,6 @@ again must not build what the old lock says.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -27,287 +21,20 @@ import ssl
 import subprocess
 import tempfile
 import urllib.request
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from packaging.utils import canonicalize_name
 
-from .compat import DISTRO_GLIBC, parse_base_image
+from . import targets
+from .config import Settings
 from .errors import LockError
-from .lockseal import check_seal, seal_lines
 from .redact import redact
-from .safeio import MAX_LOCK_BYTES, read_text, write_output
+from .lockfile import FORMAT, Lock, LockedPackage, LockInputs, lock_problems, parse_lock, read_lock, write_lock
+from .plan import BuildPlan, lock_inputs, lock_path, lock_required, plan_build
+from .profile import available_stacks, load_stack
+from .resources import display_path
 
-if TYPE_CHECKING:
-    from .config import Settings
-    from .plan import BuildPlan
-
-FORMAT = "stackbuild-lock 1"
-SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]\Z")
-INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)\Z")
-FIELD = re.compile(r"^# (?P<name>format|stack|python|platform|exclude-newer|torch-exclude-newer|resolver): "
-                   r"(?P<value>.+)\Z")
-HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})\Z")
-
-
-@dataclass(frozen=True)
-class LockedPackage:
-    """One locked distribution: ``name==version`` with its hashes, or a git pin (no hash possible)."""
-
-    name: str  # canonical (PEP 503)
-    version: str | None
-    requirement: str
-    hashes: tuple[str, ...]
-
-    @property
-    def is_git(self) -> bool:
-        return "git+" in self.requirement
-
-    def text(self) -> str:
-        if not self.hashes:
-            return self.requirement + "\n"
-        return " \\\n".join([self.requirement, *(f"    --hash={h}" for h in self.hashes)]) + "\n"
-
-
-@dataclass(frozen=True)
-class LockInputs:
-    """What a lock is resolved from; a lock is stale when the profile's inputs differ."""
-
-    stack: str
-    python: str
-    platform: str
-    exclude_newer: str
-    groups: tuple[tuple[str, tuple[str, ...]], ...]  # (layer key, top-level requirements)
-
-    def lines(self) -> list[str]:
-        out = [f"# stack: {self.stack}", f"# python: {self.python}", f"# platform: {self.platform}",
-               f"# exclude-newer: {self.exclude_newer}"]
-        out += [f"# input {key}: {req}" for key, reqs in self.groups for req in reqs]
-        return out
-
-    @property
-    def requirements(self) -> list[str]:
-        return [req for _, reqs in self.groups for req in reqs]
-
-
-@dataclass(frozen=True)
-class Lock:
-    inputs: LockInputs
-    groups: tuple[tuple[str, tuple[LockedPackage, ...]], ...]  # (layer key, packages), in layer order
-    resolver: str = ""
-    torch_exclude_newer: str = ""  # the cut-off the [torch] section was resolved with (torch's own release)
-
-    def packages(self) -> list[LockedPackage]:
-        return [p for _, packages in self.groups for p in packages]
-
-    def versions(self) -> dict[str, str]:
-        """name -> version (a git pin's version is its URL)."""
-        return {p.name: p.version or p.requirement.split(" @ ", 1)[-1] for p in self.packages()}
-
-    def group(self, key: str) -> tuple[LockedPackage, ...]:
-        return dict(self.groups).get(key, ())
-
-    def git_pins(self) -> list[LockedPackage]:
-        return [p for p in self.packages() if p.is_git]
-
-    def text(self) -> str:
-        head = [f"# stackbuild lock of {self.inputs.stack}: every package the image installs, with hashes.",
-                f"# Made by `stackbuild lock` ({self.resolver}); do not edit: change the profile, then lock again.",
-                f"# format: {FORMAT}", *self.inputs.lines()]
-        if self.torch_exclude_newer:
-            head.append(f"# torch-exclude-newer: {self.torch_exclude_newer}")
-        if self.resolver:
-            head.append(f"# resolver: {self.resolver}")
-        body = []
-        for key, packages in self.groups:
-            body.append(f"\n# [{key}]\n")
-            body.extend(p.text() for p in packages)
-        unsealed = "\n".join(head) + "\n" + "".join(body)
-        return "\n".join([*head, *seal_lines(unsealed)]) + "\n" + "".join(body)
-
-
-# ---------------------------------------------------------------------------------------------
-# Where a lock lives and what it is made from
-# ---------------------------------------------------------------------------------------------
-
-def lock_name(plan: BuildPlan) -> str:
-    return f"{plan.spec}-{plan.target.name}" + "".join(f"+{o}" for o in plan.options) + ".txt"
-
-
-def lock_path(plan: BuildPlan) -> Path:
-    return plan.stack.path.parent / "locks" / lock_name(plan)
-
-
-def platform_of(plan: BuildPlan) -> str:
-    base = parse_base_image(plan.target.base.ref)
-    glibc = DISTRO_GLIBC.get((base.distro, base.release)) if base else None
-    if glibc is None:
-        raise LockError(f"stackbuild does not know the glibc of {plan.target.base.ref}, so it cannot lock for it")
-    return f"x86_64-manylinux_{glibc}"
-
-
-def lock_inputs(plan: BuildPlan) -> LockInputs:
-    """Each layer's top-level requirements, in layer order, with the Python, platform and date."""
-    groups = [("bootstrap", tuple(p.requirement for p in plan.release.bootstrap)),
-              ("torch", tuple(p.requirement for p in (plan.target.torch, *plan.release.with_torch)))]
-    groups += [(f"compiled:{step.pin.name}", tuple(p.requirement for p in (*step.requires, step.pin)))
-               for step in plan.compiled]
-    groups += [("packages", tuple(p.requirement for p in plan.packages)),
-               ("last", tuple(p.requirement for p in plan.last_packages))]
-    spec = f"{plan.spec} ({plan.target.name}{''.join(f' +{o}' for o in plan.options)})"
-    return LockInputs(spec, plan.target.python, platform_of(plan), f"{plan.release.date}T23:59:59Z",
-                      tuple((k, reqs) for k, reqs in groups if reqs))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading and checking
-# ---------------------------------------------------------------------------------------------
-
-def parse_lock(text: str, where: str) -> Lock:
-    """Parse a lock file; LockError naming the line when it is not one."""
-    if f"# format: {FORMAT}" not in text.splitlines():
-        raise LockError(f"{where}: not a stackbuild lock (no '# format: {FORMAT}' line); make it with `stackbuild lock`")
-    fields: dict[str, str] = {}
-    inputs: list[tuple[str, str]] = []
-    groups: list[tuple[str, list[LockedPackage]]] = []
-    entry: list[str] = []
-    entry_line = 0
-
-    def finish() -> None:
-        if not entry:
-            return
-        words = " ".join(entry).split()
-        hashes = []
-        for word in words:
-            match = HASH.match(word)
-            if word.startswith("--") and not match:
-                raise LockError(f"{where}:{entry_line}: unexpected option '{word}' in a lock entry")
-            if match:
-                hashes.append(match[1])
-        requirement = " ".join(w for w in words if not w.startswith("--"))
-        name, _, version = requirement.partition("==")
-        if " @ " in requirement:
-            name, version = requirement.split(" @ ", 1)[0], ""
-        if not groups:
-            raise LockError(f"{where}:{entry_line}: a package before the first [section]")
-        groups[-1][1].append(LockedPackage(canonicalize_name(name.strip()), version.strip() or None, requirement,
-                                           tuple(hashes)))
-        entry.clear()
-
-    continued = False
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if continued:
-            continued = line.endswith("\\")
-            entry.append(line.rstrip("\\").strip())
-            if not continued:
-                finish()
-            continue
-        if not line:
-            continue
-        if line.startswith("#"):
-            if match := SECTION.match(line):
-                groups.append((match["key"], []))
-            elif match := INPUT.match(line):
-                inputs.append((match["key"], match["req"]))
-            elif match := FIELD.match(line):
-                fields[match["name"]] = match["value"]
-            continue
-        entry_line, continued = number, line.endswith("\\")
-        entry.append(line.rstrip("\\").strip())
-        if not continued:
-            finish()
-    finish()
-    missing = [k for k in ("stack", "python", "platform", "exclude-newer") if k not in fields]
-    if missing:
-        raise LockError(f"{where}: the lock's header lacks {', '.join(missing)}; make it again with `stackbuild lock`")
-    grouped: dict[str, list[str]] = {}
-    for key, req in inputs:
-        grouped.setdefault(key, []).append(req)
-    lock_in = LockInputs(fields["stack"], fields["python"], fields["platform"], fields["exclude-newer"],
-                         tuple((k, tuple(v)) for k, v in grouped.items()))
-    return Lock(lock_in, tuple((k, tuple(p)) for k, p in groups), fields.get("resolver", ""),
-                fields.get("torch-exclude-newer", ""))
-
-
-def read_lock(path: Path) -> Lock:
-    """A lock file, its seal checked (lockseal.py): any edit since `stackbuild lock` made it is a LockError."""
-    try:
-        text = read_text(path, MAX_LOCK_BYTES)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LockError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    check_seal(text, str(path))
-    return parse_lock(text, str(path))
-
-
-def lock_required(plan: BuildPlan) -> bool:
-    """Whether this target must have a lock: its stack has locks, and nothing keeps this one from one.
-
-    What cannot be locked here stays unlocked: torch from the PyTorch index (the 2023 cuda targets)
-    and git pins (github.com). A profile without any lock (a user's own) builds unlocked, as before.
-    """
-    pins = (plan.target.torch, *plan.release.with_torch, *plan.packages, *plan.last_packages,
-            *(p for step in plan.compiled for p in (*step.requires, step.pin)))
-    if plan.target.torch_index or any(p.url for p in pins):
-        return False
-    folder = lock_path(plan).parent
-    try:
-        return any(folder.glob(f"{plan.stack.name}@*.txt"))
-    except OSError:
-        return False
-
-
-def lock_problems(lock: Lock, expected: LockInputs) -> list[str]:
-    """Why a lock does not fit the profile: its inputs differ, or its body contradicts them."""
-    problems = []
-    have, want = lock.inputs.lines(), expected.lines()
-    if have != want:
-        diff = [line for line in difflib.unified_diff(have, want, "lock", "profile", lineterm="", n=0)
-                if not line.startswith("@@")]
-        problems.append("the profile changed since the lock was made:\n" + "\n".join(f"  {d}" for d in diff))
-    versions = lock.versions()
-    for req in lock.inputs.requirements:
-        name, sep, version = req.partition("==")
-        if sep and versions.get(canonicalize_name(name)) != version:
-            problems.append(f"{req} is an input but the lock installs "
-                            f"{versions.get(canonicalize_name(name), 'no such package')}")
-    for package in lock.packages():
-        if not package.is_git and not package.hashes:
-            problems.append(f"{package.requirement} has no hash")
-    seen: dict[str, str] = {}
-    for key, packages in lock.groups:
-        for package in packages:
-            if package.name in seen:
-                problems.append(f"{package.name} is in both [{seen[package.name]}] and [{key}]")
-            seen[package.name] = key
-    unknown = [key for key, _ in lock.groups if key not in dict(expected.groups)]
-    if unknown:
-        problems.append(f"sections without inputs: {', '.join(unknown)}")
-    return problems
-
-
-def load_lock(plan: BuildPlan) -> Lock | None:
-    """The plan's lock, None when it has none; LockError when it is unreadable or stale."""
-    path = lock_path(plan)
-    if not os.path.lexists(path):
-        if lock_required(plan):
-            raise LockError(f"{path} is missing: {plan.spec} ({plan.target.name}) is locked everywhere else and "
-                            f"would build unlocked; restore it, or run `stackbuild lock {plan.spec} --target "
-                            f"{plan.target.name}`")
-        return None
-    lock = read_lock(path)  # a folder, FIFO or unreadable file is a LockError, never an unlocked build
-    problems = lock_problems(lock, lock_inputs(plan))
-    if problems:
-        raise LockError(f"{path} does not fit {plan.spec} ({plan.target.name}) any more: " + "; ".join(problems)
-                        + f"\nrun `stackbuild lock {plan.spec} --target {plan.target.name}` to make it again")
-    return lock
-
-
-# ---------------------------------------------------------------------------------------------
-# Making a lock with uv
-# ---------------------------------------------------------------------------------------------
 
 def uv_binary() -> str:
     try:
@@ -435,20 +162,74 @@ def _as_lock_text(uv_output: str, inputs: LockInputs) -> str:
     return "\n".join([f"# format: {FORMAT}", *inputs.lines(), "# [all]", uv_output])
 
 
-def write_lock(path: Path, lock: Lock) -> None:
-    """Write through a temporary file in the same folder (mode from the umask): a failure leaves no half lock."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_output(path, lock.text().encode("utf-8"))
-    except OSError as exc:
-        raise LockError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 # ---------------------------------------------------------------------------------------------
-# Differences
+# What `stackbuild lock` works on, and checking committed locks
 # ---------------------------------------------------------------------------------------------
 
-def package_diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
-    """(name, old version, new version) for every package added, removed or changed; sorted by name."""
-    names: Iterable[str] = sorted(set(old) | set(new))
-    return [(n, old.get(n), new.get(n)) for n in names if old.get(n) != new.get(n)]
+def lock_selection(name: str | None, release: str | None, target: str | None, options: list[str]) -> list[BuildPlan]:
+    """The plans (read without their locks) that lock and lock --check work on: one stack (one release or
+    all) or, with ``name`` None, every stack; each target (or ``target``), each with ``options`` or, without
+    any, plain and with each option the target has on its own (`stackbuild build --with NAME`)."""
+    stacks = [load_stack(n) for n in ([name] if name else available_stacks())]
+    plans = []
+    for stack in stacks:
+        for rel in ([stack.release(release)] if release else stack.releases.values()):
+            for tname in ([target] if target else targets.ordered(rel.targets)):
+                plans.append(plan_build(stack, rel.name, tname, options, with_lock=False))
+                if not options:
+                    plans += [plan_build(stack, rel.name, tname, [o], with_lock=False)
+                              for o, spec in rel.options.items() if tname in spec.targets]
+    return plans
+
+
+def lock_and_write(plan: BuildPlan, settings: Settings | None) -> tuple[Lock, Path]:
+    """Make the plan's lock and write it to its committed place."""
+    lock = make_lock(plan, settings)
+    path = lock_path(plan)
+    write_lock(path, lock)
+    return lock, path
+
+
+@dataclass(frozen=True)
+class LockCheck:
+    """How one committed lock (or the want of one) stands against its profile."""
+
+    state: str  # ok | unlocked | missing | stale | orphan
+    label: str  # the plan's label; an orphan's path
+    path: Path
+    problems: tuple[str, ...] = ()
+
+
+def check_locks(plans: list[BuildPlan], everything: bool) -> list[LockCheck]:
+    """Each plan's lock checked against its profile; with ``everything``, lock files no plan names too."""
+    checks = []
+    expected = set()
+    for plan in plans:
+        path = lock_path(plan)
+        expected.add(path)
+        if not os.path.lexists(path):
+            # locked everywhere else: a deleted lock is "missing", not "unlocked"
+            checks.append(LockCheck("missing" if lock_required(plan) else "unlocked", plan.label, path))
+            continue
+        try:
+            problems = lock_problems(read_lock(path), lock_inputs(plan))
+        except LockError as exc:
+            problems = [str(exc)]
+        checks.append(LockCheck("stale" if problems else "ok", plan.label, path, tuple(problems)))
+    if everything:
+        folders = {p.parent for p in expected}
+        for orphan in sorted(f for d in folders for f in d.glob("*.txt") if f not in expected):
+            checks.append(LockCheck("orphan", display_path(orphan), orphan))
+    return checks
+
+
+def lock_check_error(checks: list[LockCheck], strict: bool) -> LockError | None:
+    """The error `lock --check` ends with: stale, edited, missing or orphan locks, and with ``strict`` unlocked ones."""
+    bad = [c.label for c in checks if c.state in ("stale", "missing", "orphan")]
+    unlocked = [c.label for c in checks if c.state == "unlocked"]
+    if not (bad or (strict and unlocked)):
+        return None
+    what = [f"{len(bad)} stale, edited, missing or orphan: {', '.join(bad)}"] if bad else []
+    what += [f"{len(unlocked)} unlocked: {', '.join(unlocked)}"] if strict and unlocked else []
+    return LockError("locks do not fit their profiles - " + "; ".join(what)
+                     + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")

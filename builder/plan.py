@@ -7,12 +7,17 @@ here touches Docker or the network.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from . import schema, targets
 from .checks import COMMON_CHECKS, SmokeCheck, ordered
-from .errors import SelectionError
-from .lock import Lock, load_lock
-from .profile import TARGETS, Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from .compat import DISTRO_GLIBC, parse_base_image
+from .errors import LockError, SelectionError
+from .lockfile import Lock, LockInputs, lock_file, lock_problems, read_lock
+from .profile import load_stack
+from .stack import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
@@ -58,6 +63,16 @@ class BuildPlan:
     def spec(self) -> str:
         return f"{self.stack.name}@{self.release.name}"
 
+    @property
+    def label(self) -> str:
+        """'qlora@2023.07 (cpu +xformers)': the spec with its target and options, for messages and locks."""
+        return f"{self.spec} ({self.target.name}{''.join(f' +{o}' for o in self.options)})"
+
+    @property
+    def torch_origin(self) -> str:
+        """Where torch comes from, in words, as the target's entry says it."""
+        return targets.target(self.target.name).torch_origin(self.target.torch_index, self.release.cuda)
+
     def manifest(self) -> dict:
         """What the image says about itself (copied to /opt/stackbuild/manifest.json)."""
         return {
@@ -82,17 +97,17 @@ class BuildPlan:
     def labels(self) -> dict[str, str]:
         """Image labels known at render time (the content hash is added when building)."""
         return {
-            "org.opencontainers.image.title": f"stackbuild {self.spec} ({self.target.name})",
-            "org.opencontainers.image.description": self.stack.title,
-            "org.opencontainers.image.version": f"{self.release.name}-{self.target.name}",
-            "org.opencontainers.image.base.name": self.target.base.ref,
-            "io.stackbuild.stack": self.stack.name,
-            "io.stackbuild.release": self.release.name,
-            "io.stackbuild.target": self.target.name,
-            "io.stackbuild.options": ",".join(self.options),
-            "io.stackbuild.pins": json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
-            "io.stackbuild.fixes": ",".join(f.issue.id for f in self.fixes),
-            **({"io.stackbuild.lock": json.dumps(self.lock.versions(), sort_keys=True, separators=(",", ":"))}
+            schema.OCI_TITLE: f"stackbuild {self.spec} ({self.target.name})",
+            schema.OCI_DESCRIPTION: self.stack.title,
+            schema.OCI_VERSION: f"{self.release.name}-{self.target.name}",
+            schema.OCI_BASE_NAME: self.target.base.ref,
+            schema.STACK: self.stack.name,
+            schema.RELEASE: self.release.name,
+            schema.TARGET: self.target.name,
+            schema.OPTIONS: ",".join(self.options),
+            schema.PINS: json.dumps(self.pins, sort_keys=True, separators=(",", ":")),
+            schema.FIXES: ",".join(f.issue.id for f in self.fixes),
+            **({schema.LOCK: json.dumps(self.lock.versions(), sort_keys=True, separators=(",", ":"))}
                if self.lock else {}),
         }
 
@@ -106,9 +121,9 @@ def select_checks(release: Release, fixes: tuple[Fix, ...] | list[Fix]) -> tuple
 
 
 def select_target(stack: Stack, release: Release, target: str | None) -> TargetSpec:
-    name = target or ("cuda" if "cuda" in release.targets else next(iter(release.targets)))
+    name = target or targets.default_of(release.targets)
     if name not in release.targets:
-        known = ", ".join(t for t in TARGETS if t in release.targets)
+        known = ", ".join(targets.ordered(release.targets))
         raise SelectionError(f"{stack.name}@{release.name} has no target '{name}'; targets: {known}")
     return release.targets[name]
 
@@ -164,3 +179,71 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)),
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan
+
+
+
+def plan_for(name: str, release: str | None = None, target: str | None = None,
+             options: tuple[str, ...] | list[str] = (), with_lock: bool = True) -> BuildPlan:
+    """Load a stack (by name or profile path) and plan one image of it."""
+    return plan_build(load_stack(name), release, target, options, with_lock)
+
+# ---------------------------------------------------------------------------------------------
+# The plan's lock: where it lives, what it is resolved from, reading it
+# ---------------------------------------------------------------------------------------------
+
+def lock_path(plan: BuildPlan) -> Path:
+    return lock_file(plan.stack.path, plan.stack.name, plan.release.name, plan.target.name, plan.options)
+
+
+def platform_of(plan: BuildPlan) -> str:
+    base = parse_base_image(plan.target.base.ref)
+    glibc = DISTRO_GLIBC.get((base.distro, base.release)) if base else None
+    if glibc is None:
+        raise LockError(f"stackbuild does not know the glibc of {plan.target.base.ref}, so it cannot lock for it")
+    return targets.target(plan.target.name).lock_platform(glibc)
+
+
+def lock_inputs(plan: BuildPlan) -> LockInputs:
+    """Each layer's top-level requirements, in layer order, with the Python, platform and date."""
+    groups = [("bootstrap", tuple(p.requirement for p in plan.release.bootstrap)),
+              ("torch", tuple(p.requirement for p in (plan.target.torch, *plan.release.with_torch)))]
+    groups += [(f"compiled:{step.pin.name}", tuple(p.requirement for p in (*step.requires, step.pin)))
+               for step in plan.compiled]
+    groups += [("packages", tuple(p.requirement for p in plan.packages)),
+               ("last", tuple(p.requirement for p in plan.last_packages))]
+    return LockInputs(plan.label, plan.target.python, platform_of(plan), f"{plan.release.date}T23:59:59Z",
+                      tuple((k, reqs) for k, reqs in groups if reqs))
+
+
+def lock_required(plan: BuildPlan) -> bool:
+    """Whether this target must have a lock: its stack has locks, and nothing keeps this one from one.
+
+    What cannot be locked here stays unlocked: torch from the PyTorch index (the 2023 cuda targets)
+    and git pins (github.com). A profile without any lock (a user's own) builds unlocked, as before.
+    """
+    pins = (plan.target.torch, *plan.release.with_torch, *plan.packages, *plan.last_packages,
+            *(p for step in plan.compiled for p in (*step.requires, step.pin)))
+    if plan.target.torch_index or any(p.url for p in pins):
+        return False
+    folder = lock_path(plan).parent
+    try:
+        return any(folder.glob(f"{plan.stack.name}@*.txt"))
+    except OSError:
+        return False
+
+
+def load_lock(plan: BuildPlan) -> Lock | None:
+    """The plan's lock, None when it has none; LockError when it is unreadable or stale."""
+    path = lock_path(plan)
+    if not os.path.lexists(path):
+        if lock_required(plan):
+            raise LockError(f"{path} is missing: {plan.spec} ({plan.target.name}) is locked everywhere else and "
+                            f"would build unlocked; restore it, or run `stackbuild lock {plan.spec} --target "
+                            f"{plan.target.name}`")
+        return None
+    lock = read_lock(path)  # a folder, FIFO or unreadable file is a LockError, never an unlocked build
+    problems = lock_problems(lock, lock_inputs(plan))
+    if problems:
+        raise LockError(f"{path} does not fit {plan.spec} ({plan.target.name}) any more: " + "; ".join(problems)
+                        + f"\nrun `stackbuild lock {plan.spec} --target {plan.target.name}` to make it again")
+    return lock

@@ -1,41 +1,43 @@
-"""Stack profiles: the strict raw file model and the resolved, frozen ``Stack``.
+"""Stack profiles: load one, validate it and resolve it into the frozen ``Stack`` (builder/stack.py).
 
-``load_stack`` reads ``stacks/<name>.yaml``, validates its shape (unknown keys are errors),
-then checks what the shape cannot say: requirement syntax and exact pins, torch x CUDA x Python
-combinations that exist, base images and the interpreter they ship, GPU arch lists against
-nvcc and flash-attn, build flags that DeepSpeed and flash-attn need, environment variable names
-and values, and known-issue ids. Every problem of a file is reported at once as
+``load_stack`` reads ``stacks/<name>.yaml``, validates its shape against the raw model
+(builder/profile_yaml.py: unknown keys are errors), then checks what the shape cannot say:
+requirement syntax and exact pins, torch x CUDA x Python combinations that exist, base images and
+the interpreter they ship (the target's rules, builder/targets.py), GPU arch lists against nvcc,
+environment variable names and values, known-issue ids, and the domain rules of
+builder/profile_rules.py. Every problem of a file is reported at once as
 ``stacks/x.yaml:LINE: field.path: problem (fix)``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic import ValidationError
 
-from . import compat
+from . import compat, targets
 from .errors import Problem, ProfileError, SelectionError
-from .knowledge import CheckName, IssueId, KnownIssue, OneLine, load_knowledge_base
+from .knowledge import KnownIssue, load_knowledge_base
+from .names import IDENTIFIER, KEBAB, RELEASE
 from .printable import printable
+from .profile_rules import RuleCheck
+from .profile_yaml import TARGETS, RawFile, RawFix, RawPackage, RawRelease, RawStackHead, RawTarget
 from .resources import display_path, stacks_dir
-from .validation import Strict, dotted, problems_from_validation
+from .spec import is_profile_path
+from .stack import CompiledPackage, Fix, Option, PackagePin, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from .validation import dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
 
-TARGETS = ("cuda", "cpu")
-Target = Literal["cuda", "cpu"]
-NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
-RELEASE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}\Z")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+NAME = KEBAB
+RELEASE_NAME = RELEASE
+ENV_NAME = IDENTIFIER
 # Values land in `ENV K=V` and shell command prefixes: no quoting characters, `$` or whitespace.
 ENV_VALUE = re.compile(r"^[A-Za-z0-9_./:;,=+@%-]*\Z")
 APT_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?\Z")
@@ -44,276 +46,6 @@ PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
 ARCH = re.compile(r"^\d+\.\d+\Z")
 GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/\s]+)\Z")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
-FIX_VIA = ("apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option")
-
-
-# --------------------------------------------------------------------------------------------
-# Raw file model (what the YAML may say)
-# --------------------------------------------------------------------------------------------
-
-
-def _to_date(value: Any) -> Any:
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
-def _iso_date(value: str) -> str:
-    try:
-        dt.date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"'{value}' is not a date || write it as YYYY-MM-DD") from None
-    return value
-
-
-def _version_text(value: str) -> str:
-    if value != value.strip() or not value.isprintable():
-        raise ValueError(f"{value!r} has spaces or control characters || write a version such as 2.0.1")
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise ValueError(f"'{value}' is not a version || write a version such as 2.0.1") from None
-    if "+" in value:
-        raise ValueError(f"'{value}' has a local version || name the plain release; the CUDA build follows from 'cuda'")
-    return value
-
-
-def _major_minor(value: str) -> str:
-    if not re.fullmatch(r"\d+\.\d+", value):
-        raise ValueError(f"'{value}' is not MAJOR.MINOR || write it like \"3.10\" or \"11.8\" (quoted)")
-    return value
-
-
-IsoDate = Annotated[str, BeforeValidator(_to_date), AfterValidator(_iso_date)]
-VersionText = Annotated[str, AfterValidator(_version_text)]
-MajorMinor = Annotated[str, AfterValidator(_major_minor)]
-
-
-class RawFix(Strict):
-    issue: IssueId
-    via: Literal["apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option"]
-    detail: OneLine
-
-
-class RawFile(Strict):
-    description: OneLine
-    document: dict[str, Any] = Field(alias="json", description="The file's content, written as JSON.")
-
-
-class RawPatch(Strict):
-    id: IssueId
-    summary: OneLine
-    package: str
-    file: str
-    find: str
-    replace: str
-    count: int = 1
-    fixes: IssueId
-
-
-class RawCompiled(Strict):
-    package: str
-    why: OneLine
-    targets: list[Target] = list(TARGETS)
-    requires: list[str] = []
-    no_build_isolation: bool
-    memory_per_job_gib: int | None = None
-    env: dict[Target, dict[str, str]] = {}
-
-
-class RawPackage(Strict):
-    requirement: str
-    why: OneLine
-    targets: list[Target] = list(TARGETS)
-
-
-class RawTarget(Strict):
-    base: str
-    python: MajorMinor
-    arch_list: list[str] = []
-    env: dict[str, str] = {}
-
-
-class RawOption(Strict):
-    summary: OneLine
-    targets: list[Target] = list(TARGETS)
-    packages: list[str]
-    fixes: list[RawFix] = []
-
-
-class RawRelease(Strict):
-    summary: OneLine
-    date: IsoDate
-    era: bool = False
-    notes: list[OneLine] = []
-    torch: VersionText
-    cuda: MajorMinor
-    with_torch: list[str] = []
-    bootstrap: list[str]
-    targets: dict[Target, RawTarget]
-    apt: list[str] = []
-    compiled: list[RawCompiled] = []
-    packages: list[str | RawPackage] = []
-    last_packages: list[str | RawPackage] = Field(
-        default=[], description="The stack's own top-level pins (e.g. peft): installed after every other pin, in a "
-        "layer of their own, so bumping one rebuilds only that layer.")
-    patches: list[RawPatch] = []
-    env: dict[str, str] = {}
-    fixes: list[RawFix] = []
-    checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
-                                                     "and those that prove its fixes")
-    options: dict[str, RawOption] = {}
-
-
-class RawStackHead(Strict):
-    name: str
-    title: OneLine
-    description: str
-    requires_python: str | None = None
-    default_release: str
-    notes: list[OneLine] = []
-    apt: list[str] = []
-    files: dict[str, RawFile] = {}
-    fixes: list[RawFix] = []
-    checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
-                                                     "and those that prove its fixes")
-    releases: dict[Any, Any]
-
-
-class RawStack(RawStackHead):
-    """The whole file, for `stackbuild schema`."""
-
-    releases: dict[str, RawRelease]  # type: ignore[assignment]
-
-
-# --------------------------------------------------------------------------------------------
-# Resolved model (what everything downstream consumes)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pin:
-    """One pinned package: ``name==version`` or ``name @ git+https://…@<commit>``."""
-
-    name: str
-    version: str | None
-    url: str | None
-    requirement: str
-
-    @property
-    def is_git(self) -> bool:
-        return self.url is not None
-
-
-@dataclass(frozen=True)
-class Fix:
-    issue: KnownIssue
-    via: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class ShippedFile:
-    name: str
-    description: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Patch:
-    id: str
-    summary: str
-    package: str
-    file: str
-    find: str
-    replace: str
-    count: int
-    fixes: str
-
-
-@dataclass(frozen=True)
-class CompiledPackage:
-    pin: Pin
-    why: str
-    targets: tuple[str, ...]
-    requires: tuple[Pin, ...]
-    no_build_isolation: bool
-    memory_per_job_gib: int | None
-    env: dict[str, tuple[tuple[str, str], ...]]  # target -> sorted (name, value)
-
-
-@dataclass(frozen=True)
-class PackagePin:
-    pin: Pin
-    why: str
-    targets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    name: str
-    base: compat.BaseImage
-    python: str
-    arch_list: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
-    torch: Pin
-    torch_index: str | None
-
-
-@dataclass(frozen=True)
-class Option:
-    name: str
-    summary: str
-    targets: tuple[str, ...]
-    packages: tuple[Pin, ...]
-    fixes: tuple[Fix, ...]
-
-
-@dataclass(frozen=True)
-class Release:
-    name: str
-    summary: str
-    date: str
-    era: bool
-    notes: tuple[str, ...]
-    torch: str
-    cuda: str
-    with_torch: tuple[Pin, ...]
-    bootstrap: tuple[Pin, ...]
-    targets: dict[str, TargetSpec]
-    apt: tuple[str, ...]
-    compiled: tuple[CompiledPackage, ...]
-    packages: tuple[PackagePin, ...]
-    last_packages: tuple[PackagePin, ...]
-    patches: tuple[Patch, ...]
-    env: tuple[tuple[str, str], ...]
-    fixes: tuple[Fix, ...]
-    options: dict[str, Option]
-    checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
-
-
-@dataclass(frozen=True)
-class Stack:
-    name: str
-    title: str
-    description: str
-    requires_python: str | None
-    default_release: str
-    notes: tuple[str, ...]
-    files: tuple[ShippedFile, ...]
-    releases: dict[str, Release]
-    source: str
-    path: Path = Path()  # the profile file (its locks/ folder is beside it)
-
-    def release(self, name: str | None) -> Release:
-        """The named release, or the default; unknown names list the ones that exist."""
-        name = name or self.default_release
-        if name not in self.releases:
-            raise SelectionError(
-                f"stack '{self.name}' has no release '{name}'; releases: {', '.join(self.releases)}"
-                f" (default {self.default_release})"
-            )
-        return self.releases[name]
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +61,7 @@ def available_stacks(directory: Path | None = None) -> list[str]:
 
 def stack_path(spec: str) -> Path:
     """The profile file for a stack name or a path to a YAML file."""
-    if spec.endswith((".yaml", ".yml")) or "/" in spec:
+    if is_profile_path(spec):
         return Path(spec)
     if not NAME.match(spec) or len(spec) > 100 or not (stacks_dir() / f"{spec}.yaml").is_file():
         names = available_stacks()
@@ -626,7 +358,8 @@ class _Resolver:
             if spec is not None:
                 targets[tname] = spec
         if not raw.targets:
-            self.problem((*at, "targets"), "a release needs at least one target", "add cuda and/or cpu")
+            self.problem((*at, "targets"), "a release needs at least one target",
+                         f"add {' and/or '.join(targets.NAMES)}")
 
         if len(self.problems) > before:
             return None
@@ -637,7 +370,7 @@ class _Resolver:
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
         )
-        _RuleCheck(self, at, release).run()
+        RuleCheck(self.problem, at, release).run()
         return release if len(self.problems) == before else None
 
     def _packages(self, entries: list[str | RawPackage], path: PathKey) -> tuple[PackagePin, ...]:
@@ -659,25 +392,12 @@ class _Resolver:
         if base is None:
             self.problem((*at, "base"), f"unknown base image '{traw.base}'", f"use {compat.KNOWN_BASES_HINT}")
             return None
+        entry = targets.target(tname)
+        accelerator = raw.cuda  # the accelerator version field of a release (only CUDA so far)
         ok = True
-        if tname == "cpu" and base.distro != "debian":
-            self.problem((*at, "base"), f"the cpu target builds on a Debian slim base, not '{traw.base}'",
-                         "use debian:bullseye-slim (3.9), bookworm-slim (3.11) or trixie-slim (3.13)")
+        for message, fix in entry.base_problems(base, traw.base, accelerator):
+            self.problem((*at, "base"), message, fix)
             ok = False
-        if tname == "cuda":
-            if base.cuda is None:
-                self.problem((*at, "base"), f"the cuda target needs an nvidia/cuda base, not '{traw.base}'",
-                             f"use nvidia/cuda:{raw.cuda}.<patch>-cudnn-devel-ubuntu22.04 or similar")
-                ok = False
-            else:
-                if not base.devel:
-                    self.problem((*at, "base"), f"'{traw.base}' has no nvcc; compiled ops need a -devel image",
-                                 "use the -devel flavour of this image")
-                    ok = False
-                if base.cuda != raw.cuda:
-                    self.problem((*at, "base"), f"base image CUDA {base.cuda} does not match the release's CUDA {raw.cuda}",
-                                 "nvcc must match the CUDA torch was built with; use a base with the same CUDA")
-                    ok = False
         if traw.python != base.python:
             self.problem((*at, "python"), f"python {traw.python} is not what {traw.base} ships ({base.python})",
                          f"set python: \"{base.python}\" or choose another base")
@@ -700,197 +420,42 @@ class _Resolver:
                              "use an older Python (e.g. debian:bullseye-slim, ubuntu22.04) or a newer torch")
                 ok = False
         arch_list = tuple(traw.arch_list)
-        if tname == "cpu" and arch_list:
-            self.problem((*at, "arch_list"), "the cpu target compiles no CUDA code", "remove arch_list")
-            ok = False
-        compiles = any("cuda" in c.targets for c in raw.compiled)
-        if tname == "cuda":
+        compiles = any(tname in c.targets for c in raw.compiled)
+        if not entry.compiles_for_archs:
+            if arch_list:
+                self.problem((*at, "arch_list"), f"the {tname} target compiles no CUDA code", "remove arch_list")
+                ok = False
+        else:
             if compiles and not arch_list:
-                self.problem((*at, "arch_list"), "the cuda target needs the GPU archs to compile for "
+                self.problem((*at, "arch_list"), f"the {tname} target needs the GPU archs to compile for "
                              "(no GPU is visible during docker build)", "add arch_list, e.g. [\"8.0\", \"9.0\"]")
                 ok = False
             elif arch_list and not compiles:
-                self.problem((*at, "arch_list"), "nothing is compiled for the cuda target, so arch_list is unused",
+                self.problem((*at, "arch_list"), f"nothing is compiled for the {tname} target, so arch_list is unused",
                              "remove arch_list")
                 ok = False
-            cuda = compat.version_tuple(raw.cuda)
+            version = compat.version_tuple(accelerator)
             for index, arch in enumerate(arch_list):
                 if not ARCH.match(arch) or arch not in compat.ARCH_MIN_CUDA:
                     self.problem((*at, "arch_list", index), f"'{arch}' is not a known compute capability",
                                  f"use one of {', '.join(compat.ARCH_MIN_CUDA)} (quoted)")
                     ok = False
-                elif cuda < compat.ARCH_MIN_CUDA[arch]:
+                elif version < compat.ARCH_MIN_CUDA[arch]:
                     need = compat.fmt_version(compat.ARCH_MIN_CUDA[arch])
-                    self.problem((*at, "arch_list", index), f"CUDA {raw.cuda} cannot compile for sm_{arch.replace('.', '')}",
+                    self.problem((*at, "arch_list", index), f"CUDA {accelerator} cannot compile for sm_{arch.replace('.', '')}",
                                  f"sm_{arch.replace('.', '')} needs CUDA >= {need}; drop it or use a newer CUDA")
                     ok = False
         env = self._env(traw.env, (*at, "env"))
         torch_index = None
         torch_pin = Pin("torch", raw.torch, None, f"torch=={raw.torch}")
-        if tname == "cuda" and line is not None:
-            if raw.cuda not in line.cuda_builds:
-                self.problem(("releases", rname, "cuda"), f"torch {raw.torch} has no CUDA {raw.cuda} build",
-                             f"torch {raw.torch} is built for CUDA {', '.join(line.cuda_builds)}")
+        if line is not None:
+            source = entry.torch_source(raw.torch, accelerator, line)
+            if isinstance(source, tuple):
+                self.problem(("releases", rname, entry.accelerator or "torch"), *source)
                 ok = False
-            elif raw.cuda != line.pypi_cuda:
-                local = raw.cuda.replace(".", "")
-                torch_index = compat.torch_index_url(raw.cuda)
-                torch_pin = Pin("torch", f"{raw.torch}+cu{local}", None, f"torch=={raw.torch}+cu{local}")
+            elif source.index is not None:
+                torch_index = source.index
+                torch_pin = Pin("torch", source.version, None, f"torch=={source.version}")
         if not ok:
             return None
         return TargetSpec(tname, base, traw.python, arch_list, env, torch_pin, torch_index)
-
-
-class _RuleCheck:
-    """Domain rules: what DeepSpeed, flash-attn, xformers and old torch need from a release."""
-
-    def __init__(self, resolver: _Resolver, at: PathKey, release: Release):
-        self.r = resolver
-        self.at = at
-        self.rel = release
-
-    def run(self) -> None:
-        self._duplicates()
-        self._numpy()
-        self._compiled()
-        self._xformers()
-        self._patches()
-        self._fix_mechanisms()
-
-    def _all_pins(self) -> list[tuple[PathKey, Pin]]:
-        at = self.at
-        out: list[tuple[PathKey, Pin]] = [((*at, "with_torch", i), p) for i, p in enumerate(self.rel.with_torch)]
-        for i, comp in enumerate(self.rel.compiled):
-            out.append(((*at, "compiled", i, "package"), comp.pin))
-            out.extend(((*at, "compiled", i, "requires", j), p) for j, p in enumerate(comp.requires))
-        out.extend(((*at, "packages", i), p.pin) for i, p in enumerate(self.rel.packages))
-        out.extend(((*at, "last_packages", i), p.pin) for i, p in enumerate(self.rel.last_packages))
-        return out
-
-    def pinned(self, name: str) -> Pin | None:
-        for _, pin in self._all_pins():
-            if pin.name == name:
-                return pin
-        return None
-
-    def _duplicates(self) -> None:
-        seen: dict[str, PathKey] = {}
-        for path, pin in self._all_pins():
-            if pin.name == "torch":
-                self.r.problem(path, "torch is pinned by the release's 'torch' and 'cuda' fields",
-                               "remove it from this list")
-            elif pin.name in seen:
-                self.r.problem(path, f"'{pin.name}' is pinned twice (also at {dotted(seen[pin.name])})",
-                               "keep one pin")
-            else:
-                seen[pin.name] = path
-
-    def _numpy(self) -> None:
-        if compat.version_tuple(self.rel.torch)[:2] >= compat.TORCH_NEEDS_NUMPY1_BELOW:
-            return
-        numpy = next((p for p in self.rel.with_torch if p.name == "numpy"), None)
-        if numpy is None or numpy.version is None or Version(numpy.version) >= Version("2"):
-            self.r.problem((*self.at, "with_torch"), f"torch {self.rel.torch} breaks with NumPy 2",
-                           "pin numpy 1.x in with_torch, e.g. numpy==1.24.4")
-
-    def _compiled(self) -> None:
-        for index, comp in enumerate(self.rel.compiled):
-            path = (*self.at, "compiled", index)
-            if comp.pin.name == "flash-attn":
-                self._flash_attn(comp, path)
-            if comp.pin.name == "deepspeed":
-                self._deepspeed(comp, path)
-
-    def _flash_attn(self, comp: CompiledPackage, path: PathKey) -> None:
-        if not comp.no_build_isolation:
-            self.r.problem((*path, "no_build_isolation"),
-                           "flash-attn's setup.py imports torch, which build isolation hides (No module named 'torch')",
-                           "set no_build_isolation: true")
-        if comp.memory_per_job_gib is None:
-            self.r.problem(path, "flash-attn's build needs MAX_JOBS bounded by memory or it is OOM-killed",
-                           "set memory_per_job_gib (about 9 at NVCC_THREADS=4)")
-        cuda = self.rel.targets.get("cuda")
-        if cuda is None or "cuda" not in comp.targets:
-            return
-        for i, arch in enumerate(cuda.arch_list):
-            if compat.version_tuple(arch) < (8, 0):
-                self.r.problem(("releases", self.rel.name, "targets", "cuda", "arch_list", i),
-                               f"flash-attn does not support sm_{arch.replace('.', '')} (it needs sm80+, Ampere or newer)",
-                               "limit arch_list to 8.0 and above; pre-Ampere GPUs use the xformers option")
-        version = Version(comp.pin.version) if comp.pin.version else None
-        env = dict(comp.env.get("cuda", ()))
-        if version is not None and version >= Version("2.7"):
-            value = env.get("FLASH_ATTN_CUDA_ARCHS")
-            wanted = ";".join(a.replace(".", "") for a in cuda.arch_list)
-            if value is None:
-                self.r.problem((*path, "env", "cuda"), "flash-attn >= 2.7 ignores TORCH_CUDA_ARCH_LIST",
-                               f"set FLASH_ATTN_CUDA_ARCHS: \"{wanted}\"")
-            elif set(value.split(";")) - set(wanted.split(";")):
-                self.r.problem((*path, "env", "cuda", "FLASH_ATTN_CUDA_ARCHS"),
-                               f"'{value}' names archs outside the target's arch_list ({wanted})",
-                               f"use \"{wanted}\" or a subset")
-
-    def _deepspeed(self, comp: CompiledPackage, path: PathKey) -> None:
-        version = Version(comp.pin.version) if comp.pin.version else None
-        flags_any = {k: v for env in comp.env.values() for k, v in env}
-        if any(k.startswith("DS_BUILD_") and v == "1" for k, v in flags_any.items()) and not comp.no_build_isolation:
-            self.r.problem((*path, "no_build_isolation"),
-                           "pre-compiling DeepSpeed ops needs torch importable at build time",
-                           "set no_build_isolation: true")
-        names = {p.name for p in comp.requires} | {p.pin.name for p in (*self.rel.packages, *self.rel.last_packages)}
-        if "ninja" not in names:
-            self.r.problem((*path, "requires"), "DeepSpeed JIT-loads ops at run time and needs ninja",
-                           "add ninja==<version> to requires")
-        for target, env in comp.env.items():
-            flags = dict(env)
-            epath = (*path, "env", target)
-            if (flags.get("DS_BUILD_OPS") == "1" or flags.get("DS_BUILD_AIO") == "1") and "libaio-dev" not in self.rel.apt:
-                self.r.problem(epath, "async_io is pre-compiled but libaio-dev is not installed "
-                               "(Unable to pre-compile async_io)", "add libaio-dev to apt")
-            if (version is not None and version < Version("0.15.1") and flags.get("DS_BUILD_OPS") == "1"
-                    and compat.version_tuple(self.rel.torch) >= (2,) and flags.get("DS_BUILD_SPARSE_ATTN") != "0"):
-                self.r.problem(epath, f"deepspeed {version} aborts on sparse_attn, which needs torch < 2",
-                               "set DS_BUILD_SPARSE_ATTN: \"0\"")
-            if (target == "cuda" and version is not None and version >= Version("0.14.1")
-                    and flags.get("DS_ACCELERATOR") != "cuda"):
-                self.r.problem(epath, f"deepspeed {version} picks its CPU accelerator when no GPU is visible "
-                               "during docker build, and the ops are useless on a GPU", "set DS_ACCELERATOR: cuda")
-        pydantic = self.pinned("pydantic")
-        if (version is not None and Version("0.9.2") <= version <= Version("0.11.0") and pydantic is not None
-                and pydantic.version and Version(pydantic.version) >= Version("2")):
-            self.r.problem((*path, "package"), f"deepspeed {version} requires pydantic<2 but pydantic=={pydantic.version} "
-                           "is pinned", "pin pydantic 1.10.x")
-
-    def _xformers(self) -> None:
-        sources: list[tuple[PathKey, Pin]] = [(p, pin) for p, pin in self._all_pins()]
-        for oname, opt in self.rel.options.items():
-            sources.extend(((*self.at, "options", oname, "packages", i), p) for i, p in enumerate(opt.packages))
-        for path, pin in sources:
-            if pin.name != "xformers" or pin.version is None:
-                continue
-            wanted = compat.XFORMERS_TORCH.get(pin.version)
-            if wanted is None:
-                self.r.problem(path, f"xformers {pin.version} is not in stackbuild's table of xformers -> torch pins",
-                               f"known: {', '.join(compat.XFORMERS_TORCH)}")
-            elif wanted != self.rel.torch:
-                self.r.problem(path, f"xformers {pin.version} requires torch=={wanted}, the release pins {self.rel.torch}",
-                               "choose the xformers release built for this torch")
-
-    def _patches(self) -> None:
-        names = {pin.name for _, pin in self._all_pins()} | {"torch"}
-        for index, patch in enumerate(self.rel.patches):
-            if patch.package not in names:
-                self.r.problem((*self.at, "patches", index, "package"),
-                               f"patch targets '{patch.package}', which this release does not install",
-                               f"use one of: {', '.join(sorted(names))}")
-        ids = [p.id for p in self.rel.patches]
-        for index, pid in enumerate(ids):
-            if ids.index(pid) != index:
-                self.r.problem((*self.at, "patches", index, "id"), f"patch id '{pid}' is used twice", "rename one")
-
-    def _fix_mechanisms(self) -> None:
-        patched = {p.fixes for p in self.rel.patches}
-        for fix in self.rel.fixes:
-            if fix.via == "patch" and fix.issue.id not in patched:
-                self.r.problem((*self.at, "fixes"), f"fix '{fix.issue.id}' is 'via: patch' but no patch fixes it",
-                               "add the patch or change 'via'")

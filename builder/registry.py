@@ -9,10 +9,11 @@ is removed again and not used.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from .engine import BuildEvent, Engine
+from . import schema
+from .engine_api import BuildEvent, ImageEngine, OnEvent
 from .errors import ConfigError, RegistryError, SelectionError
 from .identity import ImageRef, image_ref
 from .plan import BuildPlan
@@ -30,7 +31,7 @@ def local_names(ref: ImageRef, stack: str) -> list[str]:
     return names
 
 
-def find_local(engine: Engine, ref: ImageRef, stack: str) -> tuple[str, str] | None:
+def find_local(engine: ImageEngine, ref: ImageRef, stack: str) -> tuple[str, str] | None:
     """(name, image id) of a local image with this content tag, under either name, or None."""
     for name in local_names(ref, stack):
         info = engine.image(name)
@@ -40,7 +41,7 @@ def find_local(engine: Engine, ref: ImageRef, stack: str) -> tuple[str, str] | N
 
 
 def expected_labels(plan: BuildPlan, ref: ImageRef) -> dict[str, str]:
-    return {**plan.labels(), "io.stackbuild.content-hash": ref.content_hash}
+    return {**plan.labels(), schema.CONTENT_HASH: ref.content_hash}
 
 
 def label_mismatches(labels: dict[str, str], plan: BuildPlan, ref: ImageRef) -> list[str]:
@@ -58,7 +59,7 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def known_base(engine: Engine, base_ref: str) -> tuple[str | None, bool]:
+def known_base(engine: ImageEngine, base_ref: str) -> tuple[str | None, bool]:
     """(the base's identity, whether it is here), without pulling: the local image's digest, else the
     digest its registry gives the tag now; (None, False) when neither can be had."""
     identity = engine.local_identity(base_ref)
@@ -68,18 +69,40 @@ def known_base(engine: Engine, base_ref: str) -> tuple[str | None, bool]:
     return (f"{base_ref}@{digest}" if digest else None), False
 
 
-def resolve_ref(engine: Engine, context: BuildContext, registry: str | None, pull_base: bool = False,
-                on_event: Callable[[BuildEvent], None] = lambda event: None) -> tuple[ImageRef, str, bool]:
-    """The image's names, the base identity they hash, and whether that base is here already.
+BaseMode = Literal["known", "fetch", "fresh", "present"]
 
-    Finding a prebuilt image never costs a base download: the base is pulled only when its digest
-    cannot be had otherwise, or when ``pull_base`` asks for a fresh one.
+
+@dataclass(frozen=True)
+class Located:
+    """The image of a plan: its names, the base identity they hash, and whether it (and its base) is here."""
+
+    ref: ImageRef
+    base: str
+    base_here: bool
+    local: tuple[str, str] | None  # (name, image id) of this content tag here, under either name
+
+
+def locate(engine: ImageEngine, context: BuildContext, registry: str | None, base: BaseMode = "fetch",
+           on_event: OnEvent = lambda event: None) -> Located:
+    """The image of this plan: here (``local``), or the names a registry has it under and a build makes.
+
+    The content tag hashes the base's digest, so the base must be known. ``base`` says how far to go
+    for it: ``known`` never downloads (SelectionError when neither the engine nor its registry knows
+    it);
+    ``fetch`` pulls it only when its digest cannot be had otherwise, so finding a prebuilt image costs
+    no base download; ``fresh`` pulls it anew (build --pull); ``present`` makes sure it is here, as a
+    build needs.
     """
-    base_ref = context.plan.target.base.ref
-    identity, here = (None, False) if pull_base else known_base(engine, base_ref)
-    if identity is None:
+    plan = context.plan
+    base_ref = plan.target.base.ref
+    identity, here = (None, False) if base == "fresh" else known_base(engine, base_ref)
+    if base == "known" and identity is None:
+        raise SelectionError(f"{plan.label} is not built here (no {base_ref}, and its registry cannot be asked): "
+                             f"run `stackbuild build {plan.spec} --target {plan.target.name}` first")
+    if identity is None or (base == "present" and not here):
         identity, here = engine.base_identity(base_ref, True, on_event), True
-    return image_ref(context, identity, registry), identity, here
+    ref = image_ref(context, identity, registry)
+    return Located(ref, identity, here, find_local(engine, ref, plan.stack.name))
 
 
 @dataclass(frozen=True)
@@ -88,8 +111,8 @@ class Pulled:
     image_id: str
 
 
-def pull_verified(engine: Engine, plan: BuildPlan, ref: ImageRef,
-                  on_event: Callable[[BuildEvent], None] = lambda event: None) -> Pulled:
+def pull_verified(engine: ImageEngine, plan: BuildPlan, ref: ImageRef,
+                  on_event: OnEvent = lambda event: None) -> Pulled:
     """Pull the content tag and check its labels against the plan; RegistryError when either fails."""
     engine.pull(ref.immutable, on_event)
     info = engine.image(ref.immutable)
@@ -118,12 +141,12 @@ class Pushed:
     digest: str
 
 
-def push_image(engine: Engine, context: BuildContext, registry: str,
-               on_event: Callable[[BuildEvent], None] = lambda event: None) -> tuple[ImageRef, list[Pushed]]:
+def push_image(engine: ImageEngine, context: BuildContext, registry: str,
+               on_event: OnEvent = lambda event: None) -> tuple[ImageRef, list[Pushed]]:
     """Push the local image of this plan under its content tag and its moving tag."""
     plan = context.plan
-    ref, _, _ = resolve_ref(engine, context, registry)
-    found = find_local(engine, ref, plan.stack.name)
+    located = locate(engine, context, registry)
+    ref, found = located.ref, located.local
     if found is None:
         raise SelectionError(f"{plan.spec} ({plan.target.name}) is not built here as {ref.immutable}: run `stackbuild "
                              f"build {plan.spec} --target {plan.target.name}` first (a changed profile or template "
@@ -137,26 +160,33 @@ def push_image(engine: Engine, context: BuildContext, registry: str,
     return ref, pushed
 
 
-def describe_image(engine: Engine, image: str) -> dict:
+def describe_image(engine: ImageEngine, image: str) -> dict:
     """What an image's labels say: stack, release, target, pins, fixes, content hash, base."""
     labels = engine.labels(image)
-    if "io.stackbuild.stack" not in labels:
-        raise SelectionError(f"image {image} was not built by stackbuild (it has no io.stackbuild.* labels)")
+    if schema.STACK not in labels:
+        raise SelectionError(f"image {image} was not built by stackbuild (it has no {schema.PREFIX}* labels)")
     problems = []
     try:
-        pins = json.loads(labels.get("io.stackbuild.pins") or "{}")
+        pins = json.loads(labels.get(schema.PINS) or "{}")
     except ValueError:
-        pins, problems = {}, [f"its io.stackbuild.pins label is not JSON: {_short(labels['io.stackbuild.pins'])}"]
+        pins, problems = {}, [f"its {schema.PINS} label is not JSON: {_short(labels[schema.PINS])}"]
     return {
         "image": image,
-        "stack": labels.get("io.stackbuild.stack"),
-        "release": labels.get("io.stackbuild.release"),
-        "target": labels.get("io.stackbuild.target"),
-        "options": [o for o in (labels.get("io.stackbuild.options") or "").split(",") if o],
-        "content_hash": labels.get("io.stackbuild.content-hash"),
-        "base": labels.get("io.stackbuild.base") or labels.get("org.opencontainers.image.base.name"),
-        "build_host_cpu": labels.get("io.stackbuild.build-host-cpu"),
+        "stack": labels.get(schema.STACK),
+        "release": labels.get(schema.RELEASE),
+        "target": labels.get(schema.TARGET),
+        "options": schema.split_list(labels.get(schema.OPTIONS)),
+        "content_hash": labels.get(schema.CONTENT_HASH),
+        "base": labels.get(schema.BASE) or labels.get(schema.OCI_BASE_NAME),
+        "build_host_cpu": labels.get(schema.BUILD_HOST_CPU),
         "pins": pins,
-        "fixes": [f for f in (labels.get("io.stackbuild.fixes") or "").split(",") if f],
+        "fixes": schema.split_list(labels.get(schema.FIXES)),
         "problems": problems,
     }
+
+
+def pull_prebuilt(engine: ImageEngine, context: BuildContext, registry: str,
+                  on_event: OnEvent = lambda event: None) -> tuple[ImageRef, Pulled]:
+    """Pull the prebuilt image the local profile would build (its content tag), its labels checked."""
+    ref = locate(engine, context, registry).ref
+    return ref, pull_verified(engine, context.plan, ref, on_event)

@@ -7,7 +7,9 @@ makes golden files and content tags meaningful.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,10 +18,12 @@ import jinja2
 
 from .dockerguard import check_dockerfile, checked_value, skeleton_value
 from .errors import RenderError
+from .files import write_atomic, write_folder_atomic
 from .printable import printable
-from .lock import Lock, LockedPackage
-from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan
+from .lockfile import Lock, LockedPackage
+from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan, plan_for
 from .resources import templates_dir
+from .safeio import InputRefused, check_output_path
 
 
 @dataclass(frozen=True)
@@ -158,3 +162,56 @@ def render_context(plan: BuildPlan) -> BuildContext:
         files[f"files/{shipped.name}"] = shipped.content.encode()
     files.update(lock_layers(plan.lock)[1])
     return BuildContext(plan, render_dockerfile(plan), tuple(sorted(files.items())))
+
+
+def prepare(name: str, release: str | None, target: str | None,
+            options: list[str] | tuple[str, ...] = ()) -> BuildContext:
+    """Load, plan and render one stack (by name or profile path) into its build context."""
+    return render_context(plan_for(name, release, target, options))
+
+
+def check_dockerfile_path(path: str) -> None:
+    """Refuse an -o path before anything is written: only a regular file (or a new one) in a folder that exists."""
+    shown = printable(path)
+    try:
+        check_output_path(path)
+        folder = Path(path).parent
+        if not folder.is_dir():
+            raise RenderError(f"cannot write {shown}: folder {printable(str(folder))} does not exist")
+    except InputRefused as exc:
+        raise RenderError(f"cannot write {shown}: {exc} (-o takes a regular file, or '-' for stdout; "
+                          "--context writes a whole build context)") from None
+    except OSError as exc:
+        raise RenderError(f"cannot write {shown}: {exc.strerror or exc}") from None
+
+
+def write_dockerfile(context: BuildContext, path: str) -> None:
+    """Write the Dockerfile alone (atomically, a regular file with the umask's mode) to ``path``."""
+    check_dockerfile_path(path)
+    write_atomic(path, context.dockerfile, RenderError)
+
+
+def write_context(context: BuildContext, folder: Path) -> None:
+    """Write the whole build context into ``folder``, which must be new or empty (all or nothing)."""
+    try:
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise RenderError(f"--context {printable(str(folder))} must be a new or empty folder")
+        write_folder_atomic(folder, context.write, RenderError)
+    except OSError as exc:  # a name too long, a symlink loop, a folder that cannot be listed
+        raise RenderError(f"cannot write {printable(str(folder))}: {exc.strerror or exc}") from None
+
+
+def write_rendered(context: BuildContext, dockerfile: str | None, folder: Path | None) -> None:
+    """`render -o FILE --context DIR`: a bad FILE is refused before DIR is made; a failure leaves neither."""
+    if dockerfile is not None:
+        check_dockerfile_path(dockerfile)
+    made = folder is not None and not os.path.lexists(folder)
+    if folder is not None:
+        write_context(context, folder)
+    if dockerfile is not None:
+        try:
+            write_dockerfile(context, dockerfile)
+        except RenderError:
+            if made:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise

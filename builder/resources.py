@@ -7,6 +7,7 @@ stackbuild works with no checkout around.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -41,4 +42,13 @@ def display_path(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
+        return str(path)
+
+
+def user_path(path: Path) -> str:
+    """A path as a user can use it from here: relative to the working folder when inside it, else absolute."""
+    path = Path(os.path.abspath(path))  # the name as given, no link followed (a symlink loop stays a name)
+    try:
+        return str(path.relative_to(Path(os.path.abspath(os.getcwd()))))
+    except (ValueError, OSError):  # elsewhere, or the working folder is gone
         return str(path)

@@ -124,7 +124,8 @@ def check_output_path(path: Path | str) -> None:
         raise InputRefused(f"it is {_kind(mode)}, not a regular file")
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (read without changing it for longer than this call)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -143,7 +144,7 @@ def write_output(path: Path | str, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         check_output_path(path)  # a special file created meanwhile is still not replaced
         os.replace(tmp, path)
     except BaseException:

@@ -1,9 +1,9 @@
-"""Smoke checks: which ones an image carries, and running them inside a container.
+"""Smoke checks: running an image's checks inside a container and reporting them.
 
 The checks themselves live in templates/context/smoke/ and are copied into every image
 (/opt/stackbuild/smoke/), so a pulled image can prove itself with its own Python, offline. The
-manifest (/opt/stackbuild/manifest.json) lists them with the pins they verify. This module
-picks the checks for a plan and drives the in-image runner through the engine.
+manifest (/opt/stackbuild/manifest.json) lists them with the pins they verify (plan.select_checks
+picks them). This module drives the in-image runner through the engine.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-from .catalog import split_spec
-from .engine import Engine
-from .errors import SelectionError, SmokeError
-from .identity import image_ref
-from .plan import plan_build
-from .profile import load_stack
-from .registry import find_local, known_base
-from .render import render_context
-from .safeio import write_output
+from . import schema
+from .engine_api import ContainerEngine
+from .errors import SmokeError
+from .files import write_atomic
+from .targets import gpu_request
 
 
 @dataclass(frozen=True)
@@ -71,14 +67,14 @@ class SmokeReport:
         return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool = False,
+def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None, keep: bool = False,
               only: list[str] | tuple[str, ...] = (),
               on_result: Callable[[SmokeResult], None] = lambda result: None) -> SmokeReport:
     """Start a network-less container of ``image``, run its smoke runner (every check, or ``only``
     these), and remove the container unless ``keep``."""
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
     report = SmokeReport(image)
-    container = engine.start_container(image, name, {"io.stackbuild.smoke": "1"}, gpus)
+    container = engine.start_container(image, name, {schema.SMOKE: "1"}, gpu_request(None, gpus or "none"))
     report.container = name if keep else None
     try:
         command = ["python", "/opt/stackbuild/smoke/run.py", *(["--only", *only] if only else [])]
@@ -107,35 +103,5 @@ def run_smoke(engine: Engine, image: str, *, gpus: str | None = None, keep: bool
     return report
 
 
-def looks_like_image(spec: str) -> bool:
-    """REPO:TAG (or HOST:PORT/REPO:TAG) rather than STACK[@RELEASE] or a profile path."""
-    return ":" in spec and "@" not in spec.split(":")[0] and not spec.endswith((".yaml", ".yml"))
-
-
-def image_for(engine: Engine, spec: str, target: str | None, options: list[str], registry: str | None) -> str:
-    """The image to test: an image reference as given, or the content-tagged image of a stack's plan."""
-    if looks_like_image(spec):
-        if engine.image(spec) is None:
-            raise SelectionError(f"image {spec} is not on this engine (pull or build it first)")
-        return spec
-    name, release = split_spec(spec)
-    context = render_context(plan_build(load_stack(name), release, target, options))
-    plan = context.plan
-    base, _ = known_base(engine, plan.target.base.ref)
-    if base is None:
-        raise SelectionError(f"{plan.spec} ({plan.target.name}) is not built here (no {plan.target.base.ref}, and its "
-                         f"registry cannot be asked): run `stackbuild build {spec} --target {plan.target.name}` first")
-    ref = image_ref(context, base, registry)
-    found = find_local(engine, ref, plan.stack.name)
-    if found is None:
-        raise SelectionError(f"{ref.immutable} is not here: run `stackbuild build {spec} --target {plan.target.name}` "
-                         "first (a changed profile or template means a new content tag)")
-    return found[0]
-
-
 def write_junit(report: SmokeReport, path: Path) -> None:
-    """Write the JUnit report as a regular file (never into a FIFO, device or symlink)."""
-    try:
-        write_output(path, report.junit().encode("utf-8"))
-    except OSError as exc:
-        raise SmokeError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_atomic(path, report.junit(), SmokeError)

@@ -20,9 +20,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder.build import BuildResult, build_image, prepare
+from builder.build import BuildResult, build_image
 from builder.config import load_settings
-from builder.engine import BuildLog, Engine
+from builder.engine import DockerEngine
+from builder.engine_api import BuildLog
+from builder.render import prepare
 from builder.site import SiteServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -107,7 +109,7 @@ def test_image(docker_client):
 
 @pytest.fixture(scope="session")
 def engine(docker_client):
-    connected = Engine.connect(timeout=900)
+    connected = DockerEngine.connect(timeout=900)
     yield connected
     connected.close()
 

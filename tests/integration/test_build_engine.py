@@ -15,12 +15,14 @@ import time
 
 import pytest
 
-from builder.build import build_image, prepare
+from builder.build import build_image
 from builder.config import load_settings
-from builder.engine import BuildLog, Engine
+from builder.engine import DockerEngine
+from builder.engine_api import BuildLog
 from builder.errors import BuildError
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
+from builder.render import prepare
 from builder.site import SiteServer
 
 from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique
@@ -66,7 +68,7 @@ def test_the_same_steps_under_another_name_are_all_cache_hits(stack_images, sett
     context = prepare("alpaca-lora", "2026.11", "cpu", ())
     tag, log, cached = f"stackbuild-test/{unique('cachehit')}:latest", BuildLog(), []
     network = None if settings.build_network == "default" else settings.build_network
-    engine = Engine.connect()
+    engine = DockerEngine.connect()
     try:
         with SiteServer(settings.site):
             image_id = engine.build(context.dockerfile, context.files, tag, labels, network, False, {}, log,

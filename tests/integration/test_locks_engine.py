@@ -14,7 +14,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from builder.build import build_image, prepare
+from builder.build import build_image
+from builder.render import prepare
 
 from .conftest import FIXTURES, TEST_LABEL
 

@@ -17,8 +17,9 @@ from dataclasses import replace
 import docker.errors
 import pytest
 
-from builder.build import build_image, prepare
+from builder.build import build_image
 from builder.engine import split_ref
+from builder.render import prepare
 
 from .conftest import FIXTURES, TEST_LABEL
 

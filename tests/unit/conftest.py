@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 import builder.build
-from builder.engine import BuildEvent, BuildLog, Engine, registry_reason
+import builder.engines
+from builder.engine import registry_reason
+from builder.engine_api import BuildEvent, BuildLog
 from builder.errors import RegistryError
 from builder.site import SiteServer
 
@@ -76,12 +78,11 @@ class FakeEngine:
                                 network_mode=network_mode, nocache=nocache, buildargs=buildargs))
         steps = [line for line in dockerfile.splitlines() if line.startswith(("FROM", "RUN", "COPY", "ENV", "LABEL"))]
         for n, instruction in enumerate(steps, 1):
-            Engine._line(f"Step {n}/{len(steps)} : {instruction}", log, on_event)
+            log.record(f"Step {n}/{len(steps)} : {instruction}", on_event)
             if n == self.fail_at:
-                Engine._line(self.failure_line, log, on_event)
-                raise Engine._step_error(
-                    "The command '/bin/bash -o pipefail -c pip install' returned a non-zero code: 1", log)
-            Engine._line(" ---> Using cache" if n > 1 else " ---> abc", log, on_event)
+                log.record(self.failure_line, on_event)
+                raise log.step_error("The command '/bin/bash -o pipefail -c pip install' returned a non-zero code: 1")
+            log.record(" ---> Using cache" if n > 1 else " ---> abc", on_event)
         image_id = "sha256:" + "d" * 64
         on_event(BuildEvent("done", image_id))
         label_lines = dockerfile[dockerfile.index("LABEL"):] if "LABEL" in dockerfile else ""
@@ -105,7 +106,7 @@ def _dockerfile_labels(text: str) -> dict[str, str]:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     engine = FakeEngine()
-    monkeypatch.setattr(builder.build.Engine, "connect", classmethod(lambda cls, timeout=600: engine))
+    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600: engine)
     # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
     monkeypatch.setattr(builder.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from builder.profile import RawStack
+from builder.catalog import list_stacks
+from builder.profile_yaml import RawStack
 
 
 def test_list_json_has_every_stack_release_and_target(cli):
@@ -147,3 +149,43 @@ def test_debug_shows_a_traceback_only_when_asked(cli, tmp_path):
 def test_version(cli):
     code, out, _ = cli("--version")
     assert code == 0 and out.startswith("stackbuild ")
+
+
+def _run(args, **env):
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    result = CliRunner().invoke(app, args, env=env)
+    return result.exit_code, result.stdout
+
+
+def test_list_fits_80_columns_and_a_pipe_with_each_title_whole_on_its_own_line():
+    rows = list_stacks()
+    for env in ({"COLUMNS": "80"}, {"COLUMNS": ""}):  # an 80-column terminal; a pipe (CliRunner is not a tty)
+        code, out = _run(["list"], **env)
+        lines = out.splitlines()
+        assert code == 0 and max(len(line) for line in lines) <= 80, out
+        assert lines[0].split() == ["STACK", "RELEASES", "(*", "=", "default)", "TARGETS"]
+        for row in rows:
+            assert f"    {row['title']}" in lines, f"{row['title']!r} is not whole on its own line:\n{out}"
+            assert lines[lines.index(f"    {row['title']}") - 1].startswith(row["name"] + " ")
+
+
+def test_list_in_a_wide_terminal_keeps_the_title_column():
+    code, out = _run(["list"], COLUMNS="200")
+    assert code == 0 and out.splitlines()[0].split()[-1] == "TITLE"
+    for row in list_stacks():
+        assert any(line.startswith(row["name"] + " ") and line.endswith(row["title"]) for line in out.splitlines())
+
+
+def test_show_prints_lock_paths_usable_from_where_it_runs(tmp_path, monkeypatch):
+    from builder.resources import stacks_dir
+
+    lock = stacks_dir().resolve() / "locks" / "qlora@2023.07-cpu.txt"
+    monkeypatch.chdir(tmp_path)  # outside the data folder: the absolute path
+    code, out = _run(["show", "qlora@2023.07"])
+    assert code == 0 and f"lock {lock}" in out
+    monkeypatch.chdir(stacks_dir())  # inside it: relative to here, a path that opens
+    code, out = _run(["show", "qlora@2023.07"])
+    assert code == 0 and "lock locks/qlora@2023.07-cpu.txt" in out and Path("locks/qlora@2023.07-cpu.txt").is_file()

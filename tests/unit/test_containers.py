@@ -39,7 +39,7 @@ def test_training_defaults_and_how_to_enter(tmp_path):
                                        workdir="/work"))
     call = engine.started[0]
     assert call["labels"] == {LABEL: "1", "io.stackbuild.stack": "alpaca-lora"}
-    assert call["gpus"] == "none" and call["shm_size"] == "16g"
+    assert call["gpus"] is None and call["shm_size"] == "16g"  # no GPU request: none for a cpu target
     assert call["ulimits"] == {"memlock": -1, "stack": 67108864}
     assert call["binds"] == [f"{tmp_path}:/work:ro"] and call["volumes"] == {HF_VOLUME: HF_HOME}
     assert call["env"] == {"A": "1", "HF_HOME": HF_HOME} and call["workdir"] == "/work"
@@ -51,7 +51,8 @@ def test_a_cuda_image_gets_every_gpu_unless_told_otherwise():
     engine = _Engine()
     run_container(engine, "img", {}, "x", "cuda", RunOptions())
     run_container(engine, "img", {}, "y", "cuda", RunOptions(gpus="0,1", as_host_user=True, hf_cache=False))
-    assert [c["gpus"] for c in engine.started] == ["all", "0,1"]
+    assert [c["gpus"].devices for c in engine.started] == ["all", "0,1"]
+    assert [(c["gpus"].count, c["gpus"].device_ids) for c in engine.started] == [(-1, None), (None, ["0", "1"])]
     assert engine.started[1]["user"] and engine.started[1]["volumes"] == {}
     assert engine.started[1]["env"] == {"HOME": "/tmp"}
 

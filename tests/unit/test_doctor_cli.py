@@ -73,17 +73,17 @@ def test_a_failed_build_ends_with_doctors_diagnosis(cli, fake):
 
 
 def test_doctor_image_that_the_engine_does_not_have_is_a_selection_error(cli, monkeypatch):
-    import builder.cli
-    from builder.engine import Engine
+    import builder.engines
+    from builder.engine import DockerEngine
 
-    class _NoImages(Engine):
+    class _NoImages(DockerEngine):
         def __init__(self):
             pass
 
         def image(self, ref):
             return None
 
-    monkeypatch.setattr(builder.cli.Engine, "connect", classmethod(lambda cls, *a, **k: _NoImages()))
+    monkeypatch.setattr(builder.engines, "connect", lambda *a, **k: _NoImages())
     code, out, err = cli("doctor", str(LOGS / "ds-aio-precompile--1.log"), "--image", "nope:1")
     assert (code, out) == (4, "")
     assert err == ("error: image nope:1 is not on this engine (pull or build it first; `docker images` lists what is "

@@ -391,8 +391,8 @@ class _Containers:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hostile_container_names(name, cli, monkeypatch):
-    from builder.engine import Engine
-    monkeypatch.setattr(Engine, "connect", classmethod(lambda cls, timeout=600: _Containers()))
+    import builder.engines
+    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600: _Containers())
     for args in (("stop", name), ("rm", name), ("exec", name, "--", "true"), ("shell", name),
                  ("run", "qlora", "-t", "cpu", "--name", name)):
         code, out, err = cli(*args)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import LockError
-from builder.lock import LockedPackage, lock_inputs, lock_path, lock_problems, parse_lock, read_lock
+from builder.lockfile import LockedPackage, lock_problems, parse_lock, read_lock
+from builder.plan import lock_inputs, lock_path
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
 from builder.render import lock_layers, render_context
@@ -149,7 +150,7 @@ def test_an_orphan_lock_fails_the_whole_check(cli, tmp_path, monkeypatch):
     shutil.copytree(ROOT / "stacks", stacks)
     shutil.copy(stacks / "locks" / "qlora@2023.07-cpu.txt", stacks / "locks" / "qlora@2022.01-cpu.txt")
     monkeypatch.setattr("builder.profile.stacks_dir", lambda: stacks)
-    monkeypatch.setattr("builder.cli.available_stacks", lambda: sorted(
+    monkeypatch.setattr("builder.lock.available_stacks", lambda: sorted(
         p.stem for p in stacks.glob("*.yaml") if p.stem != "known-issues"))
     code, out, err = cli("lock", "--check")
     assert code == 13 and "orphan    " in out and "qlora@2022.01-cpu.txt: no stack, release and target" in out

@@ -54,9 +54,9 @@ def test_no_setting_prints_a_credential(cli, tmp_path, monkeypatch, url):
 
 
 def test_build_output_is_redacted_before_it_is_shown_or_logged():
-    from builder.engine import BuildLog, Engine
+    from builder.engine_api import BuildLog
     log, events = BuildLog(), []
-    Engine._line(f"Looking in indexes: https://u:{SECRET}@pypi.example/simple, https://pypi.example/s?token={SECRET}",
-                 log, events.append)
+    log.record(f"Looking in indexes: https://u:{SECRET}@pypi.example/simple, https://pypi.example/s?token={SECRET}",
+               events.append)
     assert SECRET not in log.lines[0] and SECRET not in events[0].text
     assert log.lines[0] == "Looking in indexes: https://u:***@pypi.example/simple, https://pypi.example/s?token=***"

@@ -7,12 +7,14 @@ import json
 import docker.errors
 import pytest
 
-from builder.build import prepare
-from builder.engine import BuildEvent, Engine, registry_reason, split_ref
-from builder.errors import RegistryError
-from builder.registry import expected_labels, label_mismatches
+from builder.engine import DockerEngine, registry_reason, split_ref
+from builder.engine_api import BuildEvent
+from builder.errors import RegistryError, SelectionError
+from builder.images import image_of
+from builder.registry import expected_labels, label_mismatches, locate
+from builder.render import prepare
 
-from .conftest import BASE_DIGEST
+from .conftest import BASE_DIGEST, FakeEngine
 
 REGISTRY = "localhost:5000/sb"
 SPEC = ("alpaca-lora@2026.11", "-t", "cpu")
@@ -197,7 +199,7 @@ def test_engine_push_reads_every_chunk_and_raises_on_an_error_chunk():
               {"errorDetail": {"message": "blob upload unknown"}, "error": "blob upload unknown"}]
     events: list[BuildEvent] = []
     with pytest.raises(RegistryError) as info:
-        Engine(_Client(chunks), "unix:///x").push("localhost:5000/a:b", events.append)
+        DockerEngine(_Client(chunks), "unix:///x").push("localhost:5000/a:b", events.append)
     assert str(info.value) == "cannot push localhost:5000/a:b: blob upload unknown" and info.value.reason == "other"
     assert [(e.kind, e.layer, e.text, e.done, e.size) for e in events] == [
         ("layer", "aaa", "Preparing", 0, 0), ("layer", "aaa", "Pushing", 5, 10)]
@@ -205,19 +207,76 @@ def test_engine_push_reads_every_chunk_and_raises_on_an_error_chunk():
 
 def test_engine_push_returns_the_digest_and_needs_one():
     done = [{"status": "Pushed", "id": "aaa"}, {"aux": {"Tag": "b", "Digest": "sha256:9", "Size": 1}}]
-    assert Engine(_Client(done), "unix:///x").push("localhost:5000/a:b") == "sha256:9"
+    assert DockerEngine(_Client(done), "unix:///x").push("localhost:5000/a:b") == "sha256:9"
     with pytest.raises(RegistryError, match="confirmed no digest"):
-        Engine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
+        DockerEngine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
 
 
 def test_engine_pull_turns_an_api_error_into_a_registry_error():
     response = type("R", (), {"status_code": 404, "reason": "Not Found", "url": "x"})()
     exc = docker.errors.APIError("404", response=response, explanation="manifest for a:b not found: manifest unknown")
     with pytest.raises(RegistryError) as info:
-        Engine(_Client(exc=exc), "unix:///x").pull("a:b")
+        DockerEngine(_Client(exc=exc), "unix:///x").pull("a:b")
     assert info.value.reason == "not-found" and "manifest unknown" in str(info.value)
 
 
 def test_split_ref_keeps_a_registry_port():
     assert split_ref("localhost:5000/sb/a:2026.11-cpu") == ("localhost:5000/sb/a", "2026.11-cpu")
     assert split_ref("localhost:5000/sb/a") == ("localhost:5000/sb/a", "latest")
+
+
+class _BaseNowhere(FakeEngine):
+    """An engine without the base image whose registry cannot be asked for its digest."""
+
+    def __init__(self):
+        super().__init__()
+        self.base_pulls: list[str] = []
+
+    def local_identity(self, ref):
+        return None if ref not in self.base_pulls else f"{ref}@{BASE_DIGEST}"
+
+    def remote_digest(self, ref):
+        return None
+
+    def base_identity(self, ref, pull, on_event=None):
+        self.base_pulls.append(ref)
+        return f"{ref}@{BASE_DIGEST}"
+
+
+def test_locate_goes_only_as_far_for_the_base_as_it_is_told():
+    context = prepare("alpaca-lora", "2026.11", "cpu", ())
+    engine = _BaseNowhere()
+    with pytest.raises(SelectionError, match=r"alpaca-lora@2026.11 \(cpu\) is not built here .*stackbuild build"):
+        locate(engine, context, REGISTRY, "known")
+    assert engine.base_pulls == []  # "known" never downloads
+    found = locate(engine, context, REGISTRY, "fetch")
+    assert engine.base_pulls == ["debian:bookworm-slim"] and found.base_here and found.local is None
+    assert found.ref == _ref_and_plan()[0] and found.base == f"debian:bookworm-slim@{BASE_DIGEST}"
+
+
+def test_locate_finds_this_content_here_under_either_name_and_present_pulls_a_missing_base():
+    context = prepare("alpaca-lora", "2026.11", "cpu", ())
+    engine = FakeEngine()
+    ref = locate(engine, context, REGISTRY).ref
+    assert locate(engine, context, REGISTRY).local is None
+    engine.images[f"stackbuild/alpaca-lora:{ref.content_tag}"] = {"Id": "sha256:1", "Config": {"Labels": {}}}
+    assert locate(engine, context, REGISTRY).local == (f"stackbuild/alpaca-lora:{ref.content_tag}", "sha256:1")
+    remote_only = FakeEngine()
+    remote_only.local_identity = lambda ref: None  # the base is not here, but its registry gives a digest
+    pulled: list[str] = []
+    remote_only.base_identity = lambda ref, pull, on_event=None: pulled.append(ref) or f"{ref}@{BASE_DIGEST}"
+    assert not locate(remote_only, context, REGISTRY, "fetch").base_here and pulled == []
+    assert locate(remote_only, context, REGISTRY, "present").base_here and pulled == ["debian:bookworm-slim"]
+
+
+def test_image_of_takes_an_image_as_given_or_the_stacks_content_tag():
+    engine = FakeEngine()
+    with pytest.raises(SelectionError, match="image a/b:1 is not on this engine"):
+        image_of(engine, "a/b:1", None, [], None)
+    engine.images["a/b:1"] = {"Id": "sha256:2", "Config": {"Labels": {}}}
+    assert image_of(engine, "a/b:1", None, [], None) == "a/b:1"
+    with pytest.raises(SelectionError, match=r"is not here: run `stackbuild build alpaca-lora@2026.11 --target cpu`"):
+        image_of(engine, "alpaca-lora@2026.11", "cpu", [], REGISTRY)
+    ref = locate(engine, prepare("alpaca-lora", "2026.11", "cpu", ()), REGISTRY).ref
+    engine.images[ref.immutable] = {"Id": "sha256:3", "Config": {"Labels": {}}}
+    assert image_of(engine, "alpaca-lora@2026.11", "cpu", [], REGISTRY) == ref.immutable

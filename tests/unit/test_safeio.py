@@ -146,7 +146,7 @@ def test_the_junit_report_is_not_written_into_a_fifo(tmp_path, specials):
 @pytest.mark.parametrize("special", ["fifo", "device"])
 def test_a_special_docker_client_config_is_refused_not_read(tmp_path, monkeypatch, special):
     """docker-py reads $DOCKER_CONFIG/config.json when it starts: a FIFO blocked forever, /dev/zero filled memory."""
-    from builder.engine import Engine
+    from builder.engine import DockerEngine
     from builder.errors import EngineUnavailable
     folder = tmp_path / "docker"
     folder.mkdir()
@@ -157,4 +157,4 @@ def test_a_special_docker_client_config_is_refused_not_read(tmp_path, monkeypatc
     monkeypatch.setenv("DOCKER_CONFIG", str(folder))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
     with pytest.raises(EngineUnavailable, match="cannot use the Docker client configuration .*not a regular file"):
-        Engine.connect(timeout=5)
+        DockerEngine.connect(timeout=5)

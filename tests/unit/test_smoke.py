@@ -12,9 +12,9 @@ from xml.etree import ElementTree
 
 import pytest
 
+from builder.checks import COMMON_CHECKS
 from builder.errors import SmokeError
 from builder.resources import templates_dir
-from builder.checks import COMMON_CHECKS
 from builder.smoke import SmokeReport, SmokeResult, run_smoke
 
 SMOKE = templates_dir() / "context" / "smoke"

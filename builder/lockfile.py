@@ -1,0 +1,230 @@
+"""The lock file format: parse, write and check one, knowing nothing of plans or of how it was made.
+
+A lock records what it was resolved from - the stack, the Python, the platform (the base's glibc),
+the date and each layer's top-level requirements - and has one section per Dockerfile layer with
+the packages that layer installs. Its body is a valid requirements file: ``pip install --no-deps
+--require-hashes -r`` installs all of it. Locking (builder/lock.py) makes one; a plan
+(builder/plan.py) reads its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from .errors import LockError
+from .files import write_atomic
+from .lockseal import check_seal, seal_lines
+from .safeio import MAX_LOCK_BYTES, read_text
+
+LOCKS_FOLDER = "locks"  # beside the profile
+FORMAT = "stackbuild-lock 1"
+SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]\Z")
+INPUT = re.compile(r"^# input (?P<key>[a-z0-9:._-]+): (?P<req>.+)\Z")
+FIELD = re.compile(r"^# (?P<name>format|stack|python|platform|exclude-newer|torch-exclude-newer|resolver): "
+                   r"(?P<value>.+)\Z")
+HASH = re.compile(r"^--hash=(sha256:[0-9a-f]{64})\Z")
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    """One locked distribution: ``name==version`` with its hashes, or a git pin (no hash possible)."""
+
+    name: str  # canonical (PEP 503)
+    version: str | None
+    requirement: str
+    hashes: tuple[str, ...]
+
+    @property
+    def is_git(self) -> bool:
+        return "git+" in self.requirement
+
+    def text(self) -> str:
+        if not self.hashes:
+            return self.requirement + "\n"
+        return " \\\n".join([self.requirement, *(f"    --hash={h}" for h in self.hashes)]) + "\n"
+
+
+@dataclass(frozen=True)
+class LockInputs:
+    """What a lock is resolved from; a lock is stale when the profile's inputs differ."""
+
+    stack: str
+    python: str
+    platform: str
+    exclude_newer: str
+    groups: tuple[tuple[str, tuple[str, ...]], ...]  # (layer key, top-level requirements)
+
+    def lines(self) -> list[str]:
+        out = [f"# stack: {self.stack}", f"# python: {self.python}", f"# platform: {self.platform}",
+               f"# exclude-newer: {self.exclude_newer}"]
+        out += [f"# input {key}: {req}" for key, reqs in self.groups for req in reqs]
+        return out
+
+    @property
+    def requirements(self) -> list[str]:
+        return [req for _, reqs in self.groups for req in reqs]
+
+
+@dataclass(frozen=True)
+class Lock:
+    inputs: LockInputs
+    groups: tuple[tuple[str, tuple[LockedPackage, ...]], ...]  # (layer key, packages), in layer order
+    resolver: str = ""
+    torch_exclude_newer: str = ""  # the cut-off the [torch] section was resolved with (torch's own release)
+
+    def packages(self) -> list[LockedPackage]:
+        return [p for _, packages in self.groups for p in packages]
+
+    def versions(self) -> dict[str, str]:
+        """name -> version (a git pin's version is its URL)."""
+        return {p.name: p.version or p.requirement.split(" @ ", 1)[-1] for p in self.packages()}
+
+    def group(self, key: str) -> tuple[LockedPackage, ...]:
+        return dict(self.groups).get(key, ())
+
+    def git_pins(self) -> list[LockedPackage]:
+        return [p for p in self.packages() if p.is_git]
+
+    def text(self) -> str:
+        head = [f"# stackbuild lock of {self.inputs.stack}: every package the image installs, with hashes.",
+                f"# Made by `stackbuild lock` ({self.resolver}); do not edit: change the profile, then lock again.",
+                f"# format: {FORMAT}", *self.inputs.lines()]
+        if self.torch_exclude_newer:
+            head.append(f"# torch-exclude-newer: {self.torch_exclude_newer}")
+        if self.resolver:
+            head.append(f"# resolver: {self.resolver}")
+        body = []
+        for key, packages in self.groups:
+            body.append(f"\n# [{key}]\n")
+            body.extend(p.text() for p in packages)
+        unsealed = "\n".join(head) + "\n" + "".join(body)
+        return "\n".join([*head, *seal_lines(unsealed)]) + "\n" + "".join(body)
+
+
+def lock_file(profile: Path, stack: str, release: str, target: str, options: Iterable[str] = ()) -> Path:
+    """Where the lock of one stack x release x target (x options) lives: ``locks/`` beside the profile."""
+    name = f"{stack}@{release}-{target}" + "".join(f"+{o}" for o in options) + ".txt"
+    return profile.parent / LOCKS_FOLDER / name
+
+
+def parse_lock(text: str, where: str) -> Lock:
+    """Parse a lock file; LockError naming the line when it is not one."""
+    if f"# format: {FORMAT}" not in text.splitlines():
+        raise LockError(f"{where}: not a stackbuild lock (no '# format: {FORMAT}' line); make it with `stackbuild lock`")
+    fields: dict[str, str] = {}
+    inputs: list[tuple[str, str]] = []
+    groups: list[tuple[str, list[LockedPackage]]] = []
+    entry: list[str] = []
+    entry_line = 0
+
+    def finish() -> None:
+        if not entry:
+            return
+        words = " ".join(entry).split()
+        hashes = []
+        for word in words:
+            match = HASH.match(word)
+            if word.startswith("--") and not match:
+                raise LockError(f"{where}:{entry_line}: unexpected option '{word}' in a lock entry")
+            if match:
+                hashes.append(match[1])
+        requirement = " ".join(w for w in words if not w.startswith("--"))
+        name, _, version = requirement.partition("==")
+        if " @ " in requirement:
+            name, version = requirement.split(" @ ", 1)[0], ""
+        if not groups:
+            raise LockError(f"{where}:{entry_line}: a package before the first [section]")
+        groups[-1][1].append(LockedPackage(canonicalize_name(name.strip()), version.strip() or None, requirement,
+                                           tuple(hashes)))
+        entry.clear()
+
+    continued = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if continued:
+            continued = line.endswith("\\")
+            entry.append(line.rstrip("\\").strip())
+            if not continued:
+                finish()
+            continue
+        if not line:
+            continue
+        if line.startswith("#"):
+            if match := SECTION.match(line):
+                groups.append((match["key"], []))
+            elif match := INPUT.match(line):
+                inputs.append((match["key"], match["req"]))
+            elif match := FIELD.match(line):
+                fields[match["name"]] = match["value"]
+            continue
+        entry_line, continued = number, line.endswith("\\")
+        entry.append(line.rstrip("\\").strip())
+        if not continued:
+            finish()
+    finish()
+    missing = [k for k in ("stack", "python", "platform", "exclude-newer") if k not in fields]
+    if missing:
+        raise LockError(f"{where}: the lock's header lacks {', '.join(missing)}; make it again with `stackbuild lock`")
+    grouped: dict[str, list[str]] = {}
+    for key, req in inputs:
+        grouped.setdefault(key, []).append(req)
+    lock_in = LockInputs(fields["stack"], fields["python"], fields["platform"], fields["exclude-newer"],
+                         tuple((k, tuple(v)) for k, v in grouped.items()))
+    return Lock(lock_in, tuple((k, tuple(p)) for k, p in groups), fields.get("resolver", ""),
+                fields.get("torch-exclude-newer", ""))
+
+
+def read_lock(path: Path) -> Lock:
+    """A lock file, its seal checked (lockseal.py): any edit since `stackbuild lock` made it is a LockError."""
+    try:
+        text = read_text(path, MAX_LOCK_BYTES)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LockError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    check_seal(text, str(path))
+    return parse_lock(text, str(path))
+
+
+def lock_problems(lock: Lock, expected: LockInputs) -> list[str]:
+    """Why a lock does not fit the profile: its inputs differ, or its body contradicts them."""
+    problems = []
+    have, want = lock.inputs.lines(), expected.lines()
+    if have != want:
+        diff = [line for line in difflib.unified_diff(have, want, "lock", "profile", lineterm="", n=0)
+                if not line.startswith("@@")]
+        problems.append("the profile changed since the lock was made:\n" + "\n".join(f"  {d}" for d in diff))
+    versions = lock.versions()
+    for req in lock.inputs.requirements:
+        name, sep, version = req.partition("==")
+        if sep and versions.get(canonicalize_name(name)) != version:
+            problems.append(f"{req} is an input but the lock installs "
+                            f"{versions.get(canonicalize_name(name), 'no such package')}")
+    for package in lock.packages():
+        if not package.is_git and not package.hashes:
+            problems.append(f"{package.requirement} has no hash")
+    seen: dict[str, str] = {}
+    for key, packages in lock.groups:
+        for package in packages:
+            if package.name in seen:
+                problems.append(f"{package.name} is in both [{seen[package.name]}] and [{key}]")
+            seen[package.name] = key
+    unknown = [key for key, _ in lock.groups if key not in dict(expected.groups)]
+    if unknown:
+        problems.append(f"sections without inputs: {', '.join(unknown)}")
+    return problems
+
+
+def write_lock(path: Path, lock: Lock) -> None:
+    """Write atomically: a failure leaves no half-written lock."""
+    write_atomic(path, lock.text(), LockError, make_folder=True)
+
+
+def package_diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """(name, old version, new version) for every package added, removed or changed; sorted by name."""
+    names: Iterable[str] = sorted(set(old) | set(new))
+    return [(n, old.get(n), new.get(n)) for n in names if old.get(n) != new.get(n)]

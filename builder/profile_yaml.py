@@ -1,0 +1,154 @@
+"""The raw profile model: what a stack's YAML file may say, strictly (unknown keys are errors).
+
+Only the shape is checked here (types, dates, versions, one-line text); builder/profile.py resolves
+a file into the frozen ``Stack`` (builder/stack.py) and checks what a shape cannot say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from . import targets
+from .knowledge import CheckName, IssueId, OneLine
+from .validation import Strict
+
+TARGETS = targets.NAMES
+Target = targets.TargetName
+
+def _to_date(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _iso_date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a date || write it as YYYY-MM-DD") from None
+    return value
+
+
+def _version_text(value: str) -> str:
+    if value != value.strip() or not value.isprintable():
+        raise ValueError(f"{value!r} has spaces or control characters || write a version such as 2.0.1")
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"'{value}' is not a version || write a version such as 2.0.1") from None
+    if "+" in value:
+        raise ValueError(f"'{value}' has a local version || name the plain release; the CUDA build follows from 'cuda'")
+    return value
+
+
+def _major_minor(value: str) -> str:
+    if not re.fullmatch(r"\d+\.\d+", value):
+        raise ValueError(f"'{value}' is not MAJOR.MINOR || write it like \"3.10\" or \"11.8\" (quoted)")
+    return value
+
+
+IsoDate = Annotated[str, BeforeValidator(_to_date), AfterValidator(_iso_date)]
+VersionText = Annotated[str, AfterValidator(_version_text)]
+MajorMinor = Annotated[str, AfterValidator(_major_minor)]
+
+
+class RawFix(Strict):
+    issue: IssueId
+    via: Literal["apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option"]
+    detail: OneLine
+
+
+class RawFile(Strict):
+    description: OneLine
+    document: dict[str, Any] = Field(alias="json", description="The file's content, written as JSON.")
+
+
+class RawPatch(Strict):
+    id: IssueId
+    summary: OneLine
+    package: str
+    file: str
+    find: str
+    replace: str
+    count: int = 1
+    fixes: IssueId
+
+
+class RawCompiled(Strict):
+    package: str
+    why: OneLine
+    targets: list[Target] = list(TARGETS)
+    requires: list[str] = []
+    no_build_isolation: bool
+    memory_per_job_gib: int | None = None
+    env: dict[Target, dict[str, str]] = {}
+
+
+class RawPackage(Strict):
+    requirement: str
+    why: OneLine
+    targets: list[Target] = list(TARGETS)
+
+
+class RawTarget(Strict):
+    base: str
+    python: MajorMinor
+    arch_list: list[str] = []
+    env: dict[str, str] = {}
+
+
+class RawOption(Strict):
+    summary: OneLine
+    targets: list[Target] = list(TARGETS)
+    packages: list[str]
+    fixes: list[RawFix] = []
+
+
+class RawRelease(Strict):
+    summary: OneLine
+    date: IsoDate
+    era: bool = False
+    notes: list[OneLine] = []
+    torch: VersionText
+    cuda: MajorMinor
+    with_torch: list[str] = []
+    bootstrap: list[str]
+    targets: dict[Target, RawTarget]
+    apt: list[str] = []
+    compiled: list[RawCompiled] = []
+    packages: list[str | RawPackage] = []
+    last_packages: list[str | RawPackage] = Field(
+        default=[], description="The stack's own top-level pins (e.g. peft): installed after every other pin, in a "
+        "layer of their own, so bumping one rebuilds only that layer.")
+    patches: list[RawPatch] = []
+    env: dict[str, str] = {}
+    fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
+                                                     "and those that prove its fixes")
+    options: dict[str, RawOption] = {}
+
+
+class RawStackHead(Strict):
+    name: str
+    title: OneLine
+    description: str
+    requires_python: str | None = None
+    default_release: str
+    notes: list[OneLine] = []
+    apt: list[str] = []
+    files: dict[str, RawFile] = {}
+    fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
+                                                     "and those that prove its fixes")
+    releases: dict[Any, Any]
+
+
+class RawStack(RawStackHead):
+    """The whole file, for `stackbuild schema`."""
+
+    releases: dict[str, RawRelease]  # type: ignore[assignment]

@@ -1,0 +1,134 @@
+"""The resolved, frozen model of a stack profile: what everything downstream of the loader consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import compat
+from .errors import SelectionError
+from .knowledge import KnownIssue
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned package: ``name==version`` or ``name @ git+https://…@<commit>``."""
+
+    name: str
+    version: str | None
+    url: str | None
+    requirement: str
+
+    @property
+    def is_git(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
+class Fix:
+    issue: KnownIssue
+    via: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    name: str
+    description: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    summary: str
+    package: str
+    file: str
+    find: str
+    replace: str
+    count: int
+    fixes: str
+
+
+@dataclass(frozen=True)
+class CompiledPackage:
+    pin: Pin
+    why: str
+    targets: tuple[str, ...]
+    requires: tuple[Pin, ...]
+    no_build_isolation: bool
+    memory_per_job_gib: int | None
+    env: dict[str, tuple[tuple[str, str], ...]]  # target -> sorted (name, value)
+
+
+@dataclass(frozen=True)
+class PackagePin:
+    pin: Pin
+    why: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    base: compat.BaseImage
+    python: str
+    arch_list: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    torch: Pin
+    torch_index: str | None
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    summary: str
+    targets: tuple[str, ...]
+    packages: tuple[Pin, ...]
+    fixes: tuple[Fix, ...]
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    summary: str
+    date: str
+    era: bool
+    notes: tuple[str, ...]
+    torch: str
+    cuda: str
+    with_torch: tuple[Pin, ...]
+    bootstrap: tuple[Pin, ...]
+    targets: dict[str, TargetSpec]
+    apt: tuple[str, ...]
+    compiled: tuple[CompiledPackage, ...]
+    packages: tuple[PackagePin, ...]
+    last_packages: tuple[PackagePin, ...]
+    patches: tuple[Patch, ...]
+    env: tuple[tuple[str, str], ...]
+    fixes: tuple[Fix, ...]
+    options: dict[str, Option]
+    checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    title: str
+    description: str
+    requires_python: str | None
+    default_release: str
+    notes: tuple[str, ...]
+    files: tuple[ShippedFile, ...]
+    releases: dict[str, Release]
+    source: str
+    path: Path = Path()  # the profile file (its locks/ folder is beside it)
+
+    def release(self, name: str | None) -> Release:
+        """The named release, or the default; unknown names list the ones that exist."""
+        name = name or self.default_release
+        if name not in self.releases:
+            raise SelectionError(
+                f"stack '{self.name}' has no release '{name}'; releases: {', '.join(self.releases)}"
+                f" (default {self.default_release})"
+            )
+        return self.releases[name]
