@@ -157,6 +157,8 @@ def _print_stack(info: dict) -> None:
         out.print(f"  date: {rel['date']}   torch {rel['torch']}   CUDA {rel['cuda']}")
         for note in rel["notes"]:
             out.print(f"  note: {note}")
+        if rel["namesake"]:
+            _print_namesake(rel["namesake"])
         out.print("  targets:")
         for t in rel["targets"]:
             extra = f"  archs {' '.join(t['arch_list'])}" if t["arch_list"] else ""
@@ -197,6 +199,20 @@ def _print_stack(info: dict) -> None:
         for check in rel["checks"]:
             gpu = " (GPU)" if check["gpu"] else ""
             out.print(f"    {check['name']:28} {check['summary']}{gpu}")
+
+
+def _print_namesake(ns: dict) -> None:
+    out.print(f"  namesake: {ns['repository']} at {ns['commit'][:12]} (run unchanged)")
+    for script in ns["scripts"]:
+        runs = [t for t, state in script["targets"].items() if state["runs"]]
+        out.print(f"    {script['path']}: {'runs on ' + ', '.join(runs) if runs else 'does not run on this release'}")
+        for target, state in script["targets"].items():
+            if not state["runs"]:
+                out.print(f"      {target}: cannot run - {state['why']}")
+                if state["fails_with"]:
+                    out.print(f"          fails with: {state['fails_with']}"
+                              f"{' (doctor: ' + state['issue'] + ')' if state['issue'] else ''}")
+                out.print(f"          instead: {state['instead']}")
 
 
 @app.command("render")

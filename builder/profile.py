@@ -43,6 +43,8 @@ PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 ARCH = re.compile(r"^\d+\.\d+$")
 GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/]+)$")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_.-]{1,100}$")
+SCRIPT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 FIX_VIA = ("apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option")
 
 
@@ -138,6 +140,39 @@ class RawOption(Strict):
     fixes: list[RawFix] = []
 
 
+class RawNamesake(Strict):
+    """The project a stack is named after: its own training code is what every release must run."""
+
+    repository: str = Field(description="The project's public repository, as owner/name on GitHub "
+                            "(e.g. tloen/alpaca-lora).")
+    scripts: list[str] = Field(description="Its training scripts, as paths inside the repository "
+                               "(e.g. finetune.py); they are run unchanged.")
+
+
+class RawNamesakeUnable(Strict):
+    """A script that this release cannot run on some targets, said in the profile instead of breaking silently."""
+
+    scripts: list[str] = Field(description="Which of the stack's namesake scripts (paths as in namesake.scripts).")
+    targets: list[Target] = Field(description="The targets it cannot run on.")
+    why: OneLine = Field(description="Why not: the API it calls that this release's libraries removed, the "
+                         "package the target lacks, or what cannot be built here; with the edit that would fix it.")
+    fails_with: OneLine | None = Field(None, description="The error line the unchanged script stops with in this "
+                                       "release's image (checked by the namesake integration test); leave out "
+                                       "where the image cannot be built here.")
+    issue: IssueId | None = Field(None, description="The known issue (stacks/known-issues.yaml) doctor reports for "
+                                  "that failure; its fix for this release names what runs the script.")
+    instead: OneLine = Field(description="What to use instead: another release or target that runs it.")
+
+
+class RawNamesakeRun(Strict):
+    """Which version of the namesake project a release is meant to run, and where it cannot."""
+
+    commit: str = Field(description="The full 40-character commit of the namesake repository whose scripts this "
+                        "release runs.")
+    unable: list[RawNamesakeUnable] = Field([], description="Scripts x targets this release cannot run, each with "
+                                            "why and what to use instead; everything not listed must run.")
+
+
 class RawRelease(Strict):
     summary: OneLine
     date: IsoDate
@@ -160,6 +195,8 @@ class RawRelease(Strict):
     checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
                                                      "and those that prove its fixes")
     options: dict[str, RawOption] = {}
+    namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
+                                           "this release runs (required when the stack names one).")
 
 
 class RawStackHead(Strict):
@@ -174,6 +211,8 @@ class RawStackHead(Strict):
     fixes: list[RawFix] = []
     checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
                                                      "and those that prove its fixes")
+    namesake: RawNamesake | None = Field(None, description="The project the stack is named after, whose own "
+                                        "training scripts every release runs (or says why it cannot).")
     releases: dict[Any, Any]
 
 
@@ -267,6 +306,33 @@ class Option:
 
 
 @dataclass(frozen=True)
+class NamesakeUnable:
+    scripts: tuple[str, ...]
+    targets: tuple[str, ...]
+    why: str
+    fails_with: str | None
+    issue: str | None
+    instead: str
+
+
+@dataclass(frozen=True)
+class Namesake:
+    """The namesake project's scripts at the commit one release runs, and where it cannot."""
+
+    repository: str
+    scripts: tuple[str, ...]
+    commit: str
+    unable: tuple[NamesakeUnable, ...]
+
+    def unable_for(self, script: str, target: str) -> NamesakeUnable | None:
+        """The entry saying ``script`` cannot run on ``target``, or None where it must run."""
+        for entry in self.unable:
+            if script in entry.scripts and target in entry.targets:
+                return entry
+        return None
+
+
+@dataclass(frozen=True)
 class Release:
     name: str
     summary: str
@@ -287,6 +353,7 @@ class Release:
     fixes: tuple[Fix, ...]
     options: dict[str, Option]
     checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
+    namesake: Namesake | None = None
 
 
 @dataclass(frozen=True)
@@ -396,6 +463,8 @@ class _Resolver:
                 self.problem(("requires_python",), f"'{head.requires_python}' is not a version specifier",
                              "write it like \">=3.9\"")
         self._check_description(head.description)
+        if head.namesake is not None:
+            self._check_namesake(head.namesake)
         stack_apt = self._apt(head.apt, ("apt",))
         files = self._files(head.files)
         stack_fixes = self._fixes(head.fixes, ("fixes",))
@@ -421,6 +490,19 @@ class _Resolver:
             requires_python=head.requires_python, default_release=head.default_release,
             notes=tuple(head.notes), files=files, releases=releases, source=self.src.file,
         )
+
+    def _check_namesake(self, project: RawNamesake) -> None:
+        if not REPOSITORY.match(project.repository):
+            self.problem(("namesake", "repository"), f"'{project.repository}' is not a GitHub owner/name",
+                         "write it like tloen/alpaca-lora")
+        if not project.scripts:
+            self.problem(("namesake", "scripts"), "no scripts named", "list the training scripts, e.g. [finetune.py]")
+        for index, script in enumerate(project.scripts):
+            if not SCRIPT_PATH.match(script) or ".." in script.split("/"):
+                self.problem(("namesake", "scripts", index), f"'{script}' is not a relative .py path",
+                             "write it as in the repository, like fastchat/train/train.py")
+            elif script in project.scripts[:index]:
+                self.problem(("namesake", "scripts", index), f"'{script}' is listed twice", "remove the duplicate")
 
     def _check_description(self, text: str) -> None:
         if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f]", text):
@@ -633,9 +715,51 @@ class _Resolver:
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
+            namesake=self._namesake(head, raw, at),
         )
         _RuleCheck(self, at, release).run()
         return release if len(self.problems) == before else None
+
+    def _namesake(self, head: RawStackHead, raw: RawRelease, at: PathKey) -> Namesake | None:
+        project, run = head.namesake, raw.namesake
+        if project is None:
+            if run is not None:
+                self.problem((*at, "namesake"), "the stack names no namesake project",
+                             "add namesake: {repository: owner/name, scripts: [...]} at the top, or remove this")
+            return None
+        if run is None:
+            self.problem((*at, "namesake"), f"release does not say which commit of {project.repository} it runs",
+                         "add namesake: {commit: <40-hex commit>} (and 'unable' entries where it cannot run)")
+            return None
+        if not FULL_COMMIT.match(run.commit):
+            self.problem((*at, "namesake", "commit"), f"'{run.commit}' is not a full commit",
+                         "pin the full 40-character commit hash, not a branch, tag or short hash")
+        unable = []
+        for index, entry in enumerate(run.unable):
+            upath = (*at, "namesake", "unable", index)
+            for sindex, script in enumerate(entry.scripts):
+                if script not in project.scripts:
+                    self.problem((*upath, "scripts", sindex), f"'{script}' is not one of the namesake scripts",
+                                 f"use one of: {', '.join(project.scripts)}")
+            if not entry.scripts or not entry.targets:
+                self.problem(upath, "an unable entry needs scripts and targets", "name at least one of each")
+            for target in entry.targets:
+                if target not in raw.targets:
+                    self.problem((*upath, "targets"), f"target '{target}' is not a target of this release",
+                                 f"use one of: {', '.join(raw.targets)}")
+            for script in entry.scripts:
+                for target in entry.targets:
+                    if any(script in e.scripts and target in e.targets for e in run.unable[:index]):
+                        self.problem(upath, f"{script} on {target} is already marked unable", "keep one entry")
+            if entry.issue is not None and entry.issue not in self.kb:
+                self.problem((*upath, "issue"), f"unknown known-issue id '{entry.issue}'",
+                             "ids are defined in stacks/known-issues.yaml")
+            if entry.issue is not None and entry.fails_with is None:
+                self.problem((*upath, "issue"), "an issue without the fails_with line it explains",
+                             "add fails_with: <the error line>, or remove issue")
+            unable.append(NamesakeUnable(tuple(entry.scripts), tuple(entry.targets), entry.why, entry.fails_with,
+                                         entry.issue, entry.instead))
+        return Namesake(project.repository, tuple(project.scripts), run.commit, tuple(unable))
 
     def _packages(self, entries: list[str | RawPackage], path: PathKey) -> tuple[PackagePin, ...]:
         out = []
