@@ -48,13 +48,21 @@ COMMANDS = {
         "cd /w && PYTHONPATH={src} python {src}/fastchat/train/train.py --model_name_or_path /w/tiny-llama "
         "--data_path /w/sharegpt.json --output_dir /w/out --num_train_epochs 1 --max_steps 2 "
         "--per_device_train_batch_size 2 --gradient_accumulation_steps 1 --learning_rate 1e-3 "
-        "--model_max_length 64 --save_strategy no --report_to none --lazy_preprocess True"
+        "--model_max_length 256 --save_strategy no --report_to none --lazy_preprocess True"
     ),
     "fastchat/train/train_mem.py": (
         "cd /w && PYTHONPATH={src} python {src}/fastchat/train/train_mem.py --model_name_or_path /w/tiny-llama "
         "--data_path /w/sharegpt.json --output_dir /w/out --num_train_epochs 1 --max_steps 2 "
         "--per_device_train_batch_size 2 --model_max_length 64 --save_strategy no --report_to none"
     ),
+}
+
+# deepspeed-zero3-offload runs FastChat's train.py as an HF Trainer ZeRO-3 job: one process through
+# torchrun (the distributed environment DeepSpeed needs) with the image's own ZeRO-3 offload config.
+STACK_COMMANDS = {
+    ("deepspeed-zero3-offload", "fastchat/train/train.py"): COMMANDS["fastchat/train/train.py"].replace(
+        "python {src}/fastchat/train/train.py", "torchrun --nproc_per_node 1 {src}/fastchat/train/train.py")
+    + " --deepspeed /opt/stackbuild/files/ds_config_zero3_offload.json",
 }
 
 # What a run saved, read inside the image with its own torch: every tensor file under /w/out.
@@ -67,7 +75,7 @@ def load(path):
     return torch.load(path, map_location="cpu")
 def tensors(folder):
     out = {}
-    for path in sorted(glob.glob(folder + "/*.bin") + glob.glob(folder + "/*.safetensors")):
+    for path in sorted(glob.glob(folder + "/*model*.bin") + glob.glob(folder + "/*.safetensors")):
         out.update({k: v for k, v in load(path).items() if hasattr(v, "float")})
     return out
 saved, initial = tensors("/w/out"), tensors("/w/tiny-llama")
@@ -126,7 +134,8 @@ def test_namesake_script_runs_unchanged_or_fails_as_the_profile_says(stack, rele
     work = tmp_path / "w"
     work.mkdir()
     shutil.copy(NAMESAKE / "make_tiny_llama.py", work)
-    command = f"python /w/make_tiny_llama.py /w && {COMMANDS[script].format(src='/src')}"
+    run = STACK_COMMANDS.get((stack, script), COMMANDS[script])
+    command = f"python /w/make_tiny_llama.py /w && {run.format(src='/src')}"
     if unable is None:
         command += f" && python - <<'EOF'\n{INSPECT}\nEOF"
     code, log = _run(docker_client, image, work, src, command)

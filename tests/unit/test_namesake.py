@@ -18,6 +18,7 @@ from builder.knowledge import load_knowledge_base
 from builder.profile import available_stacks, load_stack
 
 VENDORED = Path(__file__).parents[1] / "integration" / "fixtures" / "namesake"
+LOGS = Path(__file__).parent / "fixtures" / "logs"
 SPEC = re.compile(r"\b([a-z0-9-]+)@([0-9][0-9A-Za-z._-]*[0-9A-Za-z])")
 RELEASES = [(s, r) for s in available_stacks() for r in load_stack(s).releases]
 
@@ -58,10 +59,14 @@ UNABLE_WITH_ISSUE = [(s, r, e) for s, r in RELEASES for e in load_stack(s).relea
 @pytest.mark.parametrize(("stack", "release", "entry"), UNABLE_WITH_ISSUE,
                          ids=[f"{s}@{r}:{e.scripts[0]}" for s, r, e in UNABLE_WITH_ISSUE])
 def test_doctor_recognises_the_marked_failure_and_names_a_release_that_runs_it(stack, release, entry):
-    diagnoses = diagnose(f"Traceback (most recent call last):\n{entry.fails_with}\n", stack=stack, release=release)
+    # a real log of that failure (tests/unit/fixtures/logs/<issue>--N.log) carries the marked line
+    logs = [p.read_text(encoding="utf-8") for p in sorted(LOGS.glob(f"{entry.issue}--*.log"))]
+    real = [log for log in logs if entry.fails_with in log]
+    assert real, f"no fixture log of {entry.issue} contains {entry.fails_with!r}"
+    diagnoses = diagnose(real[0], stack=stack, release=release)
     assert diagnoses and diagnoses[0].issue.id == entry.issue, [d.issue.id for d in diagnoses]
     named = {f"{n}@{r}" for n, r in SPEC.findall(entry.instead)}
-    assert any(spec in diagnoses[0].fix for spec in named) or not named, (diagnoses[0].fix, named)
+    assert named and all(spec in diagnoses[0].fix for spec in named), (diagnoses[0].fix, named)
     kb = load_knowledge_base()
     assert stack in kb[entry.issue].stacks or "any" in kb[entry.issue].stacks
 
@@ -71,7 +76,9 @@ def test_show_prints_where_the_namesake_runs_and_why_not(cli):
     assert code == 0, err
     assert "namesake: tloen/alpaca-lora at 8bb8579e403d (run unchanged)" in out
     era, current = out.split("\nalpaca-lora@2026.11 (default)")
-    assert "finetune.py: runs on cuda, cpu" in era
+    assert "finetune.py: runs on cuda" in era
+    assert "cpu: cannot run - finetune.py loads the base model with load_in_8bit=True" in era
+    assert "(doctor: bnb-quantized-needs-gpu)" in era
     assert "finetune.py: does not run on this release" in current
     assert "cpu: cannot run - finetune.py imports prepare_model_for_int8_training" in current
     assert ("fails with: ImportError: cannot import name 'prepare_model_for_int8_training' from 'peft' "
