@@ -55,14 +55,15 @@ COMMANDS = {
         "--data_path /w/sharegpt.json --output_dir /w/out --num_train_epochs 1 --max_steps 2 "
         "--per_device_train_batch_size 2 --model_max_length 64 --save_strategy no --report_to none"
     ),
-}
-
-# deepspeed-zero3-offload runs FastChat's train.py as an HF Trainer ZeRO-3 job: one process through
-# torchrun (the distributed environment DeepSpeed needs) with the image's own ZeRO-3 offload config.
-STACK_COMMANDS = {
-    ("deepspeed-zero3-offload", "fastchat/train/train.py"): COMMANDS["fastchat/train/train.py"].replace(
-        "python {src}/fastchat/train/train.py", "torchrun --nproc_per_node 1 {src}/fastchat/train/train.py")
-    + " --deepspeed /opt/stackbuild/files/ds_config_zero3_offload.json",
+    # DeepSpeed's own HF Trainer example, as its run.sh starts it (one process here, through torchrun,
+    # which sets the distributed environment DeepSpeed needs) with the image's ZeRO-3 offload config.
+    "training/tensor_parallel/hf_integration/train.py": (
+        "cd /w && torchrun --nproc_per_node 1 {src}/training/tensor_parallel/hf_integration/train.py "
+        "--model_name_or_path /w/tiny-llama --data_path /w/alpaca.json --output_dir /w/out --num_train_epochs 1 "
+        "--max_steps 2 --per_device_train_batch_size 2 --gradient_accumulation_steps 1 --learning_rate 1e-3 "
+        "--model_max_length 128 --save_strategy no --report_to none "
+        "--deepspeed /opt/stackbuild/files/ds_config_zero3_offload.json"
+    ),
 }
 
 # What a run saved, read inside the image with its own torch: every tensor file under /w/out.
@@ -134,8 +135,7 @@ def test_namesake_script_runs_unchanged_or_fails_as_the_profile_says(stack, rele
     work = tmp_path / "w"
     work.mkdir()
     shutil.copy(NAMESAKE / "make_tiny_llama.py", work)
-    run = STACK_COMMANDS.get((stack, script), COMMANDS[script])
-    command = f"python /w/make_tiny_llama.py /w && {run.format(src='/src')}"
+    command = f"python /w/make_tiny_llama.py /w && {COMMANDS[script].format(src='/src')}"
     if unable is None:
         command += f" && python - <<'EOF'\n{INSPECT}\nEOF"
     code, log = _run(docker_client, image, work, src, command)
@@ -154,7 +154,7 @@ def test_namesake_script_runs_unchanged_or_fails_as_the_profile_says(stack, rele
 
     assert code == 0, log[-5000:]
     result = json.loads(log.rsplit("NAMESAKE-RESULT ", 1)[1].splitlines()[0])
-    if script in ("finetune.py", "qlora.py"):
+    if script in ("finetune.py", "qlora.py"):  # LoRA trainers
         # a LoRA adapter: real tensors, not the 443-byte empty file of peft-empty-adapter
         adapter = {k: v for k, v in result["files"].items() if k.startswith("adapter_model")}
         assert adapter and max(adapter.values()) > 1024, result
