@@ -61,9 +61,14 @@ COMMANDS = {
         "cd /w && torchrun --nproc_per_node 1 {src}/training/tensor_parallel/hf_integration/train.py "
         "--model_name_or_path /w/tiny-llama --data_path /w/alpaca.json --output_dir /w/out --num_train_epochs 1 "
         "--max_steps 2 --per_device_train_batch_size 2 --gradient_accumulation_steps 1 --learning_rate 1e-3 "
-        "--model_max_length 128 --save_strategy no --report_to none "
+        "--model_max_length 128 --save_strategy no --report_to none --log_level info "
         "--deepspeed /opt/stackbuild/files/ds_config_zero3_offload.json"
     ),
+}
+
+# A line that shows the run went the way the stack promises (here: through DeepSpeed's ZeRO offload).
+EVIDENCE = {
+    "training/tensor_parallel/hf_integration/train.py": "Detected ZeRO Offload",
 }
 
 # What a run saved, read inside the image with its own torch: every tensor file under /w/out.
@@ -153,6 +158,8 @@ def test_namesake_script_runs_unchanged_or_fails_as_the_profile_says(stack, rele
         return
 
     assert code == 0, log[-5000:]
+    if script in EVIDENCE:
+        assert EVIDENCE[script] in log, log[-5000:]
     result = json.loads(log.rsplit("NAMESAKE-RESULT ", 1)[1].splitlines()[0])
     if script in ("finetune.py", "qlora.py"):  # LoRA trainers
         # a LoRA adapter: real tensors, not the 443-byte empty file of peft-empty-adapter
