@@ -206,13 +206,16 @@ def _print_namesake(ns: dict) -> None:
     for script in ns["scripts"]:
         runs = [t for t, state in script["targets"].items() if state["runs"]]
         out.print(f"    {script['path']}: {'runs on ' + ', '.join(runs) if runs else 'does not run on this release'}")
+        grouped: dict[tuple, list[str]] = {}  # one paragraph per reason, naming the targets it covers
         for target, state in script["targets"].items():
             if not state["runs"]:
-                out.print(f"      {target}: cannot run - {state['why']}")
-                if state["fails_with"]:
-                    out.print(f"          fails with: {state['fails_with']}"
-                              f"{' (doctor: ' + state['issue'] + ')' if state['issue'] else ''}")
-                out.print(f"          instead: {state['instead']}")
+                key = (state["why"], state["fails_with"], state["issue"], state["instead"])
+                grouped.setdefault(key, []).append(target)
+        for (why, fails_with, issue, instead), targets in grouped.items():
+            out.print(f"      {', '.join(targets)}: cannot run - {why}")
+            if fails_with:
+                out.print(f"          fails with: {fails_with}{' (doctor: ' + issue + ')' if issue else ''}")
+            out.print(f"          instead: {instead}")
 
 
 @app.command("render")
