@@ -71,7 +71,25 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail,
                    "proven_by": list(f.issue.proven_by)} for f in rel.fixes],
         "checks": [{"name": c.name, "summary": c.summary, "gpu": c.gpu} for c in select_checks(rel, rel.fixes)],
+        "namesake": _describe_namesake(rel),
     }
+
+
+def _describe_namesake(rel: Release) -> dict | None:
+    """The namesake project's scripts at this release's commit: on which targets each runs, and why not."""
+    ns = rel.namesake
+    if ns is None:
+        return None
+    scripts = []
+    for script in ns.scripts:
+        targets = {}
+        for target in rel.targets:
+            unable = ns.unable_for(script, target)
+            targets[target] = ({"runs": True} if unable is None else
+                               {"runs": False, "why": unable.why, "fails_with": unable.fails_with,
+                                "issue": unable.issue, "instead": unable.instead})
+        scripts.append({"path": script, "targets": targets})
+    return {"repository": ns.repository, "commit": ns.commit, "scripts": scripts}
 
 
 def describe_stack(stack: Stack, release: str | None = None) -> dict:

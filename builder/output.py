@@ -103,6 +103,24 @@ def print_stack_list(rows: list[dict]) -> None:
     print_table(("STACK", "RELEASES (* = default)", "TARGETS", "TITLE"), table)
 
 
+def print_namesake(ns: dict) -> None:
+    """The namesake project a release runs, and per script the targets it cannot run on, why, and instead."""
+    out.print(f"  namesake: {ns['repository']} at {ns['commit'][:12]} (run unchanged)")
+    for script in ns["scripts"]:
+        runs = [t for t, state in script["targets"].items() if state["runs"]]
+        out.print(f"    {script['path']}: {'runs on ' + ', '.join(runs) if runs else 'does not run on this release'}")
+        grouped: dict[tuple, list[str]] = {}  # one paragraph per reason, naming the targets it covers
+        for target, state in script["targets"].items():
+            if not state["runs"]:
+                key = (state["why"], state["fails_with"], state["issue"], state["instead"])
+                grouped.setdefault(key, []).append(target)
+        for (why, fails_with, issue, instead), names in grouped.items():
+            out.print(f"      {', '.join(names)}: cannot run - {why}")
+            if fails_with:
+                out.print(f"          fails with: {fails_with}{' (doctor: ' + issue + ')' if issue else ''}")
+            out.print(f"          instead: {instead}")
+
+
 def print_stack(info: dict) -> None:
     """`stackbuild show`: a stack's releases with their targets, pins, fixes and checks."""
     out.print(Text(info["name"], style="bold"), f"- {info['title']}")
@@ -118,6 +136,8 @@ def print_stack(info: dict) -> None:
         out.print(f"  date: {rel['date']}   torch {rel['torch']}   CUDA {rel['cuda']}")
         for note in rel["notes"]:
             out.print(f"  note: {note}")
+        if rel.get("namesake"):
+            print_namesake(rel["namesake"])
         out.print("  targets:")
         for t in rel["targets"]:
             extra = f"  archs {' '.join(t['arch_list'])}" if t["arch_list"] else ""

@@ -28,10 +28,12 @@ from .knowledge import KnownIssue, load_knowledge_base
 from .names import IDENTIFIER, KEBAB, RELEASE
 from .printable import printable
 from .profile_rules import RuleCheck
-from .profile_yaml import TARGETS, RawFile, RawFix, RawPackage, RawRelease, RawStackHead, RawTarget
+from .profile_yaml import (TARGETS, RawFile, RawFix, RawNamesake, RawPackage, RawRelease, RawStackHead,
+                           RawTarget)
 from .resources import display_path, stacks_dir
 from .spec import is_profile_path
-from .stack import CompiledPackage, Fix, Option, PackagePin, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from .stack import (CompiledPackage, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
+                    ShippedFile, Stack, TargetSpec)
 from .validation import dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
 
@@ -46,6 +48,8 @@ PATCH_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
 ARCH = re.compile(r"^\d+\.\d+\Z")
 GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?(?:\.git)?@(?P<rev>[^@/\s]+)\Z")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
+REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_.-]{1,100}\Z")
+SCRIPT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,6 +135,8 @@ class _Resolver:
                 self.problem(("requires_python",), f"'{head.requires_python}' is not a version specifier",
                              "write it like \">=3.9\"")
         self._check_description(head.description)
+        if head.namesake is not None:
+            self._check_namesake(head.namesake)
         stack_apt = self._apt(head.apt, ("apt",))
         files = self._files(head.files)
         stack_fixes = self._fixes(head.fixes, ("fixes",))
@@ -156,6 +162,19 @@ class _Resolver:
             requires_python=head.requires_python, default_release=head.default_release,
             notes=tuple(head.notes), files=files, releases=releases, source=self.src.file,
         )
+
+    def _check_namesake(self, project: RawNamesake) -> None:
+        if not REPOSITORY.match(project.repository):
+            self.problem(("namesake", "repository"), f"'{project.repository}' is not a GitHub owner/name",
+                         "write it like tloen/alpaca-lora")
+        if not project.scripts:
+            self.problem(("namesake", "scripts"), "no scripts named", "list the training scripts, e.g. [finetune.py]")
+        for index, script in enumerate(project.scripts):
+            if not SCRIPT_PATH.match(script) or ".." in script.split("/"):
+                self.problem(("namesake", "scripts", index), f"'{script}' is not a relative .py path",
+                             "write it as in the repository, like fastchat/train/train.py")
+            elif script in project.scripts[:index]:
+                self.problem(("namesake", "scripts", index), f"'{script}' is listed twice", "remove the duplicate")
 
     def _check_description(self, text: str) -> None:
         if not text.strip() or re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", text):
@@ -369,9 +388,51 @@ class _Resolver:
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
+            namesake=self._namesake(head, raw, at),
         )
         RuleCheck(self.problem, at, release).run()
         return release if len(self.problems) == before else None
+
+    def _namesake(self, head: RawStackHead, raw: RawRelease, at: PathKey) -> Namesake | None:
+        project, run = head.namesake, raw.namesake
+        if project is None:
+            if run is not None:
+                self.problem((*at, "namesake"), "the stack names no namesake project",
+                             "add namesake: {repository: owner/name, scripts: [...]} at the top, or remove this")
+            return None
+        if run is None:
+            self.problem((*at, "namesake"), f"release does not say which commit of {project.repository} it runs",
+                         "add namesake: {commit: <40-hex commit>} (and 'unable' entries where it cannot run)")
+            return None
+        if not FULL_COMMIT.match(run.commit):
+            self.problem((*at, "namesake", "commit"), f"'{run.commit}' is not a full commit",
+                         "pin the full 40-character commit hash, not a branch, tag or short hash")
+        unable = []
+        for index, entry in enumerate(run.unable):
+            upath = (*at, "namesake", "unable", index)
+            for sindex, script in enumerate(entry.scripts):
+                if script not in project.scripts:
+                    self.problem((*upath, "scripts", sindex), f"'{script}' is not one of the namesake scripts",
+                                 f"use one of: {', '.join(project.scripts)}")
+            if not entry.scripts or not entry.targets:
+                self.problem(upath, "an unable entry needs scripts and targets", "name at least one of each")
+            for target in entry.targets:
+                if target not in raw.targets:
+                    self.problem((*upath, "targets"), f"target '{target}' is not a target of this release",
+                                 f"use one of: {', '.join(raw.targets)}")
+            for script in entry.scripts:
+                for target in entry.targets:
+                    if any(script in e.scripts and target in e.targets for e in run.unable[:index]):
+                        self.problem(upath, f"{script} on {target} is already marked unable", "keep one entry")
+            if entry.issue is not None and entry.issue not in self.kb:
+                self.problem((*upath, "issue"), f"unknown known-issue id '{entry.issue}'",
+                             "ids are defined in stacks/known-issues.yaml")
+            if entry.issue is not None and entry.fails_with is None:
+                self.problem((*upath, "issue"), "an issue without the fails_with line it explains",
+                             "add fails_with: <the error line>, or remove issue")
+            unable.append(NamesakeUnable(tuple(entry.scripts), tuple(entry.targets), entry.why, entry.fails_with,
+                                         entry.issue, entry.instead))
+        return Namesake(project.repository, tuple(project.scripts), run.commit, tuple(unable))
 
     def _packages(self, entries: list[str | RawPackage], path: PathKey) -> tuple[PackagePin, ...]:
         out = []

@@ -109,6 +109,39 @@ class RawOption(Strict):
     fixes: list[RawFix] = []
 
 
+class RawNamesake(Strict):
+    """The project a stack is named after: its own training code is what every release must run."""
+
+    repository: str = Field(description="The project's public repository, as owner/name on GitHub "
+                            "(e.g. tloen/alpaca-lora).")
+    scripts: list[str] = Field(description="Its training scripts, as paths inside the repository "
+                               "(e.g. finetune.py); they are run unchanged.")
+
+
+class RawNamesakeUnable(Strict):
+    """A script that this release cannot run on some targets, said in the profile instead of breaking silently."""
+
+    scripts: list[str] = Field(description="Which of the stack's namesake scripts (paths as in namesake.scripts).")
+    targets: list[Target] = Field(description="The targets it cannot run on.")
+    why: OneLine = Field(description="Why not: the API it calls that this release's libraries removed, the "
+                         "package the target lacks, or what cannot be built here; with the edit that would fix it.")
+    fails_with: OneLine | None = Field(None, description="The error line the unchanged script stops with in this "
+                                       "release's image (checked by the namesake integration test); leave out "
+                                       "where the image cannot be built here.")
+    issue: IssueId | None = Field(None, description="The known issue (stacks/known-issues.yaml) doctor reports for "
+                                  "that failure; its fix for this release names what runs the script.")
+    instead: OneLine = Field(description="What to use instead: another release or target that runs it.")
+
+
+class RawNamesakeRun(Strict):
+    """Which version of the namesake project a release is meant to run, and where it cannot."""
+
+    commit: str = Field(description="The full 40-character commit of the namesake repository whose scripts this "
+                        "release runs.")
+    unable: list[RawNamesakeUnable] = Field([], description="Scripts x targets this release cannot run, each with "
+                                            "why and what to use instead; everything not listed must run.")
+
+
 class RawRelease(Strict):
     summary: OneLine
     date: IsoDate
@@ -131,6 +164,8 @@ class RawRelease(Strict):
     checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
                                                      "and those that prove its fixes")
     options: dict[str, RawOption] = {}
+    namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
+                                           "this release runs (required when the stack names one).")
 
 
 class RawStackHead(Strict):
@@ -145,6 +180,8 @@ class RawStackHead(Strict):
     fixes: list[RawFix] = []
     checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
                                                      "and those that prove its fixes")
+    namesake: RawNamesake | None = Field(None, description="The project the stack is named after, whose own "
+                                        "training scripts every release runs (or says why it cannot).")
     releases: dict[Any, Any]
 
 

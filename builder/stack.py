@@ -88,6 +88,33 @@ class Option:
 
 
 @dataclass(frozen=True)
+class NamesakeUnable:
+    scripts: tuple[str, ...]
+    targets: tuple[str, ...]
+    why: str
+    fails_with: str | None
+    issue: str | None
+    instead: str
+
+
+@dataclass(frozen=True)
+class Namesake:
+    """The namesake project's scripts at the commit one release runs, and where it cannot."""
+
+    repository: str
+    scripts: tuple[str, ...]
+    commit: str
+    unable: tuple[NamesakeUnable, ...]
+
+    def unable_for(self, script: str, target: str) -> NamesakeUnable | None:
+        """The entry saying ``script`` cannot run on ``target``, or None where it must run."""
+        for entry in self.unable:
+            if script in entry.scripts and target in entry.targets:
+                return entry
+        return None
+
+
+@dataclass(frozen=True)
 class Release:
     name: str
     summary: str
@@ -108,6 +135,7 @@ class Release:
     fixes: tuple[Fix, ...]
     options: dict[str, Option]
     checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
+    namesake: Namesake | None = None
 
 
 @dataclass(frozen=True)

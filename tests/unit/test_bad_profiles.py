@@ -17,10 +17,11 @@ GOOD = (Path(__file__).parent / "fixtures" / "good.yaml").read_text()
 CASES = [
     ("unknown-top-key", "title: A good stack", "title: A good stack\ntitel: typo", "titel:",
      "titel: unknown field (did you mean 'title'? allowed: apt, checks, default_release, description, files, fixes, "
-     "name, notes, releases, requires_python, title)"),
+     "name, namesake, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
      "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, bootstrap, checks, compiled, cuda, "
-     "date, env, era, fixes, last_packages, notes, options, packages, patches, summary, targets, torch, with_torch)"),
+     "date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, torch, "
+     "with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
      "base, env, python)"),
@@ -194,7 +195,7 @@ CASES = [
     ("bootstrap-without-pip", "      - pip==23.1.2", "      - setuptools==67.8.0", "bootstrap:",
      "releases.2023.06.bootstrap: bootstrap must pin pip (add pip==<version>)"),
     ("duplicate-key", "    era: true", "    era: true\n    era: false", "era: false",
-     "releases.2023.06.era: duplicate key (first defined on line 23) (keep one of them)"),
+     "releases.2023.06.era: duplicate key (first defined on line 26) (keep one of them)"),
     ("yaml-syntax", "    summary: era release", "    summary: [unclosed", 'date: "2023-06-02"',
      "YAML syntax error: did not find expected ',' or ']' (fix the YAML syntax)"),
     ("not-a-mapping", GOOD, "- just\n- a list\n", "- just",
@@ -207,6 +208,27 @@ CASES = [
 
 # Cases whose text is easier to state directly than as one replacement.
 CASES = [c for c in CASES if c[4] is not None] + [
+    ("namesake-repository", "repository: example/trainer", "repository: https://github.com/x", "repository:",
+     "namesake.repository: 'https://github.com/x' is not a GitHub owner/name (write it like tloen/alpaca-lora)"),
+    ("namesake-script-path", "scripts: [train.py, train_mem.py]", "scripts: [train.py, ../x.py]", "scripts:",
+     "namesake.scripts[1]: '../x.py' is not a relative .py path (write it as in the repository, like "
+     "fastchat/train/train.py)"),
+    ("namesake-short-commit", "commit: 3312cc15ac337d9aebca2a05e81e4331d1368150", "commit: 3312cc1", "commit:",
+     "releases.2023.06.namesake.commit: '3312cc1' is not a full commit (pin the full 40-character commit hash, "
+     "not a branch, tag or short hash)"),
+    ("namesake-missing", "    namesake:\n      commit:", "    namesakes:\n      commit:", "namesakes:",
+     "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, bootstrap, checks, compiled, "
+     "cuda, date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, "
+     "torch, with_torch)"),
+    ("namesake-unknown-script", "scripts: [train_mem.py]", "scripts: [train_xformers.py]", "train_xformers.py",
+     "releases.2023.06.namesake.unable[0].scripts[0]: 'train_xformers.py' is not one of the namesake scripts "
+     "(use one of: train.py, train_mem.py)"),
+    ("namesake-unknown-issue", "          instead: the cuda", "          issue: no-such-issue\n          instead: the cuda",
+     "issue: no-such", "releases.2023.06.namesake.unable[0].issue: unknown known-issue id 'no-such-issue' (ids are "
+     "defined in stacks/known-issues.yaml)"),
+    ("namesake-no-instead", "          instead: the cuda target, or train.py on cpu\n", "", "      unable:\n        - scripts",
+     "releases.2023.06.namesake.unable[0].instead: required field is missing (add 'instead')"),
+
     ("requires-python-unmet", 'requires_python: ">=3.9"', 'requires_python: ">=3.10"', 'python: "3.9"',
      "releases.2023.06.targets.cpu.python: python 3.9 does not satisfy the stack's requires_python '>=3.10' "
      "(choose a base image with a newer Python)"),
