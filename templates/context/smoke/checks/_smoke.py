@@ -17,9 +17,28 @@ _temp_dirs = []  # removed by finish()
 
 
 def context():
-    """(this check's entry from the manifest, the whole manifest)."""
+    """(this check's entry from the manifest, the whole manifest).
+
+    Also installs the last resort: an exception no check handled still ends in one fail line.
+    """
+    sys.excepthook = _last_resort
     data = json.loads(sys.argv[1])
     return data["check"], data["manifest"]
+
+
+def _last_resort(kind, exc, tb):
+    """An exception the check did not handle: its traceback to stderr, one fail line to stdout.
+
+    Every check catches what its imports and its work can raise and names the fix; this is for
+    what none foresaw, so that a crash is still one result and not a bare traceback.
+    """
+    import traceback
+    traceback.print_exception(kind, exc, tb)
+    where = traceback.extract_tb(tb)[-1] if tb is not None else None
+    finish("fail", "the check raised {}{} (a defect of this check or a broken package: its traceback is on "
+                   "stderr; rebuild the image, and report it if it persists)".format(
+                       first_line(exc), " at {}:{}".format(os.path.basename(where.filename), where.lineno)
+                       if where else ""))
 
 
 def report(status, detail):
@@ -28,11 +47,22 @@ def report(status, detail):
 
 
 def gpu_count():
+    """The GPUs torch sees: 0 without torch; a torch that is there but does not import is a fail."""
     try:
         import torch
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "torch").split(".")[0] != "torch":
+            finish("fail", "import torch fails: {} (rebuild the image: torch's requirements must be installed)".format(
+                first_line(exc)))
         return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as exc:  # an undefined symbol, a missing CUDA library: a broken torch
+        finish("fail", "import torch fails: {} (rebuild the image: torch must import to find the GPUs)".format(
+            first_line(exc)))
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as exc:
+        finish("fail", "torch {} cannot count the GPUs: {} (install the NVIDIA driver and container toolkit on the "
+                       "host, or use a torch build for its CUDA)".format(torch.__version__, first_line(exc)))
 
 
 def quiet_stdout():

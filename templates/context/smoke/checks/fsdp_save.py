@@ -10,7 +10,7 @@ import os
 import socket
 import tempfile
 
-from _smoke import context, gpu_count, report
+from _smoke import context, first_line, gpu_count, report
 
 PATCH = "fsdp-save-cpu-clone"
 
@@ -59,8 +59,12 @@ def worker(rank, world, port, device_kind, offload, out_dir):
 
 def main():
     _, manifest = context()
-    import torch
-    import torch.multiprocessing as mp
+    try:
+        import torch
+        import torch.multiprocessing as mp
+        from torch.distributed.fsdp import FullyShardedDataParallel  # noqa: F401
+    except Exception as exc:
+        report("fail", "cannot import torch's FSDP: {} (install the release's torch pin)".format(first_line(exc)))
 
     patched = PATCH in [p["id"] for p in manifest.get("patches", [])]
     gpus = gpu_count()

@@ -1,9 +1,12 @@
 """torch.compile works: the interpreter is one it supports and a C compiler is present."""
 
-from _smoke import context, report
+from _smoke import context, first_line, report
 
 context()
-import torch  # noqa: E402
+try:
+    import torch
+except Exception as exc:
+    report("fail", "import torch failed: {} (install the release's torch pin)".format(first_line(exc)))
 
 try:
     fn = torch.compile(lambda x: torch.sin(x) * 2 + 1)
