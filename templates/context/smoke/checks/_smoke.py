@@ -34,11 +34,14 @@ def _last_resort(kind, exc, tb):
     """
     import traceback
     traceback.print_exception(kind, exc, tb)
-    where = traceback.extract_tb(tb)[-1] if tb is not None else None
-    finish("fail", "the check raised {}{} (a defect of this check or a broken package: its traceback is on "
-                   "stderr; rebuild the image, and report it if it persists)".format(
-                       first_line(exc), " at {}:{}".format(os.path.basename(where.filename), where.lineno)
-                       if where else ""))
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    _restore()
+    # no sys.exit here: an exit raised inside sys.excepthook is reported as an error in the hook
+    print(json.dumps({"status": "fail", "detail": "the check raised {}{} (a defect of this check or a broken "
+                      "package: its traceback is on stderr; rebuild the image, and report it if it persists)".format(
+                          first_line(exc), " at {}:{}".format(os.path.basename(frames[-1].filename),
+                                                              frames[-1].lineno) if frames else "")}))
+    sys.stdout.flush()
 
 
 def report(status, detail):
@@ -79,12 +82,8 @@ def quiet_stdout():
     os.dup2(2, 1)
 
 
-def finish(status, detail, hard_exit=False):
-    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report().
-
-    ``hard_exit`` leaves with os._exit once the result is printed, skipping interpreter shutdown:
-    for checks whose native libraries keep threads that may not join at exit.
-    """
+def _restore():
+    """Undo quiet_stdout() and remove offline_hf()'s folders."""
     global _saved_stdout
     sys.stdout.flush()
     if _saved_stdout is not None:
@@ -93,6 +92,15 @@ def finish(status, detail, hard_exit=False):
         _saved_stdout = None
     while _temp_dirs:
         shutil.rmtree(_temp_dirs.pop(), ignore_errors=True)
+
+
+def finish(status, detail, hard_exit=False):
+    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report().
+
+    ``hard_exit`` leaves with os._exit once the result is printed, skipping interpreter shutdown:
+    for checks whose native libraries keep threads that may not join at exit.
+    """
+    _restore()
     if hard_exit:
         print(json.dumps({"status": status, "detail": detail}))
         sys.stdout.flush()

@@ -7,6 +7,8 @@ ZeRO stage and the offload devices. This also catches a pydantic DeepSpeed canno
 (deepspeed < 0.10 needs pydantic < 2).
 """
 
+# smoke-runner: preload torch (not deepspeed: it picks its accelerator from the environment at import)
+
 import glob
 import json
 import os

@@ -7,6 +7,8 @@ numeric part runs in a child process, so that an op compiled for another CPU (De
 with -march=native) is reported as such instead of crashing the check.
 """
 
+# smoke-runner: preload torch (not deepspeed: it picks its accelerator from the environment at import)
+
 import json
 import os
 import signal

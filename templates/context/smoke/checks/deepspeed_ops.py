@@ -8,6 +8,8 @@ compilation blocked, from a file inside the deepspeed package. async_io also has
 and write a tensor to a file and read it back through an aio handle.
 """
 
+# smoke-runner: preload torch (not deepspeed: it picks its accelerator from the environment at import)
+
 import os
 import tempfile
 

@@ -9,6 +9,8 @@ there is one; without one only where DeepSpeed has a CPU accelerator (>= 0.10 on
 otherwise it is skipped.
 """
 
+# smoke-runner: preload torch (not deepspeed: it picks its accelerator from the environment at import)
+
 import glob
 import json
 import os

@@ -1,5 +1,7 @@
 """flash-attn forward and backward at head_dim 128 (LLaMA's) match plain attention on each GPU."""
 
+# smoke-runner: preload torch
+
 from _smoke import context, first_line, gpu_count, report
 
 _, manifest = context()
