@@ -8,7 +8,7 @@ one, about 20 s of g++ on a small host, before the first kernel; without it the 
 same headers). The C compiler still compiles the kernel, and inductor's vector-ISA probe as usual.
 """
 
-# smoke-runner: own-interpreter (the longest check: it starts at once, beside the runner's preload); early
+# smoke-runner: preload torch torch._dynamo torch._inductor.compile_fx; early (the longest check)
 
 import os
 import tempfile
