@@ -235,3 +235,18 @@ def test_an_exception_no_check_handled_ends_in_one_fail_line(tmp_path):
         assert code == 1 and len(results) == 1
         assert results[0]["status"] == "fail"
         assert results[0]["detail"].startswith("the check raised KeyError: 'missing' at raises.py:4 (")
+
+
+def test_a_fresh_interpreter_is_reaped_once_when_a_preloaded_module_runs_a_subprocess(tmp_path):
+    # seen in the Python 3.9 images: numpy-torch (a fresh interpreter) ended during the preload, whose
+    # imports ran a subprocess; subprocess reaped the dropped Popen, and the runner's waitpid then died
+    # with ChildProcessError
+    root = _shared_image(tmp_path, {"own": "# smoke-runner: own-interpreter", "a": "# smoke-runner: preload sharedmod",
+                                    "b": "# smoke-runner: preload sharedmod"})
+    (tmp_path / "site" / "sharedmod.py").write_text(
+        "import os, subprocess, time\ntime.sleep(2)\nsubprocess.run(['true'])\nIMPORTED_BY = os.getpid()\n")
+    (root / "smoke" / "checks" / "own.py").write_text(  # done long before the preload's subprocess
+        "# smoke-runner: own-interpreter\nimport json\nprint(json.dumps({'status': 'pass', 'detail': '[]'}))\n")
+    proc, got = _run_shared(tmp_path, root, "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert got["own"] == [] and got["a"][0] and got["b"][0]

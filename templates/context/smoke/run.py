@@ -131,12 +131,14 @@ class Running:
         argument = json.dumps({"check": check, "manifest": manifest})
         self.started = time.monotonic()
         self.status = None
+        self.process = None  # the Popen of a fresh interpreter: it, not os.waitpid, reaps its process
         if fork:
             self.pid = self._fork(argument)
         else:
             with open(self.out, "wb") as out, open(self.err, "wb") as err:
-                self.pid = subprocess.Popen([sys.executable, self.path, argument], stdout=out, stderr=err,
-                                            stdin=subprocess.DEVNULL, start_new_session=True).pid
+                self.process = subprocess.Popen([sys.executable, self.path, argument], stdout=out, stderr=err,
+                                                stdin=subprocess.DEVNULL, start_new_session=True)
+            self.pid = self.process.pid
 
     def _fork(self, argument):
         sys.stdout.flush()
@@ -178,7 +180,9 @@ class Running:
 
     def poll(self):
         """The exit status once the process has ended, else None."""
-        if self.status is None:
+        if self.status is None and self.process is not None:
+            self.status = self.process.poll()
+        elif self.status is None:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.status = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else (
@@ -195,7 +199,10 @@ class Running:
                 target()
             except OSError:
                 pass
-        os.waitpid(self.pid, 0)
+        if self.process is not None:
+            self.process.wait()
+        else:
+            os.waitpid(self.pid, 0)
 
     def read(self, path):
         try:
