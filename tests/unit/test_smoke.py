@@ -74,7 +74,9 @@ def test_a_crashing_or_hanging_check_fails_alone(tmp_path):
     code, results = _run(root)
     assert code == 1
     assert results[0]["status"] == "fail" and "crashed (exit 1): boom" in results[0]["detail"]
-    assert results[1] == {"check": "hang", "status": "fail", "detail": "timed out after 1 s"}
+    assert results[1]["seconds"] >= 1
+    assert results[1] == {"check": "hang", "status": "fail", "detail": "timed out after 1 s",
+                          "seconds": results[1]["seconds"]}
     assert results[2]["status"] == "pass"
 
 
@@ -147,3 +149,104 @@ def test_a_check_that_hangs_is_killed_and_a_result_printed_before_the_hang_is_ke
     assert (results[0]["status"], results[0]["detail"]) == ("fail", "timed out after 2 s")
     assert (results[1]["status"], results[1]["detail"]) == (
         "warn", "did its work; its process then hung at exit and was killed after 2 s")
+
+
+# a check that reports whether the shared module was already imported when it started, and its pid
+_SHARED_CHECK = """{marker}
+import json, os, sys
+sys.path.insert(0, os.environ["SHARED_SITE"])
+preloaded = "sharedmod" in sys.modules
+import sharedmod
+print(json.dumps({{"status": "pass", "detail": json.dumps([preloaded, os.getpid(), sharedmod.IMPORTED_BY])}}))
+"""
+
+
+def _shared_image(tmp_path: Path, markers: dict[str, str], broken: bool = False) -> Path:
+    checks = [{"name": name, "file": f"{name}.py", "gpu": False} for name in markers]
+    root = _image_dir(tmp_path, {"python": _here(), "pins": {}, "checks": checks})
+    for name, marker in markers.items():
+        (root / "smoke" / "checks" / f"{name}.py").write_text(_SHARED_CHECK.format(marker=marker))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sharedmod.py").write_text(("raise OSError('a broken sharedmod')\n" if broken else "") +
+                                       "import os\nIMPORTED_BY = os.getpid()\n")
+    return root
+
+
+def _run_shared(tmp_path: Path, root: Path, *args: str):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "SHARED_SITE": str(tmp_path / "site"),
+           "PYTHONPATH": str(tmp_path / "site")}
+    proc = subprocess.run([sys.executable, str(root / "smoke" / "run.py"), *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    return proc, {r["check"]: json.loads(r["detail"]) if r["status"] == "pass" else r for r in results}
+
+
+def test_checks_that_share_a_module_are_forked_from_a_runner_that_imported_it_once(tmp_path):
+    root = _shared_image(tmp_path, {"a": "# smoke-runner: preload sharedmod", "b": "# smoke-runner: preload sharedmod",
+                                    "own": "# smoke-runner: own-interpreter (watches its imports)",
+                                    "plain": "", "single": "# smoke-runner: preload sharedmod2 (only one check)"})
+    proc, got = _run_shared(tmp_path, root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runner = got["a"][2]
+    # a and b found it imported, by one process (the runner), not by themselves
+    assert got["a"][0] and got["b"][0] and got["b"][2] == runner and got["a"][1] != got["b"][1] != runner
+    # the check that needs its own interpreter imported it itself, as did one declaring a module no other shares
+    assert got["own"][0] is False and got["own"][2] == got["own"][1]
+    assert got["plain"][0] is True and got["plain"][2] == runner  # forked too, without declaring anything
+    # sharedmod2 is declared by one check only: it imports it itself, beside the others
+    assert "preloaded sharedmod in" in proc.stderr and "sharedmod2" not in proc.stderr
+
+
+def test_isolated_and_a_failed_preload_give_every_check_a_fresh_interpreter(tmp_path):
+    markers = {"a": "# smoke-runner: preload sharedmod", "b": "# smoke-runner: preload sharedmod"}
+    root = _shared_image(tmp_path, markers)
+    proc, got = _run_shared(tmp_path, root, "--isolated")
+    assert proc.returncode == 0 and not got["a"][0] and not got["b"][0] and got["a"][2] == got["a"][1]
+    broken = _shared_image(tmp_path / "broken", markers, broken=True)
+    proc, got = _run_shared(tmp_path / "broken", broken)
+    # the runner says why and runs each check alone; each check meets the broken import itself
+    assert "preloading sharedmod failed (OSError: a broken sharedmod)" in proc.stderr
+    assert got["a"]["status"] == "fail" and "OSError: a broken sharedmod" in got["a"]["detail"]
+
+
+def test_checks_run_at_once_and_report_in_the_manifest_order(tmp_path):
+    sleeper = "import json, time\ntime.sleep({})\nprint(json.dumps({{'status': 'pass', 'detail': 'slept'}}))\n"
+    checks = [{"name": n, "file": f"{n}.py", "gpu": False} for n in ("slow", "fast1", "fast2")]
+    root = _image_dir(tmp_path, {"python": _here(), "pins": {}, "checks": checks})
+    (root / "smoke" / "checks" / "slow.py").write_text("# smoke-runner: early\n" + sleeper.format(3))
+    for name in ("fast1", "fast2"):
+        (root / "smoke" / "checks" / f"{name}.py").write_text(sleeper.format(1))
+    code, results = _run(root, "--jobs", "2")
+    assert code == 0 and [r["check"] for r in results] == ["slow", "fast1", "fast2"]
+    # the fast ones ran one after the other beside the slow one
+    assert all(r["seconds"] >= 1 for r in results) and results[0]["seconds"] >= 3
+    code, serial = _run(root, "--jobs", "1")
+    assert code == 0 and [r["check"] for r in serial] == ["slow", "fast1", "fast2"]
+
+
+def test_an_exception_no_check_handled_ends_in_one_fail_line(tmp_path):
+    checks = [{"name": "raises", "file": "raises.py", "gpu": False}]
+    root = _image_dir(tmp_path, {"python": _here(), "pins": {}, "checks": checks})
+    (root / "smoke" / "checks" / "raises.py").write_text(
+        "from _smoke import context, quiet_stdout\ncontext()\nquiet_stdout()\n{}['missing']\n")
+    for args in ((), ("--isolated",)):
+        code, results = _run(root, *args)
+        assert code == 1 and len(results) == 1
+        assert results[0]["status"] == "fail"
+        assert results[0]["detail"].startswith("the check raised KeyError: 'missing' at raises.py:4 (")
+
+
+def test_a_fresh_interpreter_is_reaped_once_when_a_preloaded_module_runs_a_subprocess(tmp_path):
+    # seen in the Python 3.9 images: numpy-torch (a fresh interpreter) ended during the preload, whose
+    # imports ran a subprocess; subprocess reaped the dropped Popen, and the runner's waitpid then died
+    # with ChildProcessError
+    root = _shared_image(tmp_path, {"own": "# smoke-runner: own-interpreter", "a": "# smoke-runner: preload sharedmod",
+                                    "b": "# smoke-runner: preload sharedmod"})
+    (tmp_path / "site" / "sharedmod.py").write_text(
+        "import os, subprocess, time\ntime.sleep(2)\nsubprocess.run(['true'])\nIMPORTED_BY = os.getpid()\n")
+    (root / "smoke" / "checks" / "own.py").write_text(  # done long before the preload's subprocess
+        "# smoke-runner: own-interpreter\nimport json\nprint(json.dumps({'status': 'pass', 'detail': '[]'}))\n")
+    proc, got = _run_shared(tmp_path, root, "--jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert got["own"] == [] and got["a"][0] and got["b"][0]

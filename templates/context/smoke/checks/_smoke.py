@@ -17,9 +17,31 @@ _temp_dirs = []  # removed by finish()
 
 
 def context():
-    """(this check's entry from the manifest, the whole manifest)."""
+    """(this check's entry from the manifest, the whole manifest).
+
+    Also installs the last resort: an exception no check handled still ends in one fail line.
+    """
+    sys.excepthook = _last_resort
     data = json.loads(sys.argv[1])
     return data["check"], data["manifest"]
+
+
+def _last_resort(kind, exc, tb):
+    """An exception the check did not handle: its traceback to stderr, one fail line to stdout.
+
+    Every check catches what its imports and its work can raise and names the fix; this is for
+    what none foresaw, so that a crash is still one result and not a bare traceback.
+    """
+    import traceback
+    traceback.print_exception(kind, exc, tb)
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    _restore()
+    # no sys.exit here: an exit raised inside sys.excepthook is reported as an error in the hook
+    print(json.dumps({"status": "fail", "detail": "the check raised {}{} (a defect of this check or a broken "
+                      "package: its traceback is on stderr; rebuild the image, and report it if it persists)".format(
+                          first_line(exc), " at {}:{}".format(os.path.basename(frames[-1].filename),
+                                                              frames[-1].lineno) if frames else "")}))
+    sys.stdout.flush()
 
 
 def report(status, detail):
@@ -28,11 +50,22 @@ def report(status, detail):
 
 
 def gpu_count():
+    """The GPUs torch sees: 0 without torch; a torch that is there but does not import is a fail."""
     try:
         import torch
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if (exc.name or "torch").split(".")[0] != "torch":
+            finish("fail", "import torch fails: {} (rebuild the image: torch's requirements must be installed)".format(
+                first_line(exc)))
         return 0
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as exc:  # an undefined symbol, a missing CUDA library: a broken torch
+        finish("fail", "import torch fails: {} (rebuild the image: torch must import to find the GPUs)".format(
+            first_line(exc)))
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception as exc:
+        finish("fail", "torch {} cannot count the GPUs: {} (install the NVIDIA driver and container toolkit on the "
+                       "host, or use a torch build for its CUDA)".format(torch.__version__, first_line(exc)))
 
 
 def quiet_stdout():
@@ -49,12 +82,8 @@ def quiet_stdout():
     os.dup2(2, 1)
 
 
-def finish(status, detail, hard_exit=False):
-    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report().
-
-    ``hard_exit`` leaves with os._exit once the result is printed, skipping interpreter shutdown:
-    for checks whose native libraries keep threads that may not join at exit.
-    """
+def _restore():
+    """Undo quiet_stdout() and remove offline_hf()'s folders."""
     global _saved_stdout
     sys.stdout.flush()
     if _saved_stdout is not None:
@@ -63,6 +92,15 @@ def finish(status, detail, hard_exit=False):
         _saved_stdout = None
     while _temp_dirs:
         shutil.rmtree(_temp_dirs.pop(), ignore_errors=True)
+
+
+def finish(status, detail, hard_exit=False):
+    """Restore stdout if quiet_stdout() took it, remove offline_hf()'s folder, then report().
+
+    ``hard_exit`` leaves with os._exit once the result is printed, skipping interpreter shutdown:
+    for checks whose native libraries keep threads that may not join at exit.
+    """
+    _restore()
     if hard_exit:
         print(json.dumps({"status": status, "detail": detail}))
         sys.stdout.flush()

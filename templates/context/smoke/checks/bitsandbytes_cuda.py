@@ -16,6 +16,8 @@ On the cpu target there is nothing to check (skip). On the cuda target:
     shipped library for torch's CUDA version (>= 0.43).
 """
 
+# smoke-runner: preload torch
+
 import ctypes
 import os
 import re

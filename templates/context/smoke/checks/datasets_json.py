@@ -8,6 +8,8 @@ a small alpaca-style JSON-lines file, loads it with load_dataset("json", data_fi
 cache_dir=<temporary>) offline, checks its rows, and maps a column onto it.
 """
 
+# smoke-runner: preload datasets
+
 import json
 import os
 

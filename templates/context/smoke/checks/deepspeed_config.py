@@ -7,6 +7,8 @@ ZeRO stage and the offload devices. This also catches a pydantic DeepSpeed canno
 (deepspeed < 0.10 needs pydantic < 2).
 """
 
+# smoke-runner: preload torch torch._dynamo torch._inductor.compile_fx transformers (what deepspeed imports; not deepspeed itself: it picks its accelerator from the environment when imported)
+
 import glob
 import json
 import os

@@ -7,6 +7,8 @@ numeric part runs in a child process, so that an op compiled for another CPU (De
 with -march=native) is reported as such instead of crashing the check.
 """
 
+# smoke-runner: preload torch torch._dynamo torch._inductor.compile_fx transformers (what deepspeed imports; not deepspeed itself: it picks its accelerator from the environment when imported)
+
 import json
 import os
 import signal

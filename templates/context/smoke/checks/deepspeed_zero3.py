@@ -10,6 +10,8 @@ there is one; without one only where DeepSpeed has a CPU accelerator (>= 0.10 on
 otherwise it is skipped.
 """
 
+# smoke-runner: preload torch torch._dynamo torch._inductor.compile_fx transformers (what deepspeed imports; not deepspeed itself: it picks its accelerator from the environment when imported)
+
 import glob
 import json
 import os

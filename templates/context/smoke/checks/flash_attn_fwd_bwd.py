@@ -1,6 +1,8 @@
 """flash-attn forward and backward at head_dim 128 (LLaMA's) match plain attention on each GPU."""
 
-from _smoke import context, gpu_count, report
+# smoke-runner: preload torch
+
+from _smoke import context, first_line, gpu_count, report
 
 _, manifest = context()
 version = manifest.get("pins", {}).get("flash-attn")
@@ -9,7 +11,15 @@ if version is None:
 count = gpu_count()
 if count == 0:
     report("skip", "no GPU visible (run with --gpus all on a GPU host)")
-import torch  # noqa: E402
+try:
+    import torch
+    if version.startswith("1."):
+        from flash_attn.flash_attn_interface import flash_attn_unpadded_func
+    else:
+        from flash_attn import flash_attn_func
+except Exception as exc:  # not built, or built against another torch (undefined symbol)
+    report("fail", "importing flash-attn {} fails: {} (build it against this torch: pip install "
+                   "--no-build-isolation flash-attn=={} after torch)".format(version, first_line(exc), version))
 
 BATCH, SEQ, HEADS, DIM = 2, 256, 4, 128
 
@@ -25,11 +35,9 @@ def reference(q, k, v):
 
 def flash(q, k, v):
     if version.startswith("1."):
-        from flash_attn.flash_attn_interface import flash_attn_unpadded_func
         cu = torch.arange(0, (BATCH + 1) * SEQ, SEQ, dtype=torch.int32, device=q.device)
         flat = [t.reshape(BATCH * SEQ, HEADS, DIM) for t in (q, k, v)]
         return flash_attn_unpadded_func(*flat, cu, cu, SEQ, SEQ, 0.0, causal=True).reshape(BATCH, SEQ, HEADS, DIM)
-    from flash_attn import flash_attn_func
     return flash_attn_func(q, k, v, causal=True)
 
 
@@ -44,7 +52,7 @@ for index in range(count):
     try:
         out = flash(*inputs)
         got = torch.autograd.grad(out, inputs, grad)
-    except RuntimeError as exc:
+    except Exception as exc:  # RuntimeError (no kernel image, CUDA error), or what the kernel wrapper raises
         problems.append("{}: {}".format(name, str(exc).splitlines()[0]))
         continue
     leaves = [t.detach().float().requires_grad_() for t in inputs]

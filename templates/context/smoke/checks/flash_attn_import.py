@@ -1,5 +1,7 @@
 """flash-attn and its compiled CUDA extension import against this image's torch (no undefined symbol)."""
 
+# smoke-runner: preload torch
+
 import importlib
 
 from _smoke import context, report

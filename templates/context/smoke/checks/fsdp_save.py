@@ -6,11 +6,13 @@ tensors land: on the CPU - through offload_to_cpu=True, or, in images carrying t
 patch, through the patch itself with offload_to_cpu=False (the seed's out-of-memory at save).
 """
 
+# smoke-runner: preload torch
+
 import os
 import socket
 import tempfile
 
-from _smoke import context, gpu_count, report
+from _smoke import context, first_line, gpu_count, report
 
 PATCH = "fsdp-save-cpu-clone"
 
@@ -59,8 +61,11 @@ def worker(rank, world, port, device_kind, offload, out_dir):
 
 def main():
     _, manifest = context()
-    import torch
-    import torch.multiprocessing as mp
+    try:
+        import torch
+        import torch.multiprocessing as mp
+    except Exception as exc:
+        report("fail", "cannot import torch: {} (install the release's torch pin)".format(first_line(exc)))
 
     patched = PATCH in [p["id"] for p in manifest.get("patches", [])]
     gpus = gpu_count()
@@ -81,7 +86,9 @@ def main():
     with tempfile.TemporaryDirectory() as out_dir:
         teardown = ""
         try:
-            mp.spawn(worker, args=(world, free_port(), device_kind, offload, out_dir), nprocs=world, join=True)
+            # CUDA needs spawned workers; on the CPU they are forked, with torch already imported
+            mp.start_processes(worker, args=(world, free_port(), device_kind, offload, out_dir), nprocs=world,
+                               join=True, start_method="spawn" if device_kind == "cuda" else "fork")
         except Exception as exc:  # a failed worker's traceback: its last line names the error
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
             last = lines[-1] if lines else type(exc).__name__

@@ -1,5 +1,7 @@
 """Each GPU's compute capability is one this image has kernels for (torch, compiled ops, flash-attn)."""
 
+# smoke-runner: preload torch
+
 from _smoke import context, gpu_count, report
 
 _, manifest = context()

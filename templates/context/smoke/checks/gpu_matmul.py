@@ -1,5 +1,7 @@
 """A matrix product on each GPU matches the CPU: torch has kernels for these GPUs (sm_90 needs cu118+)."""
 
+# smoke-runner: preload torch
+
 from _smoke import context, gpu_count, report
 
 context()

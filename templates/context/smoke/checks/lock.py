@@ -25,7 +25,8 @@ if not manifest.get("locked"):
     report("skip", "this image was built without a lock (stackbuild lock makes one)")
 files = sorted(glob.glob(os.path.join(LOCK_DIR, "*.txt")))
 if not files:
-    report("fail", "the manifest says locked, but {} holds no lock files".format(LOCK_DIR))
+    report("fail", "the manifest says locked, but {} holds no lock files (rebuild the image: the build copies "
+                   "the lock there)".format(LOCK_DIR))
 locked, git = {}, {}
 for path in files:
     with open(path, encoding="utf-8") as handle:

@@ -12,6 +12,8 @@ plain save_pretrained, as qlora.py after PR 44); a check entry may set "save_pat
 "state-dict-override" or "save-pretrained" to choose it explicitly.
 """
 
+# smoke-runner: preload torch transformers transformers.models.llama.modeling_llama bitsandbytes peft (peft imports bitsandbytes where it is installed)
+
 import os
 
 from _smoke import context, finish, first_line, offline_hf, quiet_stdout

@@ -5,6 +5,8 @@ torch.utils.cpp_extension must find it (is_ninja_available / verify_ninja_availa
 distribution installed at the pin and `ninja --version` reporting that version.
 """
 
+# smoke-runner: preload torch
+
 import re
 import shutil
 import subprocess

@@ -7,6 +7,8 @@ that warning or on any failed or wrong conversion: torch.from_numpy (shared memo
 torch.tensor(array), tensor.numpy() and a DataLoader-style collate of numpy arrays.
 """
 
+# smoke-runner: own-interpreter (it watches what torch prints while it is imported)
+
 import io
 import sys
 

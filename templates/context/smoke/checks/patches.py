@@ -1,5 +1,7 @@
 """Every checked source patch the image claims is in the installed package that Python imports."""
 
+# smoke-runner: preload torch
+
 import importlib
 import importlib.util
 import os

@@ -1,5 +1,7 @@
 """Every pinned package is installed at exactly its pinned version, and imports."""
 
+# smoke-runner: preload torch
+
 import importlib
 import importlib.metadata as md
 import json

@@ -10,6 +10,8 @@ all keep unk/bos/eos at 0/1/2, encode "hello world" as sentencepiece does with b
 decode it back. (`stackbuild doctor --model` checks a real model directory's tokenizer files.)
 """
 
+# smoke-runner: preload transformers
+
 import json
 import os
 import shutil

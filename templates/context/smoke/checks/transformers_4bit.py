@@ -11,6 +11,8 @@ stay close to the unquantised model; where the only objection is that there is n
 part passes and the detail says the GPU part was skipped.
 """
 
+# smoke-runner: preload torch transformers transformers.models.llama.modeling_llama bitsandbytes
+
 import os
 import re
 
