@@ -79,6 +79,8 @@ class BuildPlan:
             "stack": self.stack.name,
             "release": self.release.name,
             "target": self.target.name,
+            # what the checks branch on: the accelerator the target builds for ("cuda"), None for none
+            "accelerator": targets.target(self.target.name).accelerator,
             "options": list(self.options),
             "python": self.target.python,
             "base": self.target.base.ref,

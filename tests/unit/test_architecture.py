@@ -106,6 +106,19 @@ def test_no_module_but_the_targets_table_compares_a_target_name():
     assert COMPARISON.search('if target == "cuda":') and COMPARISON.search("'cpu' in names")
 
 
+def test_no_smoke_check_compares_the_target_name():
+    """In the image the checks branch on the manifest's accelerator (from the targets table), never on a name."""
+    reads_target = re.compile(r"""manifest(?:\.get\(|\[)\s*["']target["']\s*[)\]]\s*(?:==|!=|in\b)|"""
+                              r"""\btarget\s*(?:==|!=)\s*["']""")
+    offenders = []
+    for path in sorted((ROOT / "templates" / "context" / "smoke").rglob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if reads_target.search(line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
+    assert reads_target.search('if manifest.get("target") != "cuda":') and reads_target.search("if target == 'cpu':")
+
+
 def test_every_target_entry_answers_what_the_rest_asks():
     for name, entry in targets.TARGETS.items():
         assert entry.name == name and entry.image_size > 0 and entry.default_gpus() in ("all", "none")

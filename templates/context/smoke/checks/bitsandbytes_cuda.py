@@ -204,7 +204,7 @@ def run_ops(bnb, torch, bnb_version, device="cuda"):
 
 def main():
     _, manifest = context()
-    if manifest.get("target") != "cuda":
+    if manifest.get("accelerator") != "cuda":
         finish("skip", "the {} target has no CUDA build of bitsandbytes to check".format(manifest.get("target")))
     try:
         import torch

@@ -30,7 +30,7 @@ TOP = {
     "train_batch_size": 2,
     "gradient_clipping": 1.0,
 }
-HALF = {"fp16": False, "bf16": manifest.get("target") == "cuda"}  # bf16 on the GPUs the cuda target builds for
+HALF = {"fp16": False, "bf16": manifest.get("accelerator") == "cuda"}  # bf16 on the GPUs a CUDA build is for
 OPTIMIZER = {"lr": 5e-5, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
 SCHEDULER = {"warmup_min_lr": 0, "warmup_max_lr": 5e-5, "warmup_num_steps": 0, "total_num_steps": 100,
              "warmup_min_ratio": 0.0, "cos_min_ratio": 0.0001}

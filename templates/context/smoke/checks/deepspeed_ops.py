@@ -43,7 +43,7 @@ installed_ops = dict(git_version_info.installed_ops)
 compatible_ops = dict(getattr(git_version_info, "compatible_ops", {}) or {})
 built_for = getattr(git_version_info, "accelerator_name", None)  # DeepSpeed >= 0.10 only
 accelerator = get_accelerator()._name
-target = manifest.get("target")
+accelerated = bool(manifest.get("accelerator"))  # built for a GPU accelerator, not DeepSpeed's cpu one
 
 
 class JitBlocked(RuntimeError):
@@ -72,9 +72,9 @@ def fix_for(name, error=""):
             return ("async_io was linked without libaio: build DeepSpeed with libaio-dev installed, DS_BUILD_AIO=1 "
                     "and LDFLAGS='-Wl,--no-as-needed -laio'{}".format(
                         " (DS_ACCELERATOR=cpu alone does not link it: DeepSpeed's CPU op builder drops -laio)"
-                        if major_minor >= (0, 10) and target == "cpu" else ""))
+                        if major_minor >= (0, 10) and not accelerated else ""))
         fix = "install libaio-dev before DeepSpeed at build time and build with DS_BUILD_AIO=1"
-        if major_minor >= (0, 10) and target == "cpu":
+        if major_minor >= (0, 10) and not accelerated:
             fix += ", DS_ACCELERATOR=cpu and LDFLAGS='-Wl,--no-as-needed -laio'"
         return fix
     if name == "cpu_adam":

@@ -37,8 +37,7 @@ def free_port():
 
 
 gpus = gpu_count()
-target = manifest.get("target")
-if gpus == 0 and target == "cuda":
+if gpus == 0 and manifest.get("accelerator") == "cuda":
     finish("skip", "no GPU: the cuda target's DeepSpeed ops are built for the CUDA accelerator")
 build_env = deepspeed_setup(manifest, "cpu" if gpus == 0 else None)
 if gpus == 0:
