@@ -37,8 +37,6 @@ matching line, then by id.
 
 from __future__ import annotations
 
-import json
-import re
 import os
 import shutil
 import subprocess
