@@ -23,13 +23,14 @@ Three steps, the first here and the other two on the GPU host:
         host's packages are not the image's. DeepSpeed's ZeRO-3 offload check also runs across
         GPUs through DeepSpeed's launcher.
 
-A lease plan that fits 30 minutes of a 32-core, 2-GPU machine (measured 2026-11-30): carry
-contexts/, wheels/, sdist/ and debs/ (about 12 MiB) and start both builds in the background at
-once (`setsid nohup ... build DIR --only deepspeed` and `--only flash-attn --no-wheels`, in a
-copy of DIR outside the checkout); DeepSpeed's ops as the profile builds them had not finished
-after 400 s in round 1 (`build_ext -j 32`, not safe to install, took 289 s), and flash-attn for
-one arch had not finished after about 10 minutes beside DeepSpeed's build. Meanwhile, in the next command, carry wheels-big/ (bitsandbytes,
-56 MiB: a command of its own), install it and `run --context alpaca qlora`; then `run` the rest.
+A lease plan that fits 30 minutes of a 32-core, 2-GPU machine is bench/gpu_truth_lease.sh:
+contexts/, wheels/, sdist/ and debs/ (about 15 MiB) travel with the first command, which copies
+DIR to /tmp/gt and starts both builds in the background at once (`setsid nohup`); bitsandbytes
+(wheels-big/, 56 MiB) travels with the second, which runs the alpaca-lora and qlora contexts;
+the third runs the deepspeed and flash-attn contexts as each build finishes. Measured 2026-11-30:
+flash-attn for sm_90 633 s (MAX_JOBS=28), DeepSpeed's op set one op after another 1051 s
+(MAX_JOBS=8, beside flash-attn), 22.7 minutes of device time in all. DeepSpeed's ops built with
+`build_ext -j 32` took 289 s alone, but that build is not safe to install (see build_deepspeed).
 
 The run and build steps use only the standard library and the host's Python. `run` writes the
 checks' shipped files to /opt/stackbuild/files (where the images have them), so run it as root.
@@ -391,7 +392,7 @@ def run(args) -> int:
         with open(os.path.join(context_dir, "manifest.json"), encoding="utf-8") as handle:
             manifest = json.load(handle)
         install_files(context_dir)
-        column = table[target] = {}
+        column = table.setdefault(target, {})  # a context run in parts keeps every part
         runnable = [c["name"] for c in manifest["checks"] if c["name"] not in VERSION_CHECKS]
         if args.only:
             runnable = [name for name in runnable if name in args.only]

@@ -1,0 +1,46 @@
+#!/bin/bash
+# One lease of a 2-GPU host for bench/gpu_truth.py, in three commands run back to back (the host
+# is given back when idle, so each command keeps it busy up to LIMIT_S seconds):
+#   bash bench/gpu_truth_lease.sh start LIMIT_S    carry DIR's contexts/ wheels/ sdist/ debs/: copy
+#       DIR to /tmp/gt, install the small wheels, start DeepSpeed's and flash-attn's builds in
+#       the background (own sessions, so they outlive the command), wait for them
+#   bash bench/gpu_truth_lease.sh bnb LIMIT_S      carry DIR/wheels-big (bitsandbytes): install it,
+#       run the alpaca-lora and qlora contexts, wait for the builds
+#   bash bench/gpu_truth_lease.sh checks LIMIT_S   run the deepspeed and flash-attn contexts as each
+#       build finishes; the table, results and build logs go to $OUT
+# DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
+# DSJOBS / FAJOBS: MAX_JOBS of each build (default 8 and 28 on 32 cores: DeepSpeed's ops build one
+# after another with a few sources each, flash-attn's 70-odd kernels in parallel).
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+DIR=${GPU_TRUTH_DIR:-.gpu}; G=/tmp/gt; T0=$(date +%s); phase=$1; limit=${2:-540}; REPO=$PWD
+status() { echo "== $(( $(date +%s)-T0 )) s"; cat $G/builds.json 2>/dev/null; echo; tail -n 3 $G/ds.out $G/fa.out 2>/dev/null
+  for l in $G/deepspeed-serial.log $G/flash-attn.log; do [ -f $l ] && echo "-- $l: $(wc -l <$l) lines: $(tail -c 400 $l | tr '\n' ' ')"; done
+  pgrep -fa '[g]t.py build' | cut -c1-100; uptime; }
+waitfor() { while [ $(( $(date +%s)-T0 )) -lt $limit ]; do pgrep -f '[g]t.py build' >/dev/null || break; sleep 15; done; status; }
+built() { python3 -c "import json,sys; sys.exit(0 if '$1' in json.load(open('$G/builds.json')) else 1)" 2>/dev/null; }
+case $phase in
+start)
+  rm -rf $G; cp -r $DIR $G; cp bench/gpu_truth.py /tmp/gt.py
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $G/site $G/wheels/*.whl || exit 1
+  for d in $G/debs/*.deb; do dpkg-deb -x $d $G/aio; done; ln -sf libaio.so.1 $G/aio/usr/lib/x86_64-linux-gnu/libaio.so
+  cd $G
+  setsid nohup python3 /tmp/gt.py build $G --no-wheels --only deepspeed --jobs ${DSJOBS:-8} > $G/ds.out 2>&1 < /dev/null &
+  sleep 3
+  setsid nohup python3 /tmp/gt.py build $G --no-wheels --only flash-attn --jobs ${FAJOBS:-28} > $G/fa.out 2>&1 < /dev/null &
+  sleep 5; nvidia-smi -L; nproc; free -g; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)'
+  waitfor ;;
+bnb)
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $G/site $REPO/$DIR/wheels-big/*.whl || exit 1
+  cd $G; python3 /tmp/gt.py run $G --context alpaca qlora
+  status; waitfor ;;
+checks)
+  cd $G; ds=0; fa=0
+  while [ $(( $(date +%s)-T0 )) -lt $limit ]; do
+    [ $ds = 0 ] && built deepspeed && { python3 /tmp/gt.py run $G --context deepspeed; ds=1; }
+    [ $fa = 0 ] && built flash-attn && { python3 /tmp/gt.py run $G --context flash-attn; fa=1; }
+    [ $ds$fa = 11 ] && break; pgrep -f '[g]t.py build' >/dev/null || break; sleep 10; done
+  status
+  python3 /tmp/gt.py run $G --context none --markdown $OUT/gpu-truth.md > /dev/null
+  cp $G/results.json $G/builds.json $OUT/ 2>/dev/null; for l in ds.out fa.out deepspeed-serial.log flash-attn.log; do [ -f $G/$l ] && tail -c 200000 $G/$l > $OUT/$l; done
+  cat $OUT/gpu-truth.md ;;
+esac
