@@ -1,8 +1,9 @@
 """`stackbuild build` as a library call: render, name, then reuse, pull or build; tag, label.
 
 profile -> plan -> render -> identity; then the first of: the image of that content tag is here
-already; a registry has it (pull-or-build, its labels checked against the plan); engine.build,
-with the site server up for the build's duration. A registry that cannot be reached or denies
+already; a registry has it (pull-or-build, its labels checked against the plan); engine.build
+through the classic builder (site settings from the loopback server, up for the build's duration)
+or BuildKit (site settings as a build secret; optionally a registry cache). A registry that cannot be reached or denies
 access is a warning, never a failed build. A failed build writes its whole log to a file and
 raises BuildError naming the step.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +22,12 @@ from .doctor import diagnose, diagnosis_lines
 from .engine_api import BuildEvent, BuildLog, Engine, OnEvent
 from .errors import BuildError, ConfigError, RegistryError
 from .identity import ImageRef
-from .names import parse_assignments
+from .names import IMAGE_REF, parse_assignments
+from .printable import printable
 from .registry import locate, pull_verified
-from .render import BuildContext
+from .render import SITE_SECRET, BuildContext
 from .site import SiteServer
+from .site import payload as site_payload
 
 # SIMD features that decide whether code compiled with -march=native runs on another CPU.
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -86,24 +88,35 @@ def build_image(
     pull: bool = False,
     use_registry: bool = True,
     buildargs: dict[str, str] | None = None,
+    cache_from: str | None = None,
+    cache_to: str | None = None,
     on_event: OnEvent = lambda event: None,
 ) -> BuildResult:
     """Reuse, pull or build one image; tags it with its moving and content tags (and any extra tags).
 
     ``pull`` pulls the base image even if present; ``use_registry=False`` never asks the registry
-    for a prebuilt image; ``nocache`` always builds, every step afresh.
+    for a prebuilt image; ``nocache`` always builds, every step afresh. ``cache_from``/``cache_to``
+    name a registry cache (BuildKit): an image reference, or ``registry`` for
+    ``<registry>/<stack>:cache-<release>-<target>``.
     """
     network = None if settings.build_network == "default" else settings.build_network
     site = settings.site
-    if site and network != "host":
-        raise ConfigError(
-            f"site settings ({', '.join(sorted(site))}) reach the build from a loopback server, which needs "
-            f"host networking, but build_network is '{settings.build_network}': "
-            "set STACKBUILD_BUILD_NETWORK=host or pass --network host")
     for tag in extra_tags:
-        if not re.match(r"^[a-z0-9./_:-]+\Z", tag) or tag.endswith(":"):
-            raise ConfigError(f"--tag '{tag}' is not an image name")
-    engine = engine or engines.connect()
+        if not IMAGE_REF.match(tag) or tag.endswith(":"):
+            raise ConfigError(f"--tag '{printable(tag)}' is not an image name")
+    cache_from, cache_to = (cache_ref(context, settings.registry, flag, value)
+                            for flag, value in (("--cache-from", cache_from), ("--cache-to", cache_to)))
+    engine = engine or engines.connect(kind=settings.engine, builder=settings.builder)
+    if engine.kind == "classic":
+        if site and network != "host":
+            raise ConfigError(
+                f"site settings ({', '.join(sorted(site))}) reach a classic build from a loopback server, which "
+                f"needs host networking, but build_network is '{settings.build_network}': set "
+                "STACKBUILD_BUILD_NETWORK=host or pass --network host (or build with --engine buildkit, which "
+                "passes them as a build secret)")
+        if cache_from or cache_to:
+            raise ConfigError("--cache-from/--cache-to need the BuildKit engine (--engine buildkit, with the "
+                              "`docker buildx` plugin); the classic builder has no registry cache")
     plan = context.plan
     started = time.monotonic()
     located = locate(engine, context, settings.registry, "fresh" if pull else "fetch", on_event)
@@ -141,10 +154,16 @@ def build_image(
             cached += 1
         on_event(event)
 
+    on_event(BuildEvent("note", f"building with the {engine.kind} engine"))
     try:
-        with SiteServer(site):
+        if engine.kind == "classic":
+            with SiteServer(site):
+                image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
+                                        buildargs or {}, log, count)
+        else:
             image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
-                                    buildargs or {}, log, count)
+                                    buildargs or {}, log, count, secrets={SITE_SECRET: site_payload(site)} if site
+                                    else None, cache_from=cache_from, cache_to=cache_to)
     except BuildError as exc:
         found = diagnose("\n".join(log.lines), plan.stack.name, plan.release.name)
         raise exc.with_log(tuple(log.tail()), _write_log(plan.spec, plan.target.name, log),
@@ -153,6 +172,23 @@ def build_image(
         _write_log(plan.spec, plan.target.name, log)
         raise
     return _finish(engine, image_id, ref, extra_tags, log.total, cached, started, "built")
+
+
+def cache_ref(context: BuildContext, registry: str | None, flag: str, value: str | None) -> str | None:
+    """A registry cache's reference: as given, or ``registry`` for the stack's own cache tag there."""
+    if value is None:
+        return None
+    if value == "registry":
+        if not registry:
+            raise ConfigError(f"{flag} registry needs a registry (--registry, STACKBUILD_REGISTRY or the config "
+                              "file's registry)")
+        plan = context.plan
+        tag = f"cache-{plan.release.name}-{plan.target.name}" + "".join(f"-{o}" for o in plan.options)
+        return f"{registry}/{plan.stack.name}:{tag}"
+    if not IMAGE_REF.match(value) or value.endswith(":") or ":" not in value.split("/")[-1]:
+        raise ConfigError(f"{flag} '{printable(value)}' is not an image reference with a tag "
+                          "(e.g. localhost:5000/qlora:cache) or the word registry")
+    return value
 
 
 def _finish(engine: Engine, image_id: str, ref: ImageRef, extra_tags: tuple[str, ...], steps: int, cached: int,

@@ -133,7 +133,9 @@ app.add_typer(config_app, name="config")
 @config_app.command("show")
 def config_show(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Print every setting, its value (credentials masked) and where it came from."""
-    rows = _settings(ctx).shown()
+    settings = _settings(ctx)
+    rows = [(name, f"{value}: {engines.describe(settings.engine, settings.builder)}" if name == "engine" else value,
+             source) for name, value, source in settings.shown()]
     if as_json:
         print_json({name: {"value": value, "source": source} for name, value, source in rows})
         return
@@ -153,17 +155,27 @@ def build_command(
     registry: RegistryOpt = None,
     network: Annotated[Optional[str], typer.Option("--network", help="Build network: default, host, bridge or none.")] = None,
     build_args: Annotated[Optional[list[str]], typer.Option("--build-arg", help="NAME=VALUE, e.g. HTTPS_PROXY (repeatable).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="buildkit (docker buildx), classic, or auto: "
+                                                  "buildkit where docker buildx answers (setting: engine).")] = None,
+    builder: Annotated[Optional[str], typer.Option("--builder", help="A buildx builder by name (remote, "
+                                                   "docker-container, kubernetes drivers); BuildKit only.")] = None,
+    cache_from: Annotated[Optional[str], typer.Option("--cache-from", help="Reuse a registry cache: an image "
+                                                      "reference, or 'registry' for <registry>/<stack>:cache-"
+                                                      "<release>-<target> (BuildKit).")] = None,
+    cache_to: Annotated[Optional[str], typer.Option("--cache-to", help="Export the build's cache there (same "
+                                                    "forms as --cache-from; BuildKit).")] = None,
     quiet: QuietOpt = False,
     as_json: ProgressJsonOpt = False,
 ) -> None:
     """Reuse, pull or build a stack's image: a registry's prebuilt image of exactly this content, else a build."""
-    settings = _settings(ctx, build_network=network, registry=registry)
+    settings = _settings(ctx, build_network=network, registry=registry, engine=engine, builder=builder)
     args = parse_build_args(build_args or [])
     name, release = split_spec(spec)
     context = prepare(name, release, target, options or [])
     with output.progress(quiet, as_json) as reporter:
         result = build_image(context, settings, extra_tags=tuple(tags or ()), nocache=no_cache, pull=pull,
-                             use_registry=not no_pull, buildargs=args, on_event=reporter)
+                             use_registry=not no_pull, buildargs=args, cache_from=cache_from, cache_to=cache_to,
+                             on_event=reporter)
     if as_json:
         print_json({"event": "result", **result.as_dict()}, lines=True)
     else:

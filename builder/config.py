@@ -1,4 +1,4 @@
-"""Site and user settings: registry, build network, CA bundle, package indexes, apt mirrors.
+"""Site and user settings: registry, build network, CA bundle, package indexes, apt mirrors, engine.
 
 Never part of a profile. Precedence, lowest first: defaults, the config file (TOML at
 $STACKBUILD_CONFIG, else $XDG_CONFIG_HOME/stackbuild/config.toml), STACKBUILD_* environment
@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .names import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
 from .printable import printable
 from .redact import redact
 from .safeio import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
@@ -42,6 +43,8 @@ class Settings:
     pip_extra_index_url: str | None = None
     debian_mirror: str | None = None
     ubuntu_mirror: str | None = None
+    engine: str = "auto"
+    builder: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -101,6 +104,14 @@ def _check(name: str, value: object, origin: str) -> object:
         if not REGISTRY.match(value):
             raise ConfigError(f"{origin}: registry '{value}' is not HOST[:PORT][/PATH] "
                               "(e.g. localhost:5000/stackbuild or ghcr.io/org)")
+        return value
+    if name == "engine":
+        if value not in ENGINE_KINDS:
+            raise ConfigError(f"{origin}: engine '{value}' is not one of {', '.join(ENGINE_KINDS)}")
+        return value
+    if name == "builder":
+        if not BUILDX_BUILDER.match(value):
+            raise ConfigError(f"{origin}: builder '{printable(value)}' is not a buildx builder name ({BUILDER_RULE})")
         return value
     if name == "build_network":
         if value not in NETWORK_MODES:

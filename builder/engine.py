@@ -1,6 +1,6 @@
 """The Docker engine, implementing builder/engine_api.py. The only module that imports ``docker``.
 
-Builds go through the SDK's low-level API (the classic builder: no buildx here), streamed:
+Builds go through the SDK's low-level API (the classic builder; builder/buildx.py builds with BuildKit), streamed:
 every chunk becomes a ``BuildEvent``; an error chunk, an HTTP error or a connection that drops
 becomes a ``BuildError`` or ``EngineUnavailable`` with what the user needs to act on it.
 """
@@ -109,7 +109,9 @@ def _cli_context_hint() -> str:
 
 
 class DockerEngine:
-    """A connected Docker engine: implements builder/engine_api.py's Engine."""
+    """A connected Docker engine: implements builder/engine_api.py's Engine (builds: the classic builder)."""
+
+    kind = "classic"
 
     def __init__(self, client: docker.APIClient, address: str):
         self.client = client
@@ -256,8 +258,19 @@ class DockerEngine:
         buildargs: dict[str, str],
         log: BuildLog,
         on_event: Callable[[BuildEvent], None],
+        *,
+        secrets: dict[str, bytes] | None = None,
+        cache_from: str | None = None,
+        cache_to: str | None = None,
     ) -> str:
-        """Build and tag one image; returns its id. Raises BuildError with the failing step."""
+        """Build and tag one image; returns its id. Raises BuildError with the failing step.
+
+        The classic builder has neither build secrets nor a registry cache: asking for them is an error
+        (builder/build.py serves site settings from the loopback server instead).
+        """
+        if secrets or cache_from or cache_to:
+            raise BuildError("the classic builder takes no build secrets and no registry cache: build with "
+                             "--engine buildkit (the `docker buildx` plugin)")
         stream = self._call(
             "build", self.client.build,
             fileobj=context_tar(dockerfile, files), custom_context=True, encoding=None, tag=tag, labels=labels,

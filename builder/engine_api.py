@@ -18,7 +18,8 @@ from .redact import redact
 from .targets import GpuRequest
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-NONZERO = re.compile(r"returned a non-zero code: (\d+)")
+# The classic builder: "returned a non-zero code: 1"; BuildKit: "... did not complete successfully: exit code: 1".
+NONZERO = re.compile(r"returned a non-zero code: (\d+)|exit code: (\d+)")
 
 
 @dataclass(frozen=True)
@@ -51,24 +52,42 @@ class BuildLog:
         return [line for line in self.lines[self.step_start:] if line.strip()][-count:]
 
     def record(self, line: str, on_event: OnEvent) -> None:
-        """Keep one line of build output and report what it means: a step, a cache hit, or output."""
+        """Keep one line of the classic builder's output and report what it means: a step, a cache hit, or output."""
         line = redact(line)  # a tool that prints an index URL with its token: never shown, never in the log
-        self.lines.append(line)
         step = STEP.match(line)
         if step:
-            self.step, self.total, self.instruction = int(step[1]), int(step[2]), step[3]
-            self.step_start = len(self.lines)
-            on_event(BuildEvent("step", step[3], self.step, self.total))
+            self.begin(int(step[1]), int(step[2]), step[3], on_event)
         elif line.strip() == "---> Using cache":
+            self.lines.append(line)
             on_event(BuildEvent("cached", self.instruction, self.step, self.total))
         elif not line.startswith((" ---> ", "Removing intermediate container", "Successfully ")):
-            on_event(BuildEvent("output", line, self.step, self.total))
+            self.output(line, on_event)
+        else:
+            self.lines.append(line)
+
+    def begin(self, step: int, total: int, instruction: str, on_event: OnEvent, cached: bool = False) -> None:
+        """A step starts (any engine): written to the log as the classic builder writes it."""
+        instruction = redact(instruction)
+        self.step, self.total, self.instruction = step, total, instruction
+        self.lines.append(f"Step {step}/{total} : {instruction}")
+        self.step_start = len(self.lines)
+        on_event(BuildEvent("step", instruction, step, total))
+        if cached:
+            self.lines.append(" ---> Using cache")
+            on_event(BuildEvent("cached", instruction, step, total))
+
+    def output(self, line: str, on_event: OnEvent) -> None:
+        """One line a step printed (any engine)."""
+        line = redact(line)
+        self.lines.append(line)
+        on_event(BuildEvent("output", line, self.step, self.total))
 
     def step_error(self, message: str) -> BuildError:
         """The BuildError of the step running now, with the exit status the message names."""
         code = NONZERO.search(message)
+        status = next((int(group) for group in code.groups() if group), None) if code else None
         return BuildError(message, step=self.step, total=self.total, instruction=self.instruction,
-                          exit_status=int(code[1]) if code else None)
+                          exit_status=status)
 
 
 @runtime_checkable
@@ -104,10 +123,18 @@ class ImageEngine(Protocol):
     def tag(self, image: str, ref: str) -> None:
         """Give an image (by id or name) another name."""
 
+    kind: str  # "classic" or "buildkit": which builder `build` goes through
+
     def build(self, dockerfile: str, files: Iterable[tuple[str, bytes]], tag: str, labels: dict[str, str],
               network_mode: str | None, nocache: bool, buildargs: dict[str, str], log: BuildLog,
-              on_event: OnEvent) -> str:
-        """Build and tag one image from a Dockerfile and its context files; its id (BuildError naming the step)."""
+              on_event: OnEvent, *, secrets: dict[str, bytes] | None = None, cache_from: str | None = None,
+              cache_to: str | None = None) -> str:
+        """Build and tag one image from a Dockerfile and its context files; its id (BuildError naming the step).
+
+        ``secrets`` (BuildKit only) reach RUN steps as files under /run/secrets, never a layer; the
+        classic builder takes site settings from the loopback server instead (builder/site.py).
+        ``cache_from``/``cache_to`` name a registry cache (BuildKit only; the classic builder has none).
+        """
 
 
 @runtime_checkable

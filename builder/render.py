@@ -215,3 +215,21 @@ def write_rendered(context: BuildContext, dockerfile: str | None, folder: Path |
             if made:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+# BuildKit's dialect of a rendered Dockerfile: every step that reaches the network (they all start
+# by sourcing site.sh) gets the site settings as a build secret, and pip's and uv's download caches
+# as cache mounts, so a rebuilt layer downloads again only what it has never downloaded. The
+# rendered Dockerfile (golden files, content tags) stays the classic one: the image is the same.
+SITE_SECRET = "stackbuild-site"
+NETWORK_STEP = f"RUN . {STACKBUILD_DIR}/site.sh && site_begin"
+BUILDKIT_MOUNTS = (f"--mount=type=secret,id={SITE_SECRET},required=false",
+                   "--mount=type=cache,id=stackbuild-pip,target=/root/.cache/pip",
+                   "--mount=type=cache,id=stackbuild-uv,target=/root/.cache/uv")
+
+
+def buildkit_dockerfile(dockerfile: str) -> str:
+    """The Dockerfile BuildKit builds: the same instructions, network steps with secret and cache mounts."""
+    mounted = f"RUN {' '.join(BUILDKIT_MOUNTS)} {NETWORK_STEP[len('RUN '):]}"
+    return "".join(mounted + line[len(NETWORK_STEP):] if line.startswith(NETWORK_STEP) else line
+                   for line in dockerfile.splitlines(keepends=True))

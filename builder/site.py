@@ -1,9 +1,10 @@
 """The loopback site server: hands a build its site settings without writing them anywhere.
 
 Index URLs with credentials, an extra CA bundle and mirrors are served on 127.0.0.1 for as
-long as one build runs; each network RUN step reads them with templates/context/site.sh. So
-they never reach a layer, `docker history`, or the content tag. The build must use host
+long as one classic build runs; each network RUN step reads them with templates/context/site.sh.
+So they never reach a layer, `docker history`, or the content tag. A classic build must use host
 networking to reach the server; `stackbuild build` refuses other modes when settings are set.
+BuildKit builds get the same payload as a build secret instead (builder/buildx.py): any network.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from .errors import ConfigError
 SITE_PORT = 47391  # fixed: it is written into every rendered Dockerfile (site.sh)
 
 
+def payload(values: dict[str, str]) -> bytes:
+    """What site.sh reads: one ``KEY base64(value)`` line a setting (from this server or a BuildKit secret)."""
+    lines = [f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in sorted(values.items())]
+    return ("\n".join(lines) + "\n").encode()
+
+
 class SiteServer:
     """Context manager serving ``values`` on 127.0.0.1:SITE_PORT; a no-op when there are none."""
 
@@ -30,8 +37,7 @@ class SiteServer:
         self.requests = 0
 
     def payload(self) -> bytes:
-        lines = [f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in sorted(self.values.items())]
-        return ("\n".join(lines) + "\n").encode()
+        return payload(self.values)
 
     def __enter__(self) -> SiteServer:
         if not self.values:

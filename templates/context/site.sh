@@ -2,21 +2,29 @@
 # Sourced by every RUN step that reaches the network: `. /opt/stackbuild/site.sh && site_begin`.
 #
 # Site settings (package index URLs, which may carry credentials; an extra CA bundle; Debian and
-# Ubuntu mirrors) are served by `stackbuild build` on 127.0.0.1:47391 for the duration of a
-# build. They live only in this step's environment and in a temporary folder that site_end
-# removes, so none of them reaches an image layer, `docker history`, or the image's content
-# tag. With no server listening (a plain `docker build` of a rendered context), nothing changes.
+# Ubuntu mirrors) reach the step as BuildKit's build secret /run/secrets/stackbuild-site, or,
+# under the classic builder, from the server `stackbuild build` runs on 127.0.0.1:47391 for the
+# duration of a build. They live only in this step's environment and in a temporary folder that
+# site_end removes, so none of them reaches an image layer, `docker history`, or the image's
+# content tag. With neither (a plain `docker build` of a rendered context), nothing changes.
+# Under BuildKit pip's and uv's caches are cache mounts (never in a layer): then they are used.
 
 site_begin() {
     SITE_DIR=$(mktemp -d /tmp/stackbuild-site.XXXXXX) || return 1
     SITE_KEYS=""
     local payload key value
+    if grep -qs ' /root/.cache/pip ' /proc/self/mountinfo; then
+        unset PIP_NO_CACHE_DIR
+    fi
+    if [ -r /run/secrets/stackbuild-site ]; then
+        payload=$(cat /run/secrets/stackbuild-site)
     # bash's /dev/tcp: no curl or python is needed, which the first RUN step has neither of.
-    if ! { exec 9<>/dev/tcp/127.0.0.1/47391; } 2>/dev/null; then
+    elif { exec 9<>/dev/tcp/127.0.0.1/47391; } 2>/dev/null; then
+        payload=$(cat <&9)
+        exec 9>&-
+    else
         return 0
     fi
-    payload=$(cat <&9)
-    exec 9>&-
     while read -r key value; do
         [ -n "$key" ] || continue
         value=$(printf '%s' "$value" | base64 -d) || return 1

@@ -20,7 +20,9 @@ from pathlib import Path
 import docker
 import pytest
 
+from builder import engines
 from builder.build import BuildResult, build_image
+from builder.buildx import buildx_version
 from builder.config import load_settings
 from builder.engine import DockerEngine
 from builder.engine_api import BuildLog
@@ -64,14 +66,37 @@ def settings(docker_client):
     return load_settings()
 
 
+def engine_of(release: str) -> str:
+    """The engine that builds a release's stack images here: BuildKit the current ones, the classic
+    builder the era ones (each image is built once a run; both engines build real stacks)."""
+    return "classic" if release.startswith("2023.") else "buildkit"
+
+
+ENGINES = ("classic", "buildkit")
+
+
 @pytest.fixture(scope="session")
-def stack_images(docker_client, settings):
-    """Build each (stack, release) cpu image at most once per session."""
+def buildx_available():
+    if buildx_version() is None:
+        message = "no `docker buildx` plugin (the BuildKit engine needs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI must install it: .ci/run runs .ci/harness.sh)")
+        pytest.skip(message)
+    return True
+
+
+@pytest.fixture(scope="session")
+def stack_images(docker_client, settings, buildx_available):
+    """Build each (stack, release) cpu image at most once per session, with engine_of(release)."""
     built: dict[tuple[str, str], BuildResult] = {}
 
     def get(stack: str, release: str) -> BuildResult:
         if (stack, release) not in built:
-            built[stack, release] = build_image(prepare(stack, release, "cpu", ()), settings)
+            engine = engines.connect(900, kind=engine_of(release))
+            try:
+                built[stack, release] = build_image(prepare(stack, release, "cpu", ()), settings, engine=engine)
+            finally:
+                engine.close()
         return built[stack, release]
 
     return get

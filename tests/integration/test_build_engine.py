@@ -12,20 +12,21 @@ import sys
 import tarfile
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
+from builder import engines
 from builder.build import build_image
 from builder.config import load_settings
-from builder.engine import DockerEngine
 from builder.engine_api import BuildLog
 from builder.errors import BuildError
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
-from builder.render import prepare
-from builder.site import SiteServer
+from builder.render import SITE_SECRET, prepare
+from builder.site import payload as site_payload
 
-from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique
+from .conftest import ENGINES, FIXTURES, TEST_LABEL, engine_of, github_reachable, unique
 
 RELEASES = [(name, rel) for name in available_stacks() for rel in load_stack(name).releases]
 GIT_ONLY = {(name, rel) for name, rel in RELEASES
@@ -68,12 +69,13 @@ def test_the_same_steps_under_another_name_are_all_cache_hits(stack_images, sett
     context = prepare("alpaca-lora", "2026.11", "cpu", ())
     tag, log, cached = f"stackbuild-test/{unique('cachehit')}:latest", BuildLog(), []
     network = None if settings.build_network == "default" else settings.build_network
-    engine = DockerEngine.connect()
+    engine = engines.connect(kind=engine_of("2026.11"))  # the engine whose cache built it
+    assert engine.kind == "buildkit"
     try:
-        with SiteServer(settings.site):
-            image_id = engine.build(context.dockerfile, context.files, tag, labels, network, False, {}, log,
-                                    lambda event: cached.append(event) if event.kind == "cached" else None)
-        assert image_id == first.image_id and len(cached) == log.total - 1  # FROM is never "cached"
+        image_id = engine.build(context.dockerfile, context.files, tag, labels, network, False, {}, log,
+                                lambda event: cached.append(event) if event.kind == "cached" else None,
+                                secrets={SITE_SECRET: site_payload(settings.site)})
+        assert image_id == first.image_id and len(cached) >= log.total - 1  # the classic builder never caches FROM
     finally:
         engine.close()
         docker_client.images.remove(tag)
@@ -113,14 +115,17 @@ class _IndexThatWantsAToken(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_credentials_never_reach_a_layer_or_the_history(docker_client, test_image, monkeypatch, stack_images):
+@pytest.mark.parametrize("kind", ENGINES)
+def test_credentials_never_reach_a_layer_or_the_history(kind, docker_client, test_image, monkeypatch, stack_images):
     stack_images("alpaca-lora", "2026.11")  # the shared layers come from the cache
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IndexThatWantsAToken)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     token = "FAKETOKEN" + os.urandom(6).hex()
     monkeypatch.setenv("STACKBUILD_PIP_EXTRA_INDEX_URL", f"http://probe:{token}@127.0.0.1:{server.server_port}/simple")
     monkeypatch.setenv("STACKBUILD_BUILD_NETWORK", "host")
-    name = test_image("tokenprobe")
+    monkeypatch.setenv("STACKBUILD_ENGINE", kind)
+    _IndexThatWantsAToken.seen = []
+    name = test_image(f"tokenprobe-{kind}")
     try:
         result = build_image(prepare(str(FIXTURES / "tokenprobe.yaml"), None, "cpu", ()), load_settings(),
                              extra_tags=(name,), extra_labels={TEST_LABEL: "1"})
@@ -176,11 +181,12 @@ def _containers(client):
     return {c.id for c in client.containers.list(all=True)}
 
 
-def test_a_failing_pin_names_the_step_and_pips_error(docker_client, test_image, settings, stack_images):
+@pytest.mark.parametrize("kind", ENGINES)
+def test_a_failing_pin_names_the_step_and_pips_error(kind, docker_client, test_image, settings, stack_images):
     stack_images("alpaca-lora", "2026.11")
     before = _containers(docker_client)
     with pytest.raises(BuildError) as info:
-        build_image(prepare(str(FIXTURES / "impossible.yaml"), None, "cpu", ()), settings,
+        build_image(prepare(str(FIXTURES / "impossible.yaml"), None, "cpu", ()), replace(settings, engine=kind),
                     extra_tags=(test_image("impossible"),), extra_labels={TEST_LABEL: "1"})
     error = info.value
     assert error.exit_status == 1 and error.instruction.startswith("RUN . /opt/stackbuild/site.sh")
@@ -191,33 +197,61 @@ def test_a_failing_pin_names_the_step_and_pips_error(docker_client, test_image, 
     assert _containers(docker_client) == before
 
 
-def test_the_cli_reports_a_failed_build_with_its_exit_code(stack_images):
+@pytest.mark.parametrize("kind", ENGINES)
+def test_the_cli_reports_a_failed_build_with_its_exit_code(kind, stack_images):
     stack_images("alpaca-lora", "2026.11")
     run = subprocess.run([sys.executable, "-m", "builder", "build", str(FIXTURES / "impossible.yaml"), "-t", "cpu",
-                          "-q"], capture_output=True, text=True)
+                          "-q", "--engine", kind], capture_output=True, text=True)
     assert run.returncode == 8, run.stderr
     assert "No matching distribution found for peft==99.0.0" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_an_interrupted_build_leaves_no_container(docker_client, stack_images):
+def _buildx_processes() -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if b"buildx\0build\0" in handle.read():
+                    found.add(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("kind", ENGINES)
+def test_an_interrupted_build_leaves_no_container(kind, docker_client, stack_images):
     stack_images("alpaca-lora", "2026.11")
     # a run that was not interrupted in time (SIGINT ignored) leaves the slow step cached: drop it
     for image in docker_client.images.list(filters={"label": "io.stackbuild.stack=slowstep"}):
         docker_client.images.remove(image.id, force=True)
-    before = _containers(docker_client)
+    before, builds_before = _containers(docker_client), _buildx_processes()
     # Ctrl-C's SIGINT as a terminal delivers it, even where this run inherited SIGINT ignored (a
     # background job of a non-interactive shell): then Python would install no KeyboardInterrupt.
-    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(FIXTURES / "slowstep.yaml"), "-t", "cpu"],
+    # BuildKit keeps its own cache of the slow step: --no-cache makes it run again.
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "build", str(FIXTURES / "slowstep.yaml"), "-t", "cpu",
+                             "--engine", kind, *(["--no-cache"] if kind == "buildkit" else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    # wait until a RUN step is executing in a build container, then interrupt like Ctrl-C
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _containers(docker_client) == before:
-        time.sleep(0.2)
-    assert _containers(docker_client) != before, "no build container appeared"
+    if kind == "classic":
+        # wait until a RUN step is executing in a build container, then interrupt like Ctrl-C
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _containers(docker_client) == before:
+            time.sleep(0.2)
+        assert _containers(docker_client) != before, "no build container appeared"
+    else:
+        # BuildKit runs steps in its own containers (not the engine's): wait for the apt step to start
+        for line in proc.stdout:
+            if "RUN . /opt/stackbuild/site.sh" in line:
+                break
+        assert _buildx_processes() - builds_before, "no docker buildx build is running"
+        time.sleep(1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "error: interrupted" in err
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _buildx_processes() - builds_before:
+        time.sleep(0.5)
+    assert not _buildx_processes() - builds_before, "docker buildx build outlived the interrupted build"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _containers(docker_client) != before:
         time.sleep(0.5)

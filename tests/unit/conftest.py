@@ -23,7 +23,8 @@ class FakeEngine:
 
     address = "unix:///fake.sock"
 
-    def __init__(self, fail_at: int | None = None):
+    def __init__(self, fail_at: int | None = None, kind: str = "classic"):
+        self.kind = kind
         self.fail_at = fail_at
         self.failure_line = "ERROR: No matching distribution found for peft==99.0"
         self.builds: list[dict] = []
@@ -73,9 +74,11 @@ class FakeEngine:
         self.untagged.append(ref)
         self.images.pop(ref, None)
 
-    def build(self, dockerfile, files, tag, labels, network_mode, nocache, buildargs, log: BuildLog, on_event):
+    def build(self, dockerfile, files, tag, labels, network_mode, nocache, buildargs, log: BuildLog, on_event, *,
+              secrets=None, cache_from=None, cache_to=None):
         self.builds.append(dict(dockerfile=dockerfile, files=dict(files), tag=tag, labels=labels,
-                                network_mode=network_mode, nocache=nocache, buildargs=buildargs))
+                                network_mode=network_mode, nocache=nocache, buildargs=buildargs, secrets=secrets,
+                                cache_from=cache_from, cache_to=cache_to))
         steps = [line for line in dockerfile.splitlines() if line.startswith(("FROM", "RUN", "COPY", "ENV", "LABEL"))]
         for n, instruction in enumerate(steps, 1):
             log.record(f"Step {n}/{len(steps)} : {instruction}", on_event)
@@ -106,7 +109,7 @@ def _dockerfile_labels(text: str) -> dict[str, str]:
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     engine = FakeEngine()
-    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600: engine)
+    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600, kind="classic", builder=None: engine)
     # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
     monkeypatch.setattr(builder.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

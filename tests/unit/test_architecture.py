@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder import engine_api, targets
+from builder.buildx import BuildxEngine
 from builder.engine import DockerEngine
 from tests.unit.conftest import FakeEngine
 
@@ -72,6 +73,11 @@ def _problems(cls: type, protocol: type) -> list[str]:
 
 def test_the_docker_engine_implements_the_whole_engine_interface():
     assert _problems(DockerEngine, engine_api.Engine) == []
+
+
+def test_the_buildkit_engine_implements_the_whole_engine_interface():
+    assert _problems(BuildxEngine, engine_api.Engine) == []
+    assert BuildxEngine.kind == "buildkit" and DockerEngine.kind == "classic"
 
 
 def test_the_unit_tests_fake_engine_implements_the_image_interface():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from pathlib import Path
@@ -35,7 +36,8 @@ def test_json_progress(cli, fake):
     code, out, _ = cli("build", "alpaca-lora", "-t", "cpu", "--json")
     assert code == 0
     events = [json.loads(line) for line in out.splitlines()]
-    assert events[0]["event"] == "step" and events[0]["step"] == 1
+    assert events[0] == {"event": "note", "text": "building with the classic engine"}
+    assert events[1]["event"] == "step" and events[1]["step"] == 1
     assert events[-1]["event"] == "result" and events[-1]["image"] == "stackbuild/alpaca-lora:2026.11-cpu"
 
 
@@ -48,9 +50,9 @@ def test_site_settings_need_host_networking(cli, fake, monkeypatch):
     monkeypatch.setenv("STACKBUILD_PIP_INDEX_URL", "https://u:s3cr3tz@idx.example/simple")
     code, _, err = cli("build", "qlora", "-t", "cpu")
     assert code == 6
-    assert err == ("error: site settings (PIP_INDEX_URL) reach the build from a loopback server, which needs host "
-                   "networking, but build_network is 'default': set STACKBUILD_BUILD_NETWORK=host or pass "
-                   "--network host\n")
+    assert err == ("error: site settings (PIP_INDEX_URL) reach a classic build from a loopback server, which needs "
+                   "host networking, but build_network is 'default': set STACKBUILD_BUILD_NETWORK=host or pass "
+                   "--network host (or build with --engine buildkit, which passes them as a build secret)\n")
     assert fake.builds == []
     code, _, err = cli("build", "qlora", "-t", "cpu", "--network", "host")
     assert code == 0, err
@@ -107,3 +109,40 @@ def test_build_error_text():
     error = BuildError("The command returned a non-zero code: 2", step=3, total=9, instruction="RUN x",
                        exit_status=2).with_log(("a", "b"), "/tmp/l.log")
     assert str(error) == "step 3/9 failed (exit code 2): RUN x\nlast lines of its output:\n  a\n  b\nfull log: /tmp/l.log"
+
+
+def test_buildkit_takes_site_settings_as_a_secret_on_any_network(cli, fake, monkeypatch):
+    fake.kind = "buildkit"
+    monkeypatch.setenv("STACKBUILD_PIP_INDEX_URL", "https://u:s3cr3tz@idx.example/simple")
+    code, out, err = cli("build", "qlora", "-t", "cpu")
+    assert code == 0, err
+    call = fake.builds[0]
+    assert call["network_mode"] is None and "building with the buildkit engine" in out
+    payload = call["secrets"]["stackbuild-site"].decode()
+    assert payload.startswith("PIP_INDEX_URL ") and "s3cr3tz" not in payload  # base64, as site.sh reads it
+    assert base64.b64decode(payload.split()[1]).decode() == "https://u:s3cr3tz@idx.example/simple"
+    assert "s3cr3tz" not in call["dockerfile"] and "s3cr3tz" not in out + err
+
+
+def test_registry_cache_names_and_needs(cli, fake, monkeypatch):
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--cache-to", "localhost:5000/c:x")
+    assert code == 6 and "--cache-from/--cache-to need the BuildKit engine" in err and fake.builds == []
+    fake.kind = "buildkit"
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--cache-from", "registry")
+    assert code == 6 and "--cache-from registry needs a registry" in err
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--cache-to", "Bad Ref")
+    assert code == 6 and "--cache-to 'Bad Ref' is not an image reference with a tag" in err
+    monkeypatch.setenv("STACKBUILD_REGISTRY", "localhost:5000/sb")
+    code, _, err = cli("build", "qlora@2023.07", "-t", "cpu", "--cache-from", "registry", "--cache-to",
+                       "registry", "--no-pull")
+    assert code == 0, err
+    call = fake.builds[0]
+    assert call["cache_from"] == call["cache_to"] == "localhost:5000/sb/qlora:cache-2023.07-cpu"
+
+
+def test_engine_and_builder_settings_are_checked(cli, fake):
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--engine", "podman")
+    assert code == 6 and "engine 'podman' is not one of auto, buildkit, classic" in err
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--builder", "no way")
+    assert code == 6 and "builder 'no way' is not a buildx builder name" in err
+    assert fake.builds == []

@@ -392,7 +392,7 @@ class _Containers:
 @pytest.mark.parametrize("name", NAMES)
 def test_hostile_container_names(name, cli, monkeypatch):
     import builder.engines
-    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600: _Containers())
+    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600, kind="classic", builder=None: _Containers())
     for args in (("stop", name), ("rm", name), ("exec", name, "--", "true"), ("shell", name),
                  ("run", "qlora", "-t", "cpu", "--name", name)):
         code, out, err = cli(*args)

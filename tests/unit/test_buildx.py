@@ -1,0 +1,97 @@
+"""The BuildKit engine's pure parts: buildx's rawjson progress, BuildKit's Dockerfile dialect, engine choice.
+
+The rawjson fixture is what `docker buildx build --progress=rawjson` (buildx 0.13.1, the engine's
+BuildKit v0.8) printed here for the Dockerfile beside it, on its second run: FROM, the first RUN and
+the COPY cached, the last RUN printing a partial line, a line on stderr, then exiting 3.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from builder import buildx, engines
+from builder.buildx import RawJsonProgress
+from builder.engine_api import BuildLog
+from builder.errors import ConfigError, EngineUnavailable
+from builder.render import BUILDKIT_MOUNTS, buildkit_dockerfile, prepare
+
+FIXTURES = Path(__file__).parent / "fixtures" / "buildx"
+RAWJSON = (FIXTURES / "rawjson-cached-then-exit-3.txt").read_text()
+
+
+def parse(text: str, chunk: int) -> tuple[RawJsonProgress, list, BuildLog]:
+    log, events = BuildLog(), []
+    progress = RawJsonProgress(log, events.append)
+    for start in range(0, len(text), chunk):
+        progress.feed(text[start:start + chunk])
+    progress.close()
+    return progress, events, log
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, len(RAWJSON)])
+def test_rawjson_becomes_the_same_steps_cache_hits_and_output_in_any_chunking(chunk):
+    progress, events, log = parse(RAWJSON, chunk)
+    assert [(e.kind, e.step, e.total) for e in events if e.kind in ("step", "cached")] == [
+        ("step", 1, 4), ("cached", 1, 4), ("step", 2, 4), ("cached", 2, 4), ("step", 3, 4), ("cached", 3, 4),
+        ("step", 4, 4)]
+    assert [e.text for e in events if e.kind == "output"] == ["partial end", "to-stderr"]
+    error = progress.failure(1)
+    assert (error.step, error.total, error.exit_status) == (4, 4, 3)
+    assert error.instruction.startswith('RUN printf "partial"')
+    # the log reads as the classic builder's, so doctor and the failure tail work on it unchanged
+    assert "Step 4/4 : RUN printf \"partial\" && sleep 0.2 && echo \" end\" && echo to-stderr >&2 && exit 3" in log.lines
+    assert log.tail()[:2] == ["partial end", "to-stderr"]
+
+
+def test_a_buildx_failure_before_any_step_is_what_buildx_said():
+    progress, events, _ = parse("ERROR: failed to find driver \"nope\"\n", 5)
+    assert events == [] and str(progress.failure(1)) == 'docker buildx build failed: ERROR: failed to find driver "nope"'
+
+
+def test_garbage_and_credentials_in_the_stream_are_survived_and_masked():
+    status = {"logs": [{"vertex": "x", "stream": 1,
+                        "data": "aHR0cHM6Ly91OnMzY3IzdHpAaWR4LmV4YW1wbGUvc2ltcGxlCg=="}]}  # https://u:s3cr3tz@idx...
+    text = "{not json\n}\n" + json.dumps(status) + "\n\x1b[31mplain\x1b[0m\n" + "[1, 2]\n{\"vertexes\": 5}\n"
+    _, events, log = parse(text, 3)
+    shown = " ".join(e.text for e in events) + " ".join(log.lines)
+    assert "s3cr3tz" not in shown and "idx.example" in shown
+
+
+def test_the_buildkit_dialect_mounts_the_secret_and_caches_on_every_network_step_only():
+    context = prepare("qlora", "2026.11", "cpu", ())
+    dialect = buildkit_dockerfile(context.dockerfile)
+    classic, mounted = context.dockerfile.splitlines(), dialect.splitlines()
+    assert len(classic) == len(mounted)
+    changed = [(a, b) for a, b in zip(classic, mounted) if a != b]
+    assert changed and all(a.startswith("RUN . /opt/stackbuild/site.sh && site_begin") for a, _ in changed)
+    assert all(b == "RUN " + " ".join(BUILDKIT_MOUNTS) + " " + a[len("RUN "):] for a, b in changed)
+    assert len(changed) == sum(line.startswith("RUN . /opt/stackbuild/site.sh") for line in classic)
+    assert "id=stackbuild-site,required=false" in dialect and "target=/root/.cache/pip" in dialect
+
+
+def fake_docker(tmp_path: Path, script: str) -> str:
+    path = tmp_path / "docker"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_auto_is_buildkit_only_where_docker_buildx_answers(tmp_path, monkeypatch):
+    answers = fake_docker(tmp_path, 'echo "github.com/docker/buildx 0.13.1 abc"\n')
+    monkeypatch.setattr(buildx, "DOCKER_CLI", answers)
+    assert engines.resolve("auto") == "buildkit"
+    assert engines.describe("auto") == "buildkit (github.com/docker/buildx 0.13.1 abc)"
+    (tmp_path / "silent").mkdir()
+    silent = fake_docker(tmp_path / "silent", "echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1\n")
+    monkeypatch.setattr(buildx, "DOCKER_CLI", silent)
+    assert engines.resolve("auto") == "classic"
+    assert engines.describe("auto").startswith("classic (the Docker SDK's classic builder; docker buildx does not")
+    assert engines.resolve("classic") == "classic" and engines.resolve("auto", "remote-1") == "buildkit"
+    with pytest.raises(ConfigError, match="names a buildx builder, which the classic engine does not use"):
+        engines.resolve("classic", "remote-1")
+    with pytest.raises(EngineUnavailable, match="needs the `docker buildx` plugin"):
+        engines.connect(kind="buildkit")
