@@ -35,6 +35,9 @@ UNREACHABLE = re.compile(r"connection refused|no such host|i/o timeout|dial tcp|
                          r"http response to https client|tls:|x509|connection reset|eof", re.I)
 
 
+# How a push names the manifest it made, where the engine sends no aux record.
+PUSHED_DIGEST = re.compile(r"\bdigest: (sha256:[0-9a-f]{64}) size: \d+")
+
 # Per-layer states worth a line even without byte counts.
 LAYER_STATES = ("Pulling fs layer", "Waiting", "Verifying Checksum", "Download complete", "Pull complete",
                 "Already exists", "Preparing", "Pushed", "Layer already exists", "Mounted from")
@@ -182,7 +185,9 @@ class DockerEngine:
         repository, tag = split_ref(ref)
         aux = self._transfer(ref, "push", lambda: self.client.push(repository, tag=tag, stream=True, decode=True),
                              on_event)
-        digest = aux.get("Digest", "")
+        # An engine on the containerd image store (dockerd 24+) sends no aux record: only the status
+        # line "<tag>: digest: sha256:... size: N".
+        digest = aux.get("Digest", "") or aux.get("status_digest", "")
         if not digest:
             raise RegistryError(f"cannot push {ref}: the registry confirmed no digest")
         return digest
@@ -198,6 +203,9 @@ class DockerEngine:
                 if isinstance(chunk.get("aux"), dict):
                     aux.update(chunk["aux"])
                 status = chunk.get("status")
+                pushed = PUSHED_DIGEST.search(status) if isinstance(status, str) else None
+                if pushed:
+                    aux.setdefault("status_digest", pushed.group(1))
                 if on_event and status:
                     detail = chunk.get("progressDetail") or {}
                     if chunk.get("id") and (detail or status.startswith(LAYER_STATES)):

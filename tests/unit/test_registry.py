@@ -212,6 +212,13 @@ def test_engine_push_returns_the_digest_and_needs_one():
         DockerEngine(_Client(done[:1]), "unix:///x").push("localhost:5000/a:b")
 
 
+def test_engine_push_reads_the_digest_from_the_status_where_the_engine_sends_no_aux():
+    # dockerd 26 on the containerd image store, as seen through the SDK here (.ci/engine26.sh)
+    digest = "sha256:" + "dd" * 32
+    done = [{"status": "Pushed", "id": "aaa"}, {"status": f"b: digest: {digest} size: 972"}]
+    assert DockerEngine(_Client(done), "unix:///x").push("localhost:5000/a:b") == digest
+
+
 def test_engine_pull_turns_an_api_error_into_a_registry_error():
     response = type("R", (), {"status_code": 404, "reason": "Not Found", "url": "x"})()
     exc = docker.errors.APIError("404", response=response, explanation="manifest for a:b not found: manifest unknown")
