@@ -117,6 +117,9 @@ def build_image(
         if cache_from or cache_to:
             raise ConfigError("--cache-from/--cache-to need the BuildKit engine (--engine buildkit, with the "
                               "`docker buildx` plugin); the classic builder has no registry cache")
+        if settings.compression != "gzip":
+            raise ConfigError(f"compression {settings.compression} needs the BuildKit engine on containerd's image "
+                              "store (--engine buildkit); the classic builder stores gzip layers")
     plan = context.plan
     started = time.monotonic()
     located = locate(engine, context, settings.registry, "fresh" if pull else "fetch", on_event)
@@ -163,7 +166,8 @@ def build_image(
         else:
             image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
                                     buildargs or {}, log, count, secrets={SITE_SECRET: site_payload(site)} if site
-                                    else None, cache_from=cache_from, cache_to=cache_to)
+                                    else None, cache_from=cache_from, cache_to=cache_to,
+                                    compression=settings.compression)
     except BuildError as exc:
         found = diagnose("\n".join(log.lines), plan.stack.name, plan.release.name)
         raise exc.with_log(tuple(log.tail()), _write_log(plan.spec, plan.target.name, log),

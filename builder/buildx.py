@@ -243,9 +243,18 @@ class BuildxEngine(DockerEngine):
         secrets: dict[str, bytes] | None = None,
         cache_from: str | None = None,
         cache_to: str | None = None,
+        compression: str = "gzip",
     ) -> str:
         """Build and tag one image with BuildKit; returns its id. Raises BuildError with the failing step."""
-        inline_cache = bool(cache_to) and self.driver() == "docker"
+        # The engine's own builder exports a registry cache only on containerd's image store; elsewhere
+        # its cache goes inline into the image, which is then pushed under the cache's name.
+        inline_cache = bool(cache_to) and self.driver() == "docker" and not self.containerd_store()
+        if compression == "zstd" and (self.driver() != "docker" or not self.containerd_store()):
+            where = (f"builder {self.builder} is not the engine's own" if self.driver() != "docker"
+                     else f"the engine at {self.address} keeps images in its own store")
+            raise BuildError(f"zstd layers need an engine on containerd's image store (dockerd 24+ with the "
+                             f"containerd-snapshotter feature) and its own builder, but {where}: build with "
+                             "--compression gzip")
         with tempfile.TemporaryDirectory(prefix="stackbuild-buildx-") as work:
             context = Path(work) / "context"
             context.mkdir()
@@ -254,9 +263,11 @@ class BuildxEngine(DockerEngine):
                 path = context / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-            iidfile = Path(work) / "iid"
-            command = [self.docker, "buildx", "build", *self._builder_args(), "--progress=rawjson", "--load",
-                       "--iidfile", str(iidfile), "-t", tag, "-f", str(context / "Dockerfile")]
+            # One image manifest, no provenance index beside it; zstd: stored (and so pushed) as zstd layers.
+            output = (["--output", f"type=image,name={tag},compression=zstd,force-compression=true"]
+                      if compression == "zstd" else ["--load", "-t", tag])
+            command = [self.docker, "buildx", "build", *self._builder_args(), "--progress=rawjson", "--provenance=false",
+                       *output, "-f", str(context / "Dockerfile")]
             for key, value in labels.items():
                 command += ["--label", f"{key}={value}"]
             for key, value in buildargs.items():
@@ -277,7 +288,13 @@ class BuildxEngine(DockerEngine):
                 path.write_bytes(value)
                 command += ["--secret", f"id={name},src={path}"]
             command.append(str(context))
-            image_id = self._run(command, log, on_event, iidfile)
+            self._run(command, log, on_event)
+        # The engine's id for it (on containerd's store not the config digest buildx writes to --iidfile)
+        info = self.image(tag)
+        if info is None:
+            raise BuildError(f"docker buildx build ended but the engine has no {tag}")
+        image_id = info["Id"]
+        on_event(BuildEvent("done", image_id))
         if cache_to and inline_cache:
             on_event(BuildEvent("note", f"the engine's own builder keeps its cache inline: pushing the image as "
                                         f"{cache_to}"))
@@ -288,7 +305,7 @@ class BuildxEngine(DockerEngine):
                 self.untag(cache_to)
         return image_id
 
-    def _run(self, command: list[str], log: BuildLog, on_event: Callable[[BuildEvent], None], iidfile: Path) -> str:
+    def _run(self, command: list[str], log: BuildLog, on_event: Callable[[BuildEvent], None]) -> None:
         progress = RawJsonProgress(log, on_event)
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -312,11 +329,3 @@ class BuildxEngine(DockerEngine):
         progress.close()
         if returncode != 0:
             raise progress.failure(returncode)
-        try:
-            image_id = iidfile.read_text(encoding="utf-8").strip()
-        except OSError:
-            image_id = ""
-        if not image_id:
-            raise BuildError("docker buildx build ended without an image id")
-        on_event(BuildEvent("done", image_id))
-        return image_id

@@ -164,11 +164,15 @@ def build_command(
                                                       "<release>-<target> (BuildKit).")] = None,
     cache_to: Annotated[Optional[str], typer.Option("--cache-to", help="Export the build's cache there (same "
                                                     "forms as --cache-from; BuildKit).")] = None,
+    compression: Annotated[Optional[str], typer.Option("--compression", help="gzip, or zstd: layers stored and "
+                                                       "pushed as zstd (BuildKit on containerd's image store; "
+                                                       "setting: compression).")] = None,
     quiet: QuietOpt = False,
     as_json: ProgressJsonOpt = False,
 ) -> None:
     """Reuse, pull or build a stack's image: a registry's prebuilt image of exactly this content, else a build."""
-    settings = _settings(ctx, build_network=network, registry=registry, engine=engine, builder=builder)
+    settings = _settings(ctx, build_network=network, registry=registry, engine=engine, builder=builder,
+                         compression=compression)
     args = parse_build_args(build_args or [])
     name, release = split_spec(spec)
     context = prepare(name, release, target, options or [])

@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 NETWORK_MODES = ("default", "host", "bridge", "none")
+COMPRESSIONS = ("gzip", "zstd")  # of the layers an image is stored, and so pushed, with
 REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
@@ -45,6 +46,7 @@ class Settings:
     ubuntu_mirror: str | None = None
     engine: str = "auto"
     builder: str | None = None
+    compression: str = "gzip"
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -108,6 +110,10 @@ def _check(name: str, value: object, origin: str) -> object:
     if name == "engine":
         if value not in ENGINE_KINDS:
             raise ConfigError(f"{origin}: engine '{value}' is not one of {', '.join(ENGINE_KINDS)}")
+        return value
+    if name == "compression":
+        if value not in COMPRESSIONS:
+            raise ConfigError(f"{origin}: compression '{value}' is not one of {', '.join(COMPRESSIONS)}")
         return value
     if name == "builder":
         if not BUILDX_BUILDER.match(value):

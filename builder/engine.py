@@ -148,6 +148,11 @@ class DockerEngine:
     def version(self) -> str:
         return self._call("version", self.client.version).get("Version", "?")
 
+    def containerd_store(self) -> bool:
+        """Whether the engine keeps images in containerd's store (dockerd 24+, containerd-snapshotter on)."""
+        status = self._call("info", self.client.info).get("DriverStatus") or []
+        return any(isinstance(row, list) and row[-1:] == ["io.containerd.snapshotter.v1"] for row in status)
+
     def host_info(self) -> dict:
         info = self._call("info", self.client.info)
         return {"version": self.version(), "address": self.address,
@@ -270,15 +275,16 @@ class DockerEngine:
         secrets: dict[str, bytes] | None = None,
         cache_from: str | None = None,
         cache_to: str | None = None,
+        compression: str = "gzip",
     ) -> str:
         """Build and tag one image; returns its id. Raises BuildError with the failing step.
 
-        The classic builder has neither build secrets nor a registry cache: asking for them is an error
-        (builder/build.py serves site settings from the loopback server instead).
+        The classic builder has neither build secrets, a registry cache nor zstd layers: asking for
+        them is an error (builder/build.py serves site settings from the loopback server instead).
         """
-        if secrets or cache_from or cache_to:
-            raise BuildError("the classic builder takes no build secrets and no registry cache: build with "
-                             "--engine buildkit (the `docker buildx` plugin)")
+        if secrets or cache_from or cache_to or compression != "gzip":
+            raise BuildError("the classic builder takes no build secrets, registry cache or zstd layers: build "
+                             "with --engine buildkit (the `docker buildx` plugin)")
         stream = self._call(
             "build", self.client.build,
             fileobj=context_tar(dockerfile, files), custom_context=True, encoding=None, tag=tag, labels=labels,

@@ -128,12 +128,14 @@ class ImageEngine(Protocol):
     def build(self, dockerfile: str, files: Iterable[tuple[str, bytes]], tag: str, labels: dict[str, str],
               network_mode: str | None, nocache: bool, buildargs: dict[str, str], log: BuildLog,
               on_event: OnEvent, *, secrets: dict[str, bytes] | None = None, cache_from: str | None = None,
-              cache_to: str | None = None) -> str:
+              cache_to: str | None = None, compression: str = "gzip") -> str:
         """Build and tag one image from a Dockerfile and its context files; its id (BuildError naming the step).
 
         ``secrets`` (BuildKit only) reach RUN steps as files under /run/secrets, never a layer; the
         classic builder takes site settings from the loopback server instead (builder/site.py).
         ``cache_from``/``cache_to`` name a registry cache (BuildKit only; the classic builder has none).
+        ``compression`` of the stored layers, which a push sends as they are: gzip, or zstd where the
+        engine keeps images in containerd's store (BuildKit only).
         """
 
 

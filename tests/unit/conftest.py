@@ -75,10 +75,10 @@ class FakeEngine:
         self.images.pop(ref, None)
 
     def build(self, dockerfile, files, tag, labels, network_mode, nocache, buildargs, log: BuildLog, on_event, *,
-              secrets=None, cache_from=None, cache_to=None):
+              secrets=None, cache_from=None, cache_to=None, compression="gzip"):
         self.builds.append(dict(dockerfile=dockerfile, files=dict(files), tag=tag, labels=labels,
                                 network_mode=network_mode, nocache=nocache, buildargs=buildargs, secrets=secrets,
-                                cache_from=cache_from, cache_to=cache_to))
+                                cache_from=cache_from, cache_to=cache_to, compression=compression))
         steps = [line for line in dockerfile.splitlines() if line.startswith(("FROM", "RUN", "COPY", "ENV", "LABEL"))]
         for n, instruction in enumerate(steps, 1):
             log.record(f"Step {n}/{len(steps)} : {instruction}", on_event)

@@ -146,3 +146,14 @@ def test_engine_and_builder_settings_are_checked(cli, fake):
     code, _, err = cli("build", "qlora", "-t", "cpu", "--builder", "no way")
     assert code == 6 and "builder 'no way' is not a buildx builder name" in err
     assert fake.builds == []
+
+
+def test_zstd_layers_need_buildkit(cli, fake):
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--compression", "zstd")
+    assert code == 6 and "compression zstd needs the BuildKit engine on containerd's image store" in err
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--compression", "brotli")
+    assert code == 6 and "compression 'brotli' is not one of gzip, zstd" in err
+    fake.kind = "buildkit"
+    code, _, err = cli("build", "qlora", "-t", "cpu", "--compression", "zstd")
+    assert code == 0, err
+    assert fake.builds[0]["compression"] == "zstd"
