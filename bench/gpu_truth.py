@@ -12,11 +12,13 @@ Three steps, the first here and the other two on the GPU host:
         download into DIR the lock's wheels of the packages the host lacks (--wheel NAME ...),
         the compiled packages' sdists and Debian's libaio (DeepSpeed's async_io needs its
         headers); wheels over 16 MiB go to DIR/wheels-big/ so each part fits one transfer.
-    python3 bench/gpu_truth.py build DIR [--arch 9.0] [--jobs N] [--only deepspeed|flash-attn]
+    python3 bench/gpu_truth.py build DIR [--arch 9.0] [--jobs N] [--only deepspeed|flash-attn] [--as-image]
         install the wheels into DIR/site, then build each compiled package from its sdist with
         the build environment of the profile (DS_BUILD_*, FLASH_ATTN_*; one arch), recording
         the seconds in DIR/builds.json. `--parallel` also times DeepSpeed's ops compiled with
         `setup.py build_ext -j N` (a figure only: that build is not safe to install, see below).
+        `--as-image` builds DeepSpeed instead exactly as the image does (the context's pip line and
+        its build_ext hook: ops side by side, each in its own build folder), timed and installed.
     python3 bench/gpu_truth.py run DIR [--markdown FILE] [--launcher-gpus 2]
         run every check of every context and print one table, check x target: pass/warn/fail/skip
         and seconds. Version checks (pins, lock, python-version, pip-check) are skipped: the
@@ -198,13 +200,29 @@ def install(out: str, paths: list[str]) -> None:
                         "--upgrade", "--target", os.path.join(out, "site"), *paths], check=True)
 
 
-def compiled_env(out: str, package: str) -> dict[str, str]:
+def compiled_context(out: str, package: str) -> tuple[str, dict[str, str]]:
+    """The first context (folder) whose image compiles ``package``, and that step's build environment."""
     for manifest in sorted(glob.glob(os.path.join(out, "contexts", "*", "manifest.json"))):
         with open(manifest, encoding="utf-8") as handle:
             for step in json.load(handle).get("compiled", []):
                 if step["package"] == package:
-                    return dict(step.get("env") or {})
+                    return os.path.dirname(manifest), dict(step.get("env") or {})
     raise SystemExit(f"no context compiles {package}")
+
+
+def compiled_env(out: str, package: str) -> dict[str, str]:
+    return compiled_context(out, package)[1]
+
+
+def image_jobs(context: str) -> int:
+    """The MAX_JOBS the image's compiled step computes here: MemAvailable / its GiB per job, at most nproc."""
+    with open(os.path.join(context, "Dockerfile"), encoding="utf-8") as handle:
+        per = re.search(r"MAX_JOBS=\"\$\(awk -v per=(\d+) ", handle.read())
+    if per is None:
+        raise SystemExit(f"{context}/Dockerfile sizes no MAX_JOBS")
+    with open("/proc/meminfo", encoding="utf-8") as handle:
+        kib = int(next(line.split()[1] for line in handle if line.startswith("MemAvailable:")))
+    return max(1, min(os.cpu_count() or 1, kib // 1048576 // int(per.group(1))))
 
 
 def unpack(out: str, package: str, folder: str = "src") -> str:
@@ -247,8 +265,42 @@ def record(out: str, key: str, value) -> None:
         json.dump(data, handle, indent=1)
 
 
+def build_deepspeed_as_image(out: str, args, env: dict[str, str]) -> None:
+    """DeepSpeed exactly as the image builds it, timed and installed into DIR/site.
+
+    The context's own pip line: the sdist from the context's lock, hash-checked (found in DIR/sdist,
+    no index), --no-build-isolation --no-deps, with the step's DS_* flags (one arch), and the
+    context's build_ext/sitecustomize.py on PYTHONPATH with STACKBUILD_BUILD_JOBS: its ops build
+    side by side, each in its own build folder, ninja in each. The budget is the image's MAX_JOBS
+    (MemAvailable / the step's GiB per job, at most the cores) unless --jobs says otherwise.
+    """
+    context, flags = compiled_context(out, "deepspeed")
+    hook = os.path.join(context, "build_ext")
+    if not os.path.exists(os.path.join(hook, "sitecustomize.py")):
+        raise SystemExit(f"{context} builds DeepSpeed without the build_ext hook: prepare DIR again")
+    jobs = args.jobs or image_jobs(context)
+    build = dict(env, **dict(flags, TORCH_CUDA_ARCH_LIST=args.arch, STACKBUILD_BUILD_JOBS=str(jobs)))
+    build["PYTHONPATH"] = hook + os.pathsep + env["PYTHONPATH"]
+    build.pop("MAX_JOBS", None)
+    log = os.path.join(out, "deepspeed-image.log")
+    seconds = timed_build(f"deepspeed as the image builds it, {jobs} jobs",
+                          [sys.executable, "-m", "pip", "install", "-v", "--no-cache-dir", "--no-index",
+                           "--find-links", os.path.join(out, "sdist"), "--no-build-isolation", "--no-deps",
+                           "--require-hashes", "--upgrade", "--target", os.path.join(out, "site"),
+                           "-r", os.path.join(context, "lock", "3-deepspeed.txt")], out, build, log)
+    with open(log, encoding="utf-8", errors="replace") as handle:
+        split = re.findall(r"stackbuild: \d+ extension\(s\), \d+ at once, MAX_JOBS=\d+ each", handle.read())
+    if not split:
+        raise SystemExit(f"the build_ext hook did not run (no 'stackbuild:' line in {log})")
+    print(f"  {split[-1]}")
+    ops = sorted(os.path.basename(p).split(".")[0] for p in glob.glob(os.path.join(out, "site", "deepspeed", "ops",
+                                                                                  "**", "*.so"), recursive=True))
+    record(out, "deepspeed-image", {"flags": flags, "arch": args.arch, "jobs": jobs, "cores": os.cpu_count(),
+                                    "seconds": round(seconds, 1), "split": split[-1], "ops": ops})
+
+
 def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
-    """DeepSpeed as the profile builds it (ninja inside each op, ops one after another), installed.
+    """DeepSpeed as the profile built it before parallel_extensions (ninja inside each op, ops one after another).
 
     With --parallel, a second build from a fresh copy is timed with `build_ext -j N` and not
     installed: torch's ninja backend writes one build.ninja into the build folder every extension
@@ -257,6 +309,10 @@ def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
     so in parallel one can link the other's objects (seen on 2026-11-30: stochastic_transformer_op
     without its PyInit). Its figure is a lower bound, not a build to ship.
     """
+    if args.as_image:
+        build_deepspeed_as_image(out, args, env)
+        return
+    args.jobs = args.jobs or os.cpu_count()
     src = unpack(out, "deepspeed")
     flags = compiled_env(out, "deepspeed")
     build = dict(env, **dict(flags, TORCH_CUDA_ARCH_LIST=args.arch, DS_ACCELERATOR="cuda", MAX_JOBS=str(args.jobs)))
@@ -278,6 +334,7 @@ def build_deepspeed(out: str, args, env: dict[str, str]) -> None:
 
 
 def build_flash_attn(out: str, args, env: dict[str, str]) -> None:
+    args.jobs = args.jobs or os.cpu_count()
     src = unpack(out, "flash-attn")
     flags = compiled_env(out, "flash-attn")
     arch = args.arch.replace(".", "")
@@ -462,10 +519,13 @@ def main() -> int:
     b = sub.add_parser("build", help="there: install the wheels, build the compiled packages")
     b.add_argument("dir")
     b.add_argument("--arch", default="9.0", help="one GPU arch, as TORCH_CUDA_ARCH_LIST writes it")
-    b.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel compile jobs")
+    b.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: the cores; with "
+                   "--as-image, the image's MAX_JOBS rule)")
     b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
     b.add_argument("--no-wheels", action="store_true", help="the wheels are installed already")
     b.add_argument("--parallel", action="store_true", help="also time DeepSpeed's ops built with build_ext -j")
+    b.add_argument("--as-image", action="store_true", help="build DeepSpeed as the image does (its pip line, the "
+                   "context's build_ext hook: ops side by side), instead of one op after another")
     r = sub.add_parser("run", help="there: run every check of every context, print the table")
     r.add_argument("dir")
     r.add_argument("--only", nargs="*", default=None, help="run only these checks")

@@ -8,6 +8,10 @@
 #       run the alpaca-lora and qlora contexts, wait for the builds
 #   bash bench/gpu_truth_lease.sh checks LIMIT_S   run the deepspeed and flash-attn contexts as each
 #       build finishes; the table, results and build logs go to $OUT
+#   bash bench/gpu_truth_lease.sh ds-image LIMIT_S  alone, one command: carry DIR's contexts/ wheels/
+#       sdist/ debs/; build DeepSpeed exactly as the image does (gpu_truth.py build --as-image: the
+#       context's pip line and build_ext hook, ops side by side), then its deepspeed-ops and
+#       deepspeed-cpu-adam checks; builds.json, the build log and the table go to $OUT
 # DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
 # DSJOBS / FAJOBS: MAX_JOBS of each build (default 8 and 28 on 32 cores: DeepSpeed's ops build one
 # after another with a few sources each, flash-attn's 70-odd kernels in parallel).
@@ -43,4 +47,13 @@ checks)
   python3 /tmp/gt.py run $G --context none --markdown $OUT/gpu-truth.md > /dev/null
   cp $G/results.json $G/builds.json $OUT/ 2>/dev/null; for l in ds.out fa.out deepspeed-serial.log flash-attn.log; do [ -f $G/$l ] && tail -c 200000 $G/$l > $OUT/$l; done
   cat $OUT/gpu-truth.md ;;
+ds-image)
+  rm -rf $G; mkdir -p $G; for d in contexts wheels sdist debs; do cp -r $DIR/$d $G/; done; cp bench/gpu_truth.py /tmp/gt.py
+  nproc; free -g | head -2; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)'
+  cd $G; timeout $(( limit - 60 )) python3 /tmp/gt.py build $G --only deepspeed --as-image; echo "build exit $?"
+  python3 /tmp/gt.py run $G --context deepspeed --only deepspeed-ops deepspeed-cpu-adam --launcher-gpus 1 \
+    --markdown $OUT/gpu-truth.md > /dev/null
+  cat $OUT/gpu-truth.md; cp $G/builds.json $G/results.json $OUT/ 2>/dev/null
+  [ -f $G/deepspeed-image.log ] && tail -c 4000000 $G/deepspeed-image.log > $OUT/deepspeed-image.log
+  cat $G/builds.json ;;
 esac

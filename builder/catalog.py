@@ -56,7 +56,8 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "compiled": [
             {"package": c.pin.requirement, "why": c.why, "targets": list(c.targets),
              "requires": [p.requirement for p in c.requires], "no_build_isolation": c.no_build_isolation,
-             "memory_per_job_gib": c.memory_per_job_gib, "env": {t: dict(e) for t, e in c.env.items()}}
+             "memory_per_job_gib": c.memory_per_job_gib, "parallel_extensions": c.parallel_extensions,
+             "env": {t: dict(e) for t, e in c.env.items()}}
             for c in rel.compiled
         ],
         "packages": [{"requirement": p.pin.requirement, "why": p.why, "targets": list(p.targets), "last": False}

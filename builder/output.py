@@ -155,6 +155,8 @@ def print_stack(info: dict) -> None:
                 out.print(f"    first: {' '.join(step['requires'])}")
             if step["memory_per_job_gib"]:
                 out.print(f"    MAX_JOBS: build host memory / {step['memory_per_job_gib']} GiB")
+            if step["parallel_extensions"]:
+                out.print("    extensions side by side (build_ext -j), each in its own build folder, sharing those jobs")
             for target, env in step["env"].items():
                 out.print(f"    {target}: {' '.join(f'{k}={v}' for k, v in env.items())}")
         out.print("  pins:")

@@ -37,6 +37,7 @@ class CompiledStep:
     requires: tuple[Pin, ...]
     no_build_isolation: bool
     memory_per_job_gib: int | None
+    parallel_extensions: bool  # its extensions build side by side, through the build_ext hook in the context
     env: tuple[tuple[str, str], ...]
 
 
@@ -157,7 +158,7 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
             # No GPU is visible during docker build: name the archs, or torch guesses none.
             env["TORCH_CUDA_ARCH_LIST"] = ";".join(spec.arch_list)
         compiled.append(CompiledStep(comp.pin, comp.why, comp.requires, comp.no_build_isolation,
-                                     comp.memory_per_job_gib, tuple(sorted(env.items()))))
+                                     comp.memory_per_job_gib, comp.parallel_extensions, tuple(sorted(env.items()))))
 
     packages = [p.pin for p in rel.packages if spec.name in p.targets]
     fixes = list(rel.fixes)

@@ -28,7 +28,7 @@ from .knowledge import KnownIssue, load_knowledge_base
 from .names import IDENTIFIER, KEBAB, RELEASE
 from .printable import printable
 from .profile_rules import RuleCheck
-from .profile_yaml import (TARGETS, RawFile, RawFix, RawNamesake, RawPackage, RawRelease, RawStackHead,
+from .profile_yaml import (TARGETS, RawCompiled, RawFile, RawFix, RawNamesake, RawPackage, RawRelease, RawStackHead,
                            RawTarget)
 from .resources import display_path, stacks_dir
 from .spec import is_profile_path
@@ -263,6 +263,19 @@ class _Resolver:
                              "use letters, digits and _ . / : ; , = + @ % - only (no spaces, quotes, $ or newlines)")
         return tuple(sorted(env.items()))
 
+    def _parallel_extensions(self, comp: RawCompiled, path: PathKey) -> None:
+        """What side-by-side extension builds need: a job budget, and pip leaving PYTHONPATH alone."""
+        if comp.memory_per_job_gib is None:
+            self.problem((*path, "parallel_extensions"), "extensions built side by side share a job budget, "
+                         "which memory_per_job_gib sizes", "set memory_per_job_gib (e.g. 4)")
+        if not comp.no_build_isolation:
+            self.problem((*path, "parallel_extensions"), "build isolation replaces the PYTHONPATH that brings "
+                         "in the build_ext hook", "set no_build_isolation: true")
+        for target, env in comp.env.items():
+            if "PYTHONPATH" in env:
+                self.problem((*path, "env", target, "PYTHONPATH"), "parallel_extensions sets PYTHONPATH for "
+                             "the build (the build_ext hook)", "remove PYTHONPATH here")
+
     def _files(self, files: dict[str, RawFile]) -> tuple[ShippedFile, ...]:
         import json
 
@@ -324,9 +337,11 @@ class _Resolver:
             if comp.memory_per_job_gib is not None and not 1 <= comp.memory_per_job_gib <= 64:
                 self.problem((*cpath, "memory_per_job_gib"), f"{comp.memory_per_job_gib} GiB per job is out of range",
                              "use 1 to 64")
+            if comp.parallel_extensions:
+                self._parallel_extensions(comp, cpath)
             if pin is not None:
                 compiled.append(CompiledPackage(pin, comp.why, tuple(comp.targets), requires, comp.no_build_isolation,
-                                                comp.memory_per_job_gib, cenv))
+                                                comp.memory_per_job_gib, comp.parallel_extensions, cenv))
 
         packages = self._packages(raw.packages, (*at, "packages"))
         last_packages = self._packages(raw.last_packages, (*at, "last_packages"))

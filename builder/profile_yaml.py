@@ -86,6 +86,10 @@ class RawCompiled(Strict):
     requires: list[str] = []
     no_build_isolation: bool
     memory_per_job_gib: int | None = None
+    parallel_extensions: bool = Field(
+        False, description="Build the package's compiled extensions side by side (setuptools' build_ext -j), each in "
+        "a build folder of its own, sharing the compile jobs that memory_per_job_gib allows (needs it, and "
+        "no_build_isolation); for packages of many extensions, such as DeepSpeed's ops.")
     env: dict[Target, dict[str, str]] = {}
 
 

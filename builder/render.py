@@ -149,6 +149,8 @@ def render_context(plan: BuildPlan) -> BuildContext:
         "manifest.json": (json.dumps(plan.manifest(), indent=2) + "\n").encode(),
         "site.sh": (templates_dir() / "context" / "site.sh").read_bytes(),
     }
+    if any(step.parallel_extensions for step in plan.compiled):
+        files["build_ext/sitecustomize.py"] = (templates_dir() / "context" / "build_ext" / "sitecustomize.py").read_bytes()
     if plan.patches:
         files["patches/apply_patch.py"] = (templates_dir() / "context" / "apply_patch.py").read_bytes()
         for patch in plan.patches:

@@ -57,6 +57,7 @@ class CompiledPackage:
     requires: tuple[Pin, ...]
     no_build_isolation: bool
     memory_per_job_gib: int | None
+    parallel_extensions: bool
     env: dict[str, tuple[tuple[str, str], ...]]  # target -> sorted (name, value)
 
 

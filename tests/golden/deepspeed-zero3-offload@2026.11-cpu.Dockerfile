@@ -68,7 +68,10 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # deepspeed: ZeRO-3 offload; its ops are pre-compiled here, LLM-unused ones switched off
 # Built with --no-build-isolation: its setup.py imports the torch installed above.
 # MAX_JOBS is sized to the build host's memory (4 GiB per compile job).
+# Its extensions build side by side (build_ext -j), each in a build folder of its own, sharing
+# those MAX_JOBS: build_ext/sitecustomize.py, on PYTHONPATH only while pip builds it.
 # The build host's CPU flags go to /opt/stackbuild/build-host-cpu.txt: code compiled here may need them.
+COPY build_ext/ /opt/stackbuild/build_ext/
 COPY lock/3-deepspeed-deps.txt lock/3-deepspeed.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
  && MAX_JOBS="$(awk -v per=4 -v cpus="$(nproc)" '/^MemAvailable:/ { n = int($2 / 1048576 / per); if (n < 1) n = 1; if (n > cpus) n = cpus; print n }' /proc/meminfo)" \
@@ -80,6 +83,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
     DS_BUILD_SHM_COMM=1 \
     DS_ENABLE_NINJA=1 \
     LDFLAGS=-Wl,--no-as-needed,-laio \
+    PYTHONPATH=/opt/stackbuild/build_ext STACKBUILD_BUILD_JOBS="$MAX_JOBS" \
     pip install --no-build-isolation --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/3-deepspeed-deps.txt /opt/stackbuild/lock/3-deepspeed.txt >> /opt/stackbuild/held.txt \
  && { grep -m1 -E '^(flags|Features)' /proc/cpuinfo || true; } > /opt/stackbuild/build-host-cpu.txt \

@@ -27,7 +27,7 @@ CASES = [
      "base, env, python)"),
     ("unknown-compiled-key", "        why: offload ops", "        why: offload ops\n        flags: {}", "flags:",
      "releases.2023.06.compiled[0].flags: unknown field (allowed: env, memory_per_job_gib, no_build_isolation, "
-     "package, requires, targets, why)"),
+     "package, parallel_extensions, requires, targets, why)"),
     ("unknown-check", "title: A good stack", "title: A good stack\nchecks: [lora-saves]", "checks:",
      "checks[0]: there is no smoke check 'lora-saves' (did you mean 'lora-save'? checks are listed in "
      "builder/checks.py)"),
@@ -158,6 +158,21 @@ CASES = [
      "          cpu:\n            X: \"1\"", "env:\n          cpu:",
      "releases.2023.06.compiled[1].env.cpu: env for target 'cpu', which this step does not build (add 'cpu' to "
      "targets or remove this env)"),
+    ("parallel-without-budget", "        no_build_isolation: true\n        env:\n          cuda:",
+     "        no_build_isolation: true\n        parallel_extensions: true\n        env:\n          cuda:",
+     "parallel_extensions: true",
+     "releases.2023.06.compiled[0].parallel_extensions: extensions built side by side share a job budget, which "
+     "memory_per_job_gib sizes (set memory_per_job_gib (e.g. 4))"),
+    ("parallel-isolated", "        targets: [cuda]\n        no_build_isolation: true\n        memory_per_job_gib: 9",
+     "        targets: [cuda]\n        no_build_isolation: false\n        memory_per_job_gib: 9\n"
+     "        parallel_extensions: true", "parallel_extensions: true",
+     "releases.2023.06.compiled[1].parallel_extensions: build isolation replaces the PYTHONPATH that brings in the "
+     "build_ext hook (set no_build_isolation: true)"),
+    ("parallel-own-pythonpath", "        memory_per_job_gib: 9",
+     "        memory_per_job_gib: 9\n        parallel_extensions: true\n        env:\n          cuda:\n"
+     "            PYTHONPATH: /src", "PYTHONPATH: /src",
+     "releases.2023.06.compiled[1].env.cuda.PYTHONPATH: parallel_extensions sets PYTHONPATH for the build (the "
+     "build_ext hook) (remove PYTHONPATH here)"),
     ("target-unknown", "      cpu:\n        base", "      rocm:\n        base", "rocm:",
      "releases.2023.06.targets.rocm: 'rocm' is not allowed (use 'cuda' or 'cpu')"),
     ("xformers-wrong-torch", "xformers==0.0.20", "xformers==0.0.34", "xformers==0.0.34",

@@ -36,6 +36,15 @@ def test_show_prints_pins_flags_patches_and_fixes(cli):
     assert "fsdp-save-oom" in out and "[patch]" in out
 
 
+def test_show_says_which_steps_build_extensions_side_by_side(cli):
+    code, out, err = cli("show", "deepspeed-zero3-offload@2026.11")
+    assert code == 0, err
+    assert "    MAX_JOBS: build host memory / 4 GiB\n" in out
+    assert "    extensions side by side (build_ext -j), each in its own build folder, sharing those jobs\n" in out
+    code, out, err = cli("show", "deepspeed-zero3-offload@2023.06")
+    assert code == 0 and "side by side" not in out
+
+
 def test_show_alpaca_lora_gives_the_reason_for_its_peft_pin(cli):
     code, out, _ = cli("show", "alpaca-lora@2023.04")
     assert code == 0
@@ -51,6 +60,9 @@ def test_show_json_is_complete(cli):
     era = next(r for r in info["releases"] if r["era"])
     step = era["compiled"][0]
     assert step["package"] == "deepspeed==0.9.3"
+    assert step["parallel_extensions"] is False
+    current = next(r for r in info["releases"] if r["name"] == "2026.11")
+    assert current["compiled"][0]["parallel_extensions"] is True
     assert step["env"]["cuda"]["DS_BUILD_OPS"] == "1"
     assert "libaio-dev" in era["apt"]
     assert any(n.startswith("DeepSpeed compiles its CPU ops with -march=native") for n in info["notes"])

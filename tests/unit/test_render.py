@@ -15,6 +15,7 @@ from builder.errors import RenderError
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
 from builder.render import dockerfile_string, render_context, render_dockerfile, shell_word
+from builder.resources import templates_dir
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 
@@ -239,3 +240,41 @@ def test_every_golden_passes_hadolint():
     # No finding at all, warnings included; DL3008 is the one rule ignored, inline with its reason.
     result = subprocess.run([HADOLINT, "--failure-threshold", "info", *goldens], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_parallel_extensions_bring_the_build_ext_hook_into_the_context_and_the_build():
+    hook = (templates_dir() / "context" / "build_ext" / "sitecustomize.py").read_bytes()
+    prefix_line = '    PYTHONPATH=/opt/stackbuild/build_ext STACKBUILD_BUILD_JOBS="$MAX_JOBS" \\'
+    for target in ("cuda", "cpu"):
+        ctx = render_context(plan_build(load_stack("deepspeed-zero3-offload"), "2026.11", target))
+        assert dict(ctx.files)["build_ext/sitecustomize.py"] == hook
+        lines = ctx.dockerfile.splitlines()
+        copy, prefix = lines.index("COPY build_ext/ /opt/stackbuild/build_ext/"), lines.index(prefix_line)
+        # copied before the step; the budget is the MAX_JOBS that step computes; only its pip install sees it
+        assert lines[copy + 1] == "COPY lock/3-deepspeed-deps.txt lock/3-deepspeed.txt /opt/stackbuild/lock/"
+        assert lines[copy + 3].startswith(' && MAX_JOBS="$(awk -v per=4 ')
+        assert lines[prefix + 1] == ("    pip install --no-build-isolation --no-deps --require-hashes "
+                                     "-r /opt/stackbuild/lock/3-deepspeed.txt \\")
+        assert [line for line in lines if "PYTHONPATH=" in line] == [prefix_line]
+        assert [line for line in lines if "build_ext/ " in line] == [lines[copy]]
+    for variant in VARIANTS:
+        if variant[:2] != ("deepspeed-zero3-offload", "2026.11"):
+            ctx = render_context(plan_build(load_stack(variant[0]), variant[1], variant[2], variant[3]))
+            assert "build_ext/sitecustomize.py" not in dict(ctx.files), variant
+            assert "STACKBUILD_BUILD_JOBS" not in ctx.dockerfile and "build_ext/" not in ctx.dockerfile, variant
+
+
+def test_unlocked_parallel_steps_share_one_copy_of_the_hook(tmp_path):
+    text = (Path(__file__).parent / "fixtures" / "good.yaml").read_text()
+    text = text.replace("        no_build_isolation: true\n        env:\n",
+                        "        no_build_isolation: true\n        memory_per_job_gib: 2\n"
+                        "        parallel_extensions: true\n        env:\n", 1)
+    text = text.replace("        memory_per_job_gib: 9\n", "        memory_per_job_gib: 9\n        parallel_extensions: true\n", 1)
+    (tmp_path / "good.yaml").write_text(text)
+    plan = plan_build(load_stack(str(tmp_path / "good.yaml")), "2023.06", "cuda")
+    assert plan.lock is None and [s.parallel_extensions for s in plan.compiled] == [True, True]
+    lines = render_dockerfile(plan).splitlines()
+    assert lines.count("COPY build_ext/ /opt/stackbuild/build_ext/") == 1
+    prefixes = [i for i, line in enumerate(lines) if line.startswith("    PYTHONPATH=/opt/stackbuild/build_ext ")]
+    assert [lines[i + 1].split()[:3] for i in prefixes] == [["pip", "install", "--no-build-isolation"]] * 2
+    assert "deepspeed==0.9.3" in lines[prefixes[0] + 1] and "flash-attn==1.0.9" in lines[prefixes[1] + 1]
