@@ -13,7 +13,7 @@
 #       context's pip line and build_ext hook, ops side by side), then its deepspeed-ops and
 #       deepspeed-cpu-adam checks; builds.json, the build log and the table go to $OUT
 # DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
-# DSJOBS / FAJOBS: MAX_JOBS of each build (default 8 and 28 on 32 cores: DeepSpeed's ops build one
+# DSJOBS / FAJOBS: MAX_JOBS of each build (ds-image: the job budget; default the image's rule, which reads MemAvailable) (default 8 and 28 on 32 cores: DeepSpeed's ops build one
 # after another with a few sources each, flash-attn's 70-odd kernels in parallel).
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 DIR=${GPU_TRUTH_DIR:-.gpu}; G=/tmp/gt; T0=$(date +%s); phase=$1; limit=${2:-540}; REPO=$PWD
@@ -50,7 +50,7 @@ checks)
 ds-image)
   rm -rf $G; mkdir -p $G; for d in contexts wheels sdist debs; do cp -r $DIR/$d $G/; done; cp bench/gpu_truth.py /tmp/gt.py
   nproc; free -g | head -2; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)'
-  cd $G; timeout $(( limit - 60 )) python3 /tmp/gt.py build $G --only deepspeed --as-image; echo "build exit $?"
+  cd $G; timeout $(( limit - 60 )) python3 /tmp/gt.py build $G --only deepspeed --as-image ${DSJOBS:+--jobs $DSJOBS}; echo "build exit $?"
   python3 /tmp/gt.py run $G --context deepspeed --only deepspeed-ops deepspeed-cpu-adam --launcher-gpus 1 \
     --markdown $OUT/gpu-truth.md > /dev/null
   cat $OUT/gpu-truth.md; cp $G/builds.json $G/results.json $OUT/ 2>/dev/null
