@@ -34,8 +34,9 @@ from .printable import printable
 from .redact import redact
 from .render import buildkit_dockerfile
 
-# "[stage-0 3/9] RUN ..." (BuildKit 0.8) or "[3/9] RUN ..." (later): a Dockerfile step.
-VERTEX_STEP = re.compile(r"^\[(?:[^\]\s]+ )?(\d+)/(\d+)\] (.*)$", re.S)
+# "[stage-0 3/9] RUN ..." (BuildKit 0.8) or "[3/9] RUN ..." (later; padded to the total's width
+# from BuildKit 0.10 on: "[ 3/12] RUN ...", "[stage-0  3/12] RUN ..."): a Dockerfile step.
+VERTEX_STEP = re.compile(r"^\[(?:[^\]\s]+ +)? *(\d+)/(\d+)\] (.*)$", re.S)
 DOCKER_CLI = os.environ.get("STACKBUILD_DOCKER_CLI", "docker")
 PROBE_SECONDS = 20
 

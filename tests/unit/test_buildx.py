@@ -95,3 +95,11 @@ def test_auto_is_buildkit_only_where_docker_buildx_answers(tmp_path, monkeypatch
         engines.resolve("classic", "remote-1")
     with pytest.raises(EngineUnavailable, match="needs the `docker buildx` plugin"):
         engines.connect(kind="buildkit")
+
+
+@pytest.mark.parametrize("name", ["[ 3/12] RUN make", "[stage-0  3/12] RUN make", "[stage-0 3/12] RUN make",
+                                  "[3/12] RUN make"])
+def test_step_names_of_every_buildkit_version_are_steps(name):
+    match = buildx.VERTEX_STEP.match(name)
+    assert match and (match[1], match[2], match[3]) == ("3", "12", "RUN make")
+    assert buildx.VERTEX_STEP.match("[internal] load build context") is None
