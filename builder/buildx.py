@@ -108,6 +108,23 @@ class RawJsonProgress:
         for digest in list(self.partial):
             self._line(digest, self.partial.pop(digest))
 
+    def settle(self) -> None:
+        """After a build that succeeded: the steps BuildKit never reported were cache hits.
+
+        Where the last steps are cached, BuildKit does not load (or report) the steps beneath
+        them; a step count from the cache hits alone would call a fully cached build a fresh one.
+        """
+        self._flush()
+        if not self.steps:
+            return
+        total = max(self.total(digest) for digest in self.steps)
+        begun = {self.steps[digest][0] for digest in self.begun}
+        named = {number: instruction for number, _, instruction in self.steps.values()}
+        for number in range(1, total + 1):
+            if number not in begun:
+                self.log.begin(number, total, named.get(number, "(cached: BuildKit did not load it)"),
+                               self.on_event, cached=True)
+
     def _plain(self, line: str) -> None:
         line = redact(line.rstrip())
         if line:
@@ -330,3 +347,4 @@ class BuildxEngine(DockerEngine):
         progress.close()
         if returncode != 0:
             raise progress.failure(returncode)
+        progress.settle()

@@ -103,3 +103,12 @@ def test_step_names_of_every_buildkit_version_are_steps(name):
     match = buildx.VERTEX_STEP.match(name)
     assert match and (match[1], match[2], match[3]) == ("3", "12", "RUN make")
     assert buildx.VERTEX_STEP.match("[internal] load build context") is None
+
+
+def test_steps_buildkit_never_loads_under_cached_ones_count_as_cache_hits():
+    # a fully cached build: BuildKit reports only the last steps it needed, as cached
+    vertexes = [{"digest": f"d{n}", "name": f"[{n}/5] RUN step {n}", "cached": True, "started": "t"} for n in (4, 5)]
+    progress, events, log = parse(json.dumps({"vertexes": vertexes}), 10)
+    progress.settle()
+    cached = [e.step for e in events if e.kind == "cached"]
+    assert sorted(cached) == [1, 2, 3, 4, 5] and log.total == 5
