@@ -15,7 +15,8 @@ after the torch layer, whichever tool the templates render:
 Every variant is built `docker buildx build --no-cache --progress=plain --network host`, the
 variants interleaved run by run; the seconds of each step come from BuildKit's `#N DONE 12.3s`
 lines. The TLS proxy's CA reaches the network steps as a build secret (never a layer). Images are
-tagged uvbench/* and removed after each build; each build holds /tmp/stackbuild-build.lock, as
+tagged uvbench/* and removed after each build, with this benchmark's records in BuildKit's
+cache (UVBENCH=1 marks its steps; about 8 GB a build); each build holds /tmp/stackbuild-build.lock, as
 every stackbuild build on this host does. Standard library only; needs docker buildx and a
 `stackbuild` on the PATH (or next to this interpreter). The load average is printed before and
 after each build: the figures only mean something on a quiet machine.
@@ -45,10 +46,12 @@ UV_HASHES = (
 
 SITE_BEGIN = ". /opt/stackbuild/site.sh && site_begin"
 # The CA as a secret mount, exported for pip, uv and anything else in the step.
+# UVBENCH=1 marks this benchmark's steps in BuildKit's cache, which it prunes after each build.
 TRUST = (
     "--mount=type=secret,id=ca "
-    "export PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca REQUESTS_CA_BUNDLE=/run/secrets/ca"
+    "export UVBENCH=1 PIP_CERT=/run/secrets/ca SSL_CERT_FILE=/run/secrets/ca REQUESTS_CA_BUNDLE=/run/secrets/ca"
 )
+MARK = "export UVBENCH=1 "
 VARIANTS = ("pip", "uv", "uv-pyc")
 DONE = re.compile(r"^#(\d+) DONE (\d+(?:\.\d+)?)s$")
 HEADER = re.compile(r"^#(\d+) (?:\[[^\]]*\] )?([A-Za-z].*)$")
@@ -111,6 +114,22 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def prune_own_cache() -> None:
+    """Drop this benchmark's records from BuildKit's cache (gigabytes a build), by id, never anyone else's.
+
+    A --no-cache build still leaves each step's result in the builder's cache; removing the image
+    does not free it. A record whose child is still there is kept at first, so prune until none is left.
+    """
+    for _ in range(6):
+        listing = subprocess.run(["docker", "buildx", "du", "--verbose"], capture_output=True, text=True).stdout
+        ids = [m[1] for m in (re.search(r"^ID:\s+(\S+)", record, re.MULTILINE)
+                              for record in listing.split("\n\n") if MARK in record) if m]
+        if not ids:
+            return
+        for cache_id in ids:
+            subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={cache_id}"], capture_output=True)
+
+
 def build(context: Path, dockerfile: str, tag: str, ca: str, log: Path, lock: Path) -> dict:
     (context / "Dockerfile.bench").write_text(dockerfile)
     with lock.open("a") as held:
@@ -128,6 +147,7 @@ def timed_build(context: Path, tag: str, ca: str, log: Path) -> dict:
     wall = time.monotonic() - started
     lines = log.read_text().splitlines()
     if proc.returncode:
+        prune_own_cache()
         print("\n".join(lines[-30:]), file=sys.stderr)
         raise SystemExit(f"{tag}: build failed (log: {log})")
     names: dict[str, str] = {}
@@ -145,6 +165,7 @@ def timed_build(context: Path, tag: str, ca: str, log: Path) -> dict:
     size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", tag],
                           capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["docker", "rmi", tag], capture_output=True, check=True)
+    prune_own_cache()
     return {
         "torch": step(lambda n: n.startswith("RUN") and "2-torch.txt" in n),
         "bootstrap": step(lambda n: n.startswith("RUN") and "1-bootstrap.txt" in n),
