@@ -37,6 +37,7 @@ from .render import buildkit_dockerfile
 # "[stage-0 3/9] RUN ..." (BuildKit 0.8) or "[3/9] RUN ..." (later; padded to the total's width
 # from BuildKit 0.10 on: "[ 3/12] RUN ...", "[stage-0  3/12] RUN ..."): a Dockerfile step.
 VERTEX_STEP = re.compile(r"^\[(?:[^\]\s]+ +)? *(\d+)/(\d+)\] (.*)$", re.S)
+MOUNTS = re.compile(r"^RUN (?:--mount=\S+ )+")
 DOCKER_CLI = os.environ.get("STACKBUILD_DOCKER_CLI", "docker")
 PROBE_SECONDS = 20
 
@@ -156,7 +157,9 @@ class RawJsonProgress:
         name = str(vertex.get("name", ""))
         step = VERTEX_STEP.match(name)
         if step and digest not in self.steps:
-            self.steps[digest] = (int(step[1]), int(step[2]), " ".join(step[3].split()))
+            # shown as the rendered Dockerfile has it: without the mounts of BuildKit's dialect
+            instruction = MOUNTS.sub("RUN ", " ".join(step[3].split()))
+            self.steps[digest] = (int(step[1]), int(step[2]), instruction)
         if digest in self.steps and digest not in self.begun and (vertex.get("started") or vertex.get("cached")):
             self.begun.add(digest)
             self.waiting.append((digest, bool(vertex.get("cached"))))

@@ -125,6 +125,9 @@ def test_credentials_never_reach_a_layer_or_the_history(kind, docker_client, tes
     monkeypatch.setenv("STACKBUILD_BUILD_NETWORK", "host")
     monkeypatch.setenv("STACKBUILD_ENGINE", kind)
     _IndexThatWantsAToken.seen = []
+    # the same content built before (the other engine's run, a manual build) would be reused, not built
+    for image in docker_client.images.list(filters={"label": "io.stackbuild.stack=tokenprobe"}):
+        docker_client.images.remove(image.id, force=True)
     name = test_image(f"tokenprobe-{kind}")
     try:
         result = build_image(prepare(str(FIXTURES / "tokenprobe.yaml"), None, "cpu", ()), load_settings(),

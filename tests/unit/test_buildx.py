@@ -112,3 +112,10 @@ def test_steps_buildkit_never_loads_under_cached_ones_count_as_cache_hits():
     progress.settle()
     cached = [e.step for e in events if e.kind == "cached"]
     assert sorted(cached) == [1, 2, 3, 4, 5] and log.total == 5
+
+
+def test_steps_are_shown_as_the_rendered_dockerfile_has_them():
+    name = "[3/9] RUN " + " ".join(BUILDKIT_MOUNTS) + " . /opt/stackbuild/site.sh && site_begin && pip install x"
+    progress, events, _ = parse(json.dumps({"vertexes": [{"digest": "a", "name": name, "started": "t"}]}), 50)
+    progress.settle()
+    assert [e.text for e in events if e.step == 3] == ["RUN . /opt/stackbuild/site.sh && site_begin && pip install x"]
