@@ -284,9 +284,11 @@ class BuildxEngine(DockerEngine):
                 path = context / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-            # One image manifest, no provenance index beside it; zstd: stored (and so pushed) as zstd layers.
-            output = (["--output", f"type=image,name={tag},compression=zstd,force-compression=true"]
-                      if compression == "zstd" else ["--load", "-t", tag])
+            # One image manifest, no provenance index beside it; zstd: stored (and so pushed) as zstd layers,
+            # with OCI's media types: containerd unpacks no layer of Docker's type with a zstd suffix
+            # ("failed to unpack image ... mismatched image rootfs and manifest layers" on the pull).
+            zstd = "type=image,name={},compression=zstd,force-compression=true,oci-mediatypes=true"
+            output = ["--output", zstd.format(tag)] if compression == "zstd" else ["--load", "-t", tag]
             command = [self.docker, "buildx", "build", *self._builder_args(), "--progress=rawjson", "--provenance=false",
                        *output, "-f", str(context / "Dockerfile")]
             for key, value in labels.items():
