@@ -16,7 +16,7 @@ import pytest
 from builder import buildx, engines
 from builder.buildx import RawJsonProgress
 from builder.engine_api import BuildLog
-from builder.errors import ConfigError, EngineUnavailable
+from builder.errors import BuildError, ConfigError, EngineUnavailable
 from builder.render import BUILDKIT_MOUNTS, buildkit_dockerfile, prepare
 
 FIXTURES = Path(__file__).parent / "fixtures" / "buildx"
@@ -119,3 +119,14 @@ def test_steps_are_shown_as_the_rendered_dockerfile_has_them():
     progress, events, _ = parse(json.dumps({"vertexes": [{"digest": "a", "name": name, "started": "t"}]}), 50)
     progress.settle()
     assert [e.text for e in events if e.step == 3] == ["RUN . /opt/stackbuild/site.sh && site_begin && pip install x"]
+
+
+def test_an_unknown_builder_is_a_clear_engine_error(tmp_path):
+    script = fake_docker(tmp_path, 'echo "ERROR: no builder \\"farm\\" found" >&2; exit 1\n')
+    engine = buildx.BuildxEngine(object(), "unix:///run/x.sock", builder="farm", docker=script)
+    with pytest.raises(BuildError, match=r'docker buildx build failed: ERROR: no builder "farm" found'):
+        engine.build("FROM scratch\n", (), "t:1", {}, None, False, {}, BuildLog(), lambda event: None)
+    with pytest.raises(EngineUnavailable, match=r'buildx builder farm is not usable: ERROR: no builder "farm" found'):
+        engine.driver()
+    with pytest.raises(EngineUnavailable, match="is not a buildx builder name"):
+        buildx.check_builder_name("farm; rm -rf /")
