@@ -53,7 +53,8 @@ def test_two_builds_one_from_nothing_install_the_same_packages_which_are_the_loc
     try:
         cold = build_image(prepare(FREEZE, None, "cpu", ()), settings, nocache=True, use_registry=False,
                            extra_labels={TEST_LABEL: "1"})
-        assert cold.source == "built" and cold.cached_steps == 0 and cold.image_id != first.image_id
+        # nothing from the cache (BuildKit reports the base image, a source, as cached even then)
+        assert cold.source == "built" and cold.cached_steps <= 1 and cold.image_id != first.image_id
         assert cold.ref == first.ref  # the same content tag
         cold_freeze = _freeze(docker_client, cold.image_id)
     finally:
