@@ -1,141 +1,779 @@
-"""Build benchmark: cold build, no-change rebuild, bump-one-pin rebuild, and a naive one-layer build.
+"""Build benchmark: the classic builder and BuildKit side by side on one stack, in one run.
 
-Run on a machine with an engine (see README), with the settings a build needs there:
+Run on the CI host (see README: a dockerd, its buildx plugin, the local registry, and the second
+engine .ci/engine26.sh starts), with the settings a build needs there:
 
-    STACKBUILD_BUILD_NETWORK=host STACKBUILD_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
-        python bench/build_bench.py [STACK@RELEASE] [--pin peft=0.21.1]
+    STACKBUILD_BUILD_NETWORK=host STACKBUILD_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \\
+        python bench/build_bench.py [STACK@RELEASE | --profile FILE] [--pin NAME=VERSION]
 
-It prints seconds for each case and the ratios the layer plan is judged by (goal: a rebuild
-after bumping one stack-specific pin costs <= 5 % of a cold build). The naive comparison puts
-the same pins in one `pip install` layer, as hand-written Dockerfiles often do. Everything the
-benchmark builds is tagged stackbuild-bench/* and removed at the end.
+Every build goes through stackbuild's own code (build_image with an engine from engines.connect;
+the second engine is reached the way users reach one, through DOCKER_HOST), so it measures the
+product. Three columns: the classic builder and BuildKit (v0.8, the docker driver) on the default
+engine (dockerd 20.10, overlay2), and BuildKit on the second engine (dockerd 26, containerd image
+store), which alone can export a registry cache of its own (mode=max) and push zstd layers.
+
+1. cold build: classic with --no-cache; BuildKit with --no-cache after pruning that engine's cache
+   mounts (`docker builder prune -f --filter type=exec.cachemount`), so pip downloads everything.
+2. no-change rebuild, twice: as `stackbuild build` does it (the content tag is found: nothing to
+   build), and through the engine with every step cached (the build the content tag saves).
+3. rebuild after bumping one top-level pin (a profile copy with the pin changed, locked again):
+   seconds, ratio to cold (goal <= 5 %), and what pip downloaded in the rebuilt steps, from the
+   build log ("Downloading FILE (12.3 MB)" is a download, "Using cached FILE" a cache hit). Goal
+   under BuildKit: nothing downloaded again that the cold build had downloaded.
+4. a fresh engine with only the registry cache, on the second engine: its cold build (--no-cache,
+   after `docker builder prune -af` there), the registry cache exported (--cache-to REF, mode=max;
+   a build of the same context, every step cached, so the export is timed on its own), the image
+   removed and the build cache pruned again (that engine only), then the build with --cache-from
+   REF alone (goal <= 10 % of that engine's cold build). The base image stays: not the bench's.
+5. push and pull, gzip vs zstd, on the second engine: gzip is the cold build's image pushed as it
+   is, with the SDK push `stackbuild push` uses, before the cache export (the cache holds the same
+   gzip blobs: pushed after it, the image would find them all in the registry); zstd is
+   `docker buildx build --output type=image,name=REF,push=true,compression=zstd,force-compression=true`
+   of the same context after the fresh-engine build (every step cached: the time is recompressing
+   and pushing; stackbuild has no zstd flag yet). Each is pulled back into the second engine after
+   its images and build cache are removed. Bytes pushed: the sum of the image manifest's layer
+   sizes, read from the registry.
+6. disk: the `stackbuild/<stack>:<release>-cpu` images on the default engine (the integration
+   tests build them), the union of their layers against the largest image's own layers (goal
+   <= 1.6x). Measured from the engine's layer store: overlay2 stores each layer once per chain ID
+   (first: the diffID; then sha256 of "<previous chain ID> <diffID>") and records its size in
+   <DockerRootDir>/image/overlay2/layerdb/sha256/<chainID>/size, so the union over the chosen
+   images is exact. `docker system df -v` is not: its shared size counts sharing with every
+   other image on the engine (the bench's, other checkouts', test images), not within the set.
+
+It prints a table with figures and ratios (what was measured, on failure too), and the machine's
+cores and load at the start and the end. Classic builds take /tmp/stackbuild-build.lock (one
+classic build at a time on a host: the site server's port); the wait is not timed. A cold build
+starts only with --min-free-gb free on /, and the run stops, cleaning up, when free space falls
+under --disk-floor-gb (the engines and the registry share the disk; a 2026.11 cpu image is about
+9 GB on each engine). --tiny swaps the Dockerfile for a two-step one that installs only the
+bumped package, to try the bench's mechanics in minutes. Everything it makes is tagged
+stackbuild-bench/* or pushed under <registry>/stackbuild-bench/*, and removed at the end, on
+failure too: its images, its registry manifests (the registry frees their blobs only at its next
+garbage-collect), the build cache records its builds added to the default engine (by id: other
+builds' cache stays), and the second engine's build cache.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import replace
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.build import build_image  # noqa: E402
-from builder.config import load_settings  # noqa: E402
-from builder.engine import DockerEngine  # noqa: E402
-from builder.engine_api import BuildLog  # noqa: E402
+from builder import engines, schema  # noqa: E402
+from builder.build import BuildResult, build_image  # noqa: E402
+from builder.catalog import list_stacks  # noqa: E402
+from builder.config import Settings, load_settings  # noqa: E402
+from builder.engine_api import BuildEvent, BuildLog  # noqa: E402
 from builder.lock import make_lock  # noqa: E402
 from builder.lockfile import write_lock  # noqa: E402
-from builder.plan import lock_path  # noqa: E402
-from builder.plan import plan_build  # noqa: E402
+from builder.plan import lock_path, plan_build  # noqa: E402
 from builder.profile import load_stack, stack_path  # noqa: E402
-from builder.render import prepare  # noqa: E402
+from builder.render import SITE_SECRET, BuildContext, buildkit_dockerfile, prepare  # noqa: E402
 from builder.site import SiteServer  # noqa: E402
+from builder.site import payload as site_payload  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}
+BUILD_LOCK = "/tmp/stackbuild-build.lock"
+ENGINE26 = "unix:///run/stackbuild-engine26/docker.sock"
+# pip's download log: "Downloading torch-2.10.0-...whl (104.1 MB)" / "Using cached six-1.17.0-...whl (11 kB)"
+PIP_LINE = re.compile(r"^\s*(Downloading|Using cached) (\S+)(?: \(([\d.]+) (bytes|kB|MB|GB)\))?")
+UNITS = {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+MANIFESTS = ", ".join(("application/vnd.oci.image.index.v1+json",
+                       "application/vnd.docker.distribution.manifest.list.v2+json",
+                       "application/vnd.oci.image.manifest.v1+json",
+                       "application/vnd.docker.distribution.manifest.v2+json"))
+INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
-def timed(label: str, fn):
+# ---------------------------------------------------------------------------------------------
+# What a build did
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class PipTally:
+    """pip's downloads and cache hits in one build's log, by file name, with their sizes."""
+
+    downloaded: dict[str, int] = field(default_factory=dict)
+    cached: dict[str, int] = field(default_factory=dict)
+
+    def feed(self, line: str) -> None:
+        found = PIP_LINE.match(line)
+        if not found:
+            return
+        name = found[2].rstrip("/").rsplit("/", 1)[-1].split("#", 1)[0]  # a URL from another index: its file
+        size = int(float(found[3]) * UNITS[found[4]]) if found[3] else 0
+        (self.downloaded if found[1] == "Downloading" else self.cached)[name] = size
+
+    @staticmethod
+    def package(name: str) -> str:
+        return re.split(r"-\d", name, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@dataclass
+class Run:
+    seconds: float
+    result: BuildResult | None = None
+    pip: PipTally = field(default_factory=PipTally)
+    notes: list[str] = field(default_factory=list)
+
+
+def mb(size: float) -> str:
+    return f"{size / 1e6:,.1f} MB" if size < 1e9 else f"{size / 1e9:,.2f} GB"
+
+
+def free_disk(need: float, what: str) -> None:
+    """Refuse to start a cold build that would fill the host's disk (the engines and the registry share /)."""
+    free = shutil.disk_usage("/").free / 1e9
+    if free < need:
+        raise SystemExit(f"not starting {what}: {free:.1f} GB free on /, the bench wants {need:.0f} GB "
+                         "(--min-free-gb)")
+
+
+class DiskWatch:
+    """Stops the run (through its cleanup) when the host's disk runs low while a build fills it."""
+
+    def __init__(self, floor: float):
+        self.floor = floor
+        self.tripped = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> DiskWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(5):
+            free = shutil.disk_usage("/").free / 1e9
+            if free < self.floor:
+                print(f"\n{free:.1f} GB free on / (floor {self.floor:.0f} GB, --disk-floor-gb): stopping the run",
+                      flush=True)
+                self.tripped = True
+                _thread.interrupt_main()
+                return
+
+
+def tiny(context: BuildContext, package: str) -> BuildContext:
+    """--tiny: the same plan and context files, a Dockerfile of one apt and one pip step (installing
+    ``package`` at the plan's pin) to try the bench's mechanics in minutes; its figures mean nothing."""
+    plan = context.plan
+    step = "RUN . /opt/stackbuild/site.sh && site_begin"
+    dockerfile = f"""FROM {plan.target.base.ref}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+COPY site.sh /opt/stackbuild/site.sh
+{step} && apt-get update && apt-get install -y --no-install-recommends python3-venv \\
+ && rm -rf /var/lib/apt/lists/* && site_end
+{step} && python3 -m venv /opt/venv && /opt/venv/bin/pip install {package}=={plan.pins[package]} && site_end
+COPY manifest.json /opt/stackbuild/manifest.json
+"""
+    return replace(context, dockerfile=dockerfile)
+
+
+def host_load() -> str:
+    try:
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        uptime = "load average: " + ", ".join(Path("/proc/loadavg").read_text().split()[:3])
+    free = shutil.disk_usage("/").free
+    return f"{os.cpu_count()} cores; {uptime}; {mb(free)} free on /"
+
+
+@contextlib.contextmanager
+def build_lock(kind: str):
+    """The host's one-classic-build-at-a-time lock (flock, as `flock /tmp/stackbuild-build.lock` takes it)."""
+    if kind != "classic":
+        yield 0.0
+        return
     started = time.monotonic()
-    result = fn()
-    seconds = time.monotonic() - started
-    print(f"{label:<44} {seconds:8.1f} s", flush=True)
-    return seconds, result
+    with open(BUILD_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"  (waiting for {BUILD_LOCK}: another classic build holds it)", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield time.monotonic() - started
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def bumped_profile(spec: str, pin: str, folder: Path, settings) -> Path:
-    """A copy of the stack's profile with one pin changed (name==old -> name==new), locked again."""
+# ---------------------------------------------------------------------------------------------
+# Engines, the registry, the layer store
+# ---------------------------------------------------------------------------------------------
+
+def bench_name(ref: str) -> bool:
+    """Whether an image name is one of the bench's: stackbuild-bench/..., or REGISTRY/stackbuild-bench/..."""
+    repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+    return repository.startswith("stackbuild-bench/") or "/stackbuild-bench/" in repository
+
+
+class Engines:
+    """The three columns' engines, what the bench made on each, and how to clean it up."""
+
+    def __init__(self, engine26: str):
+        self.classic = engines.connect(3600, kind="classic")
+        self.buildkit = engines.connect(3600, kind="buildkit")
+        self.engine26_address = engine26
+        saved = os.environ.get("DOCKER_HOST")
+        os.environ["DOCKER_HOST"] = engine26  # how a user points stackbuild at another engine
+        try:
+            self.engine26 = engines.connect(3600, kind="buildkit")
+        finally:
+            if saved is None:
+                os.environ.pop("DOCKER_HOST", None)
+            else:
+                os.environ["DOCKER_HOST"] = saved
+        self.made: dict[str, list[str]] = {self.classic.address: [], engine26: []}
+        self.min_free = 0.0
+        self.cache_records = self.build_cache_ids()
+
+    def address(self, engine) -> str:
+        return self.engine26_address if engine is self.engine26 else self.classic.address
+
+    def docker(self, address: str, *args: str, timeout: int = 3600) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DOCKER_HOST": address}
+        env.pop("BUILDX_BUILDER", None)
+        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL)
+
+    def prune(self, address: str, *args: str) -> str:
+        proc = self.docker(address, "builder", "prune", "-f", *args)
+        if proc.returncode != 0:
+            raise RuntimeError(f"docker builder prune {' '.join(args)} failed on {address}: {proc.stderr.strip()}")
+        return (proc.stdout.strip().splitlines() or [""])[-1]
+
+    def build_cache_ids(self) -> set[str]:
+        return {record["ID"] for record in self.classic.client.df().get("BuildCache") or []}
+
+    def remove_images(self, address: str) -> None:
+        """The names the bench gave, and any image with its label under a stackbuild-bench name (a build
+        that failed after tagging)."""
+        engine = self.classic if address == self.classic.address else self.engine26
+        names = list(self.made[address])
+        with contextlib.suppress(Exception):
+            for image in engine.client.images(filters={"label": "io.stackbuild.bench=1"}):
+                names += [t for t in image.get("RepoTags") or [] if bench_name(t)]
+        for tag in dict.fromkeys(reversed(names)):
+            try:
+                engine.client.remove_image(tag, force=True)
+            except Exception as exc:  # noqa: BLE001 - gone already, or a failed cleanup: say so, carry on
+                if "No such image" not in str(exc) and "not found" not in str(exc):
+                    print(f"could not remove {tag}: {exc}", file=sys.stderr)
+        self.made[address].clear()
+
+    def cleanup_default(self) -> None:
+        """The bench's images on the default engine, and the build cache records its builds added there
+        (by id: the records that were there before, other builds' cache, stay)."""
+        self.remove_images(self.classic.address)
+        for _ in range(3):  # a record that is another's parent goes in a later round
+            added = sorted(self.build_cache_ids() - self.cache_records)
+            for record in added:  # one id a call: prune takes one value a filter
+                proc = self.docker(self.classic.address, "builder", "prune", "-f", "--filter", f"id={record}")
+                if proc.returncode != 0:
+                    print(f"could not prune build cache record {record}: {proc.stderr.strip()}", file=sys.stderr)
+                    return
+            if not added:
+                return
+        left = [r for r in self.classic.client.df().get("BuildCache") or [] if r["ID"] not in self.cache_records]
+        if left:
+            print(f"note: {len(left)} build cache records ({mb(sum(r.get('Size') or 0 for r in left))}) added during "
+                  "the run stay on the default engine: prune by id left them", file=sys.stderr)
+
+    def cleanup_engine26(self) -> None:
+        self.remove_images(self.engine26_address)
+        try:
+            self.prune(self.engine26_address, "-a")
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"could not prune the second engine's build cache: {exc}", file=sys.stderr)
+
+
+class Registry:
+    """The bench's manifests in a plain (distribution) registry: what was pushed, its size, its removal."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.pushed: list[str] = []
+
+    def _request(self, method: str, path: str, accept: str = MANIFESTS):
+        request = urllib.request.Request(f"http://{self.address}/v2/{path}", method=method,
+                                         headers={"Accept": accept})
+        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 - the local registry, plain http
+
+    def manifest(self, ref: str, reference: str | None = None) -> tuple[dict, str]:
+        repository, tag = self.split(ref)
+        with self._request("GET", f"{repository}/manifests/{reference or tag}") as response:
+            return json.loads(response.read()), response.headers.get("Docker-Content-Digest", "")
+
+    def image_layers(self, ref: str) -> list[dict]:
+        """The layers of the linux/amd64 image under ``ref`` (an index's attestations left out)."""
+        manifest, _ = self.manifest(ref)
+        if manifest.get("mediaType") in INDEXES or "manifests" in manifest:
+            images = [m for m in manifest["manifests"]
+                      if (m.get("platform") or {}).get("architecture") == "amd64"
+                      and (m.get("platform") or {}).get("os") == "linux"]
+            manifest, _ = self.manifest(ref, images[0]["digest"])
+        return manifest.get("layers") or []
+
+    def delete(self, ref: str) -> None:
+        repository, _ = self.split(ref)
+        manifest, digest = self.manifest(ref)
+        children = [m["digest"] for m in manifest.get("manifests") or [] if "manifest" in m.get("mediaType", "")]
+        for target in (digest, *children):
+            try:
+                self._request("DELETE", f"{repository}/manifests/{target}").close()
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+
+    def cleanup(self) -> None:
+        for ref in dict.fromkeys(self.pushed):
+            try:
+                self.delete(ref)
+            except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+                if not (isinstance(exc, urllib.error.HTTPError) and exc.code == 404):
+                    print(f"could not delete {ref} from the registry: {exc}", file=sys.stderr)
+
+    def split(self, ref: str) -> tuple[str, str]:
+        name = ref[len(self.address) + 1:] if ref.startswith(self.address + "/") else ref
+        repository, _, tag = name.rpartition(":")
+        return repository, tag
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """overlay2's layer directories, one per chain ID: the first is its diffID, the next hash the one before."""
+    chains: list[str] = []
+    for diff in diff_ids:
+        chains.append(diff if not chains else "sha256:" + hashlib.sha256(f"{chains[-1]} {diff}".encode()).hexdigest())
+    return chains
+
+
+def cpu_images_disk(engine) -> tuple[list[tuple[str, int]], list[str], int, str | None]:
+    """(each present stackbuild/<stack>:<release>-cpu image and its layers' size, the missing ones,
+    the union of their layers' sizes, a problem that stopped the measurement)."""
+    info = engine.client.info()
+    if info.get("Driver") != "overlay2":
+        return [], [], 0, f"the default engine's storage driver is {info.get('Driver')}, not overlay2"
+    layerdb = Path(info.get("DockerRootDir") or "/var/lib/docker") / "image" / "overlay2" / "layerdb" / "sha256"
+    present, missing, sizes = [], [], {}
+    for stack in list_stacks():
+        for release in stack["releases"]:
+            if "cpu" not in release["targets"]:
+                continue
+            name = f"stackbuild/{stack['name']}:{release['name']}-cpu"
+            image = engine.image(name)
+            if image is None:
+                missing.append(name)
+                continue
+            total = 0
+            for chain in chain_ids(image["RootFS"]["Layers"]):
+                try:
+                    size = int((layerdb / chain.split(":", 1)[1] / "size").read_text())
+                except OSError as exc:
+                    why = f"cannot read {layerdb}: {exc.strerror or exc} (run as root, on the engine's host)"
+                    return [], [], 0, why
+                sizes[chain] = size
+                total += size
+            if total != image.get("Size"):
+                print(f"note: {name}: its layers add up to {total} bytes, `docker image inspect` says "
+                      f"{image.get('Size')}")
+            present.append((name, total))
+    return present, missing, sum(sizes.values()), None
+
+
+# ---------------------------------------------------------------------------------------------
+# Builds
+# ---------------------------------------------------------------------------------------------
+
+def bumped_profile(profile: Path, pin: str, folder: Path, release: str | None, target: str, settings: Settings) -> Path:
+    """A copy of the profile with one pin changed (name==old -> name==new), locked again beside it."""
     name, new = pin.split("=", 1)
-    stack, _, release = spec.partition("@")
-    text = stack_path(stack).read_text()
+    text = profile.read_text()
     pattern = re.compile(rf"(- {re.escape(name)}==)([^\s]+)")
-    matches = list(pattern.finditer(text))
-    if not matches:
-        raise SystemExit(f"{name} is not pinned in {stack}")
-    text = pattern.sub(rf"\g<1>{new}", text)
-    path = folder / f"{stack}.yaml"
-    path.write_text(text)
-    plan = plan_build(load_stack(str(path)), release or None, "cpu", with_lock=False)
+    if not pattern.search(text):
+        raise SystemExit(f"{name} is not pinned in {profile}")
+    path = folder / profile.name
+    path.write_text(pattern.sub(rf"\g<1>{new}", text))
+    plan = plan_build(load_stack(str(path)), release, target, with_lock=False)
     write_lock(lock_path(plan), make_lock(plan, settings))  # a bump is a profile edit plus `stackbuild lock`
     return path
 
 
-def naive_dockerfile(plan) -> str:
-    """The same image as one apt layer and one pip layer: what a hand-written Dockerfile often does."""
-    pins = " ".join(f"{name}=={version}" for name, version in plan.pins.items() if name != "torch")
-    return f"""FROM {plan.target.base.ref}
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-COPY site.sh /opt/stackbuild/site.sh
-RUN . /opt/stackbuild/site.sh && site_begin && apt-get update \\
- && apt-get install -y --no-install-recommends {" ".join(plan.apt)} && rm -rf /var/lib/apt/lists/* \\
- && python3 -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir {plan.target.torch.requirement} {pins} \\
- && site_end
-"""
+def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag: str, **options) -> Run:
+    """One build_image call, timed without the wait for the build lock, its pip log tallied."""
+    tally, notes = PipTally(), []
 
+    def on_event(event: BuildEvent) -> None:
+        if event.kind == "output":
+            tally.feed(event.text)
+        elif event.kind in ("note", "warning"):
+            notes.append(event.text)
+        elif event.kind == "step":
+            print(f"    {time.monotonic() - started:7.1f} s  step {event.step}/{event.total} {event.text[:60]}",
+                  flush=True)
+
+    address = bench.address(engine)
+    bench.made[address].append(tag)
+    started = time.monotonic()
+    with build_lock(engine.kind):
+        started = time.monotonic()
+        result = build_image(context, settings, engine=engine, extra_tags=(tag,), extra_labels=LABEL,
+                             use_registry=False, on_event=on_event, **options)
+        seconds = time.monotonic() - started
+    bench.made[address] += [result.ref.moving, result.ref.immutable]
+    return Run(seconds, result, tally, notes)
+
+
+def cached_rebuild(bench: Engines, engine, context: BuildContext, settings: Settings, image: str, tag: str) -> Run:
+    """The engine's build of an unchanged context (what the content tag spares `stackbuild build`):
+    engine.build with the arguments build_image gives it and the labels of the image built before."""
+    labels = engine.labels(image)
+    labels = {key: labels[key] for key in (schema.CONTENT_HASH, schema.BASE, schema.BUILD_HOST_CPU) if key in labels}
+    network = None if settings.build_network == "default" else settings.build_network
+    bench.made[bench.classic.address].append(tag)
+    log, events = BuildLog(), []
+    with build_lock(engine.kind):
+        started = time.monotonic()
+        if engine.kind == "classic":
+            with SiteServer(settings.site):
+                engine.build(context.dockerfile, context.files, tag, {**labels, **LABEL}, network, False, {}, log,
+                             events.append)
+        else:
+            site = settings.site
+            engine.build(context.dockerfile, context.files, tag, {**labels, **LABEL}, network, False, {}, log,
+                         events.append, secrets={SITE_SECRET: site_payload(site)} if site else None)
+        seconds = time.monotonic() - started
+    steps = [e for e in events if e.kind == "step"]
+    cached = sum(e.kind == "cached" for e in events)
+    return Run(seconds, notes=[f"{cached} of {len(steps)} steps cached"])
+
+
+def zstd_push(bench: Engines, context: BuildContext, settings: Settings, image: str, ref: str) -> float:
+    """The built image's context built again on the second engine (every step cached), pushed as zstd."""
+    labels = bench.engine26.labels(image)
+    site = settings.site
+    with tempfile.TemporaryDirectory(prefix="stackbuild-bench-") as work:
+        folder = Path(work) / "context"
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(buildkit_dockerfile(context.dockerfile))
+        for rel, content in context.files:
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(content)
+        command = ["buildx", "build", "--progress=plain", "--network",
+                   settings.build_network if settings.build_network != "default" else "default",
+                   "--output", f"type=image,name={ref},push=true,compression=zstd,force-compression=true"]
+        for key, value in labels.items():
+            command += ["--label", f"{key}={value}"]
+        if site:
+            secret = Path(work) / "site"
+            secret.touch(mode=0o600)
+            secret.write_bytes(site_payload(site))
+            command += ["--secret", f"id={SITE_SECRET},src={secret}"]
+        started = time.monotonic()
+        proc = bench.docker(bench.engine26_address, *command, str(folder))
+        seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"the zstd build and push failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    done = proc.stderr.count(" CACHED")
+    print(f"  zstd build: {done} steps CACHED", flush=True)
+    return seconds
+
+
+def timed_pull(bench: Engines, ref: str) -> tuple[float, int]:
+    """Pull ``ref`` into the second engine after its images and build cache are gone: seconds, layers fetched."""
+    bench.cleanup_engine26()
+    fetched = set()
+
+    def on_event(event: BuildEvent) -> None:
+        if event.kind == "layer" and event.text.startswith(("Download complete", "Pull complete", "Downloading",
+                                                                  "Extracting")):
+            fetched.add(event.layer)
+
+    started = time.monotonic()
+    bench.engine26.pull(ref, on_event)
+    seconds = time.monotonic() - started
+    bench.made[bench.engine26_address].append(ref)
+    return seconds, len(fetched)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("spec", nargs="?", default="alpaca-lora@2026.11")
-    parser.add_argument("--pin", default="peft=0.21.1", help="NAME=NEWVERSION to bump (default peft=0.21.1)")
-    parser.add_argument("--no-naive", action="store_true", help="skip the naive one-layer comparison")
+    parser.add_argument("spec", nargs="?", default="qlora@2026.11", help="STACK@RELEASE (default qlora@2026.11)")
+    parser.add_argument("--profile", help="a profile file instead of a shipped stack (e.g. a test fixture)")
+    parser.add_argument("--release", help="with --profile: the release (default: the profile's default)")
+    parser.add_argument("--target", default="cpu")
+    parser.add_argument("--pin", default=None, help="NAME=NEWVERSION to bump (default: peft=0.21.1; six=1.17.0 "
+                                                    "for a --profile)")
+    parser.add_argument("--registry", default="localhost:5000", help="a plain registry both engines push to")
+    parser.add_argument("--engine26", default=ENGINE26, help=f"the second engine (default {ENGINE26})")
+    parser.add_argument("--min-free-gb", type=float, default=20.0,
+                        help="free disk on / each cold build needs before it starts (default 20)")
+    parser.add_argument("--disk-floor-gb", type=float, default=4.0,
+                        help="stop the run, cleaning up, when free disk on / falls below this (default 4)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="try the bench's mechanics in minutes: a two-step Dockerfile installing only the "
+                             "bumped package (figures meaningless)")
+    parser.add_argument("--skip", action="append", default=[], choices=["buildkit", "classic", "engine26", "disk"],
+                        help="leave out a column (buildkit, classic: the default engine's; engine26) or the disk "
+                             "figure; repeatable")
     args = parser.parse_args()
-    # The bench's own names, so the real stackbuild/<stack> tags are never moved.
-    settings = replace(load_settings(), registry="stackbuild-bench")
-    engine = DockerEngine.connect(timeout=3600)
-    stack, _, release = args.spec.partition("@")
-    made: list[str] = []
+    # Ctrl-C, and a kill, end the run through its cleanup (a background shell starts it with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
-    def build(context, tag, nocache=False):
-        made.append(tag)
-        result = build_image(context, settings, engine=engine, extra_tags=(tag,), extra_labels=LABEL, nocache=nocache)
-        made.extend((result.ref.moving, result.ref.immutable))
-        return result
+    if args.profile:
+        profile, release = Path(args.profile).resolve(), args.release
+        name = str(profile)
+        pin = args.pin or "six=1.17.0"
+    else:
+        stack, _, release = args.spec.partition("@")
+        profile, name, release = stack_path(stack), stack, release or None
+        pin = args.pin or "peft=0.21.1"
+    base = load_settings()
+    context = prepare(name, release, args.target, ())
+    spec = f"{context.plan.spec} ({args.target})" + (" --tiny" if args.tiny else "")
+    if args.tiny:
+        context = tiny(context, pin.split("=", 1)[0])
+    print(f"benchmark: {spec}, bump {pin}")
+    print(f"host at start: {host_load()}", flush=True)
+    bench = Engines(args.engine26)
+    bench.min_free = args.min_free_gb
+    registry = Registry(args.registry)
+    rows: dict[str, dict[str, Run]] = {}
+    figures: list[str] = []
+    watch = DiskWatch(args.disk_floor_gb)
+    try:
+        watch.__enter__()
+        columns = [c for c in ("buildkit", "classic") if c not in args.skip]
+        if columns:
+            with tempfile.TemporaryDirectory(prefix="stackbuild-bench-") as folder:
+                print(f"locking a copy of the profile with {pin}", flush=True)
+                bumped = prepare(str(bumped_profile(profile, pin, Path(folder), release, args.target, base)),
+                                 release, args.target, ())
+                if args.tiny:
+                    bumped = tiny(bumped, pin.split("=", 1)[0])
+                for column in columns:
+                    default_column(bench, column, context, bumped, base, pin, rows)
+                    bench.cleanup_default()  # its images and build cache are not needed any more: the disk back
+        if "engine26" not in args.skip:
+            engine26_column(bench, registry, context, base, args.registry, rows, figures)
+            bench.cleanup_engine26()
+        if "disk" not in args.skip:
+            figures += disk_figures(bench)
+    finally:
+        watch.__exit__()
+        print(f"\nhost at end: {host_load()}", flush=True)
+        bench.cleanup_default()
+        bench.cleanup_engine26()
+        registry.cleanup()
+        print_table(spec, pin, rows, figures)  # what was measured, on failure too
 
-    print(f"benchmark: {args.spec} (cpu), bump {args.pin}")
-    context = prepare(stack, release or None, "cpu", ())
-    cold, _ = timed("cold build (--no-cache)", lambda: build(context, "stackbuild-bench/cold:1", nocache=True))
-    same, _ = timed("no-change build (content tag found)", lambda: build(context, "stackbuild-bench/cold:2"))
-    with tempfile.TemporaryDirectory() as folder:
-        bumped = prepare(str(bumped_profile(args.spec, args.pin, Path(folder), settings)), release or None, "cpu", ())
-        bump, _ = timed(f"rebuild after bumping {args.pin}", lambda: build(bumped, "stackbuild-bench/bump:1"))
 
-    print()
-    print(f"no-change rebuild / cold      {same / cold:7.2%}")
-    print(f"bump-one-pin rebuild / cold   {bump / cold:7.2%}   (goal <= 5 %)")
-    if args.no_naive:
-        _cleanup(engine, made)
-        return
-    naive = naive_dockerfile(context.plan)
-    site = dict(context.files)["site.sh"]
-    network = None if settings.build_network == "default" else settings.build_network
-
-    def naive_build(text: str, tag: str, nocache: bool):
-        made.append(tag)
-        with SiteServer(settings.site):
-            return engine.build(text, (("site.sh", site),), tag, LABEL, network, nocache, {}, BuildLog(),
-                                lambda event: None)
-
-    name, new = args.pin.split("=", 1)
-    naive_cold, _ = timed("naive one-layer build (--no-cache)", lambda: naive_build(naive, "stackbuild-bench/naive:1", True))
-    naive_bumped = re.sub(rf"{re.escape(name)}==\S+", f"{name}=={new}", naive)
-    naive_bump, _ = timed(f"naive rebuild after bumping {args.pin}",
-                          lambda: naive_build(naive_bumped, "stackbuild-bench/naive:2", False))
-
-    print(f"naive bump rebuild / cold     {naive_bump / cold:7.2%}")
-    print(f"naive cold / layered cold     {naive_cold / cold:7.2f}x")
-    _cleanup(engine, made)
+def default_column(bench: Engines, column: str, context: BuildContext, bumped: BuildContext, base: Settings,
+                   pin: str, rows: dict[str, dict[str, Run]]) -> None:
+    """Cold, no-change and bump builds on the default engine, through one builder."""
+    engine = bench.buildkit if column == "buildkit" else bench.classic
+    settings = replace(base, registry=f"stackbuild-bench/{column}")  # never the real stackbuild/* tags
+    free_disk(bench.min_free, f"the {column} cold build")
+    if column == "buildkit":
+        said = bench.prune(bench.classic.address, "--filter", "type=exec.cachemount")
+        print(f"[{column}] cache mounts pruned: {said}", flush=True)
+        left = [r for r in bench.classic.client.df().get("BuildCache") or []
+                if r.get("Type") == "exec.cachemount" and "/root/.cache/pip" in (r.get("Description") or "")]
+        if left:
+            print(f"  warning: {len(left)} pip cache mount(s) not pruned ({sum(bool(r.get('InUse')) for r in left)} "
+                  "in use by another build): this cold build may find wheels there", flush=True)
+    print(f"[{column}] cold build", flush=True)
+    cold = rows.setdefault("cold", {})[column] = build(bench, engine, context, settings,
+                                                       f"stackbuild-bench/{column}:cold", nocache=True)
+    print(f"  {cold.seconds:.1f} s", flush=True)
+    rows.setdefault("same", {})[column] = build(bench, engine, context, settings, f"stackbuild-bench/{column}:same")
+    rows.setdefault("cached", {})[column] = cached_rebuild(bench, engine, context, settings, cold.result.image_id,
+                                                           f"stackbuild-bench/{column}:cached")
+    print(f"[{column}] rebuild after bumping {pin}", flush=True)
+    bump = rows.setdefault("bump", {})[column] = build(bench, engine, bumped, settings,
+                                                       f"stackbuild-bench/{column}:bump")
+    print(f"  {bump.seconds:.1f} s ({bump.result.source})", flush=True)
 
 
-def _cleanup(engine: DockerEngine, made: list[str]) -> None:
-    for tag in dict.fromkeys(made):
-        try:
-            engine.client.remove_image(tag, force=True)
-        except Exception as exc:  # a failed cleanup must not hide the figures
-            print(f"could not remove {tag}: {exc}", file=sys.stderr)
+def engine26_column(bench: Engines, registry: Registry, context: BuildContext, base: Settings, address: str,
+                    rows: dict[str, dict[str, Run]], figures: list[str]) -> None:
+    """The second engine: cold build, gzip push, registry cache, fresh engine, zstd push, pulls.
+
+    The gzip push comes first, from the cold build: its blobs are new to the registry then. The
+    registry cache exported after it holds the same gzip blobs (one BuildKit, one compression), so
+    pushing the image after the cache would only find them there.
+    """
+    plan = context.plan
+    repository = f"{address}/stackbuild-bench/{plan.stack.name}"
+    cache = f"{repository}:cache-{plan.release.name}-{plan.target.name}"
+    settings = replace(base, registry=f"{address}/stackbuild-bench")
+    engine = bench.engine26
+    bench.cleanup_engine26()  # a fresh engine: no build cache, no cache mounts
+    free_disk(bench.min_free, "the second engine's cold build")
+    print("[engine26] cold build", flush=True)
+    cold = rows.setdefault("cold", {})["engine26"] = build(bench, engine, context, settings,
+                                                           "stackbuild-bench/e26:cold", nocache=True)
+    print(f"  {cold.seconds:.1f} s", flush=True)
+    image = cold.result.ref.immutable
+
+    print("[engine26] gzip push", flush=True)
+    registry.pushed.append(image)
+    layers: dict[str, str] = {}
+
+    def on_layer(event: BuildEvent) -> None:
+        if event.kind == "layer" and event.text.startswith(("Pushed", "Layer already exists", "Mounted from")):
+            layers[event.layer] = event.text.split(" from ")[0]
+
+    started = time.monotonic()
+    engine.push(image, on_layer)
+    gzip_seconds = time.monotonic() - started
+
+    print("[engine26] registry cache export (steps cached here)", flush=True)
+    registry.pushed.append(cache)
+    bench.remove_images(bench.engine26_address)  # else the content tag is found and nothing is built
+    export = build(bench, engine, context, settings, "stackbuild-bench/e26:export", cache_to=cache)
+    inline = any("cache inline" in note for note in export.notes)
+    manifest, _ = registry.manifest(cache)
+    blobs = manifest.get("layers") or manifest.get("manifests") or []  # a cache index lists its blobs
+    figures.append(f"registry cache {cache}: " + ("inline (the image pushed under the cache name)" if inline else
+                   f"mode=max, {len(blobs)} blobs, {mb(sum(b.get('size', 0) for b in blobs))}") +
+                   f"; exported in {export.seconds:.1f} s ({export.result.cached_steps}/{export.result.steps} "
+                   "steps cached)")
+
+    bench.cleanup_engine26()
+    print("[engine26] fresh engine, --cache-from the registry only", flush=True)
+    fresh = rows.setdefault("fresh", {})["engine26"] = build(bench, engine, context, settings,
+                                                             "stackbuild-bench/e26:fresh", cache_from=cache)
+    print(f"  {fresh.seconds:.1f} s", flush=True)
+
+    print("[engine26] zstd: build (steps cached) and push", flush=True)
+    zstd_ref = f"{repository}:zstd-{fresh.result.ref.content_hash}"
+    registry.pushed.append(zstd_ref)
+    zstd_seconds = zstd_push(bench, context, settings, fresh.result.ref.immutable, zstd_ref)
+    sizes = {}
+    pushed_layers = {layer["digest"].split(":", 1)[1][:12] for layer in registry.image_layers(image)}
+    how = [state for short, state in layers.items() if short in pushed_layers]
+    gzip_how = ", ".join(f"{how.count(k)} {k.lower()}" for k in sorted(set(how)))
+    for kind, ref in (("gzip", image), ("zstd", zstd_ref)):
+        found = registry.image_layers(ref)
+        media = sorted({layer.get("mediaType", "?").rsplit(".", 1)[-1] for layer in found})
+        sizes[kind] = (sum(layer.get("size", 0) for layer in found), len(found), "/".join(media))
+    print("[engine26] pulls", flush=True)
+    gzip_pull, gzip_layers = timed_pull(bench, image)
+    zstd_pull, zstd_layers = timed_pull(bench, zstd_ref)
+    def row(label: str, gzip: str, zstd: str, ratio: float, note: str = "") -> str:
+        return f"{label:<44}{gzip:>16}{zstd:>16}{ratio:>13.2f}x{note}"
+
+    figures.append("")
+    figures.append(f"{'5 push / pull (second engine)':<44}{'gzip':>16}{'zstd':>16}     zstd/gzip")
+    figures.append(row("  push", f"{gzip_seconds:.1f} s", f"{zstd_seconds:.1f} s", zstd_seconds / gzip_seconds,
+                       "   (zstd: recompressing included)"))
+    figures.append(row("  pull (the engine emptied first)", f"{gzip_pull:.1f} s", f"{zstd_pull:.1f} s",
+                       zstd_pull / gzip_pull))
+    figures.append(row("  bytes pushed (the manifest's layers)", mb(sizes["gzip"][0]), mb(sizes["zstd"][0]),
+                       sizes["zstd"][0] / sizes["gzip"][0]))
+    for kind, pulled in (("gzip", gzip_layers), ("zstd", zstd_layers)):
+        figures.append(f"  {kind}: {sizes[kind][1]} layers ({sizes[kind][2]}), {pulled} fetched by the pull"
+                       + (f"; the push's layers: {gzip_how}" if kind == "gzip" else ""))
+
+
+def disk_figures(bench: Engines) -> list[str]:
+    present, missing, union, problem = cpu_images_disk(bench.classic)
+    lines = ["", "6 disk: the stackbuild/<stack>:<release>-cpu images on the default engine (overlay2 layer store)"]
+    if problem:
+        return lines + [f"  not measured: {problem}"]
+    for name, size in sorted(present, key=lambda item: -item[1]):
+        lines.append(f"  {name:<50}{mb(size):>14}")
+    for name in missing:
+        lines.append(f"  {name:<50}{'missing':>14}")
+    if present:
+        largest = max(size for _, size in present)
+        lines.append(f"  {len(present)} images: layers' union {mb(union)}, largest image {mb(largest)}: "
+                     f"{union / largest:.2f}x  (goal <= 1.6x); their sizes added up: {mb(sum(s for _, s in present))}")
+    return lines
+
+
+def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: list[str]) -> None:
+    columns = ("classic", "buildkit", "engine26")
+    print(f"\n{spec}")
+    print(f"{'':<44}{'classic':>16}{'buildkit':>16}{'buildkit':>16}")
+    print(f"{'':<44}{'dockerd 20.10':>16}{'dockerd 20.10':>16}{'dockerd 26.1':>16}")
+
+    def line(label: str, cell) -> None:
+        print(f"{label:<44}" + "".join(f"{cell(column):>16}" for column in columns))
+
+    def seconds(key: str):
+        return lambda c: f"{rows[key][c].seconds:.1f} s" if c in rows.get(key, {}) else "-"
+
+    def ratio(key: str, goal: str):
+        def cell(c):
+            if c not in rows.get(key, {}) or c not in rows.get("cold", {}):
+                return "-"
+            return f"{rows[key][c].seconds / rows['cold'][c].seconds:.2%}"
+        return cell
+
+    line("1 cold build (--no-cache)", seconds("cold"))
+    line("2 no-change rebuild: content tag found", seconds("same"))
+    line("  the engine's build, every step cached", seconds("cached"))
+    line("    steps cached", lambda c: rows["cached"][c].notes[0].split(" steps")[0] if c in rows.get("cached", {})
+         else "-")
+    line(f"3 rebuild after bumping {pin}", seconds("bump"))
+    line("    / cold (goal <= 5 %)", ratio("bump", "5 %"))
+    line("    steps cached / steps", lambda c: f"{rows['bump'][c].result.cached_steps}/{rows['bump'][c].result.steps}"
+         if c in rows.get("bump", {}) else "-")
+    line("    pip downloads (files, MB)", lambda c: (
+        f"{len(rows['bump'][c].pip.downloaded)}, {mb(sum(rows['bump'][c].pip.downloaded.values()))}"
+        if c in rows.get("bump", {}) else "-"))
+    line("    pip cache hits (files, MB)", lambda c: (
+        f"{len(rows['bump'][c].pip.cached)}, {mb(sum(rows['bump'][c].pip.cached.values()))}"
+        if c in rows.get("bump", {}) else "-"))
+
+    def again(c):
+        if c not in rows.get("bump", {}):
+            return "-"
+        twice = set(rows["bump"][c].pip.downloaded) & set(rows["cold"][c].pip.downloaded)
+        return f"{len(twice)}, {mb(sum(rows['bump'][c].pip.downloaded[n] for n in twice))}"
+    line("    downloaded again (cold had them)", again)
+    line("  cold build's pip downloads (files, MB)", lambda c: (
+        f"{len(rows['cold'][c].pip.downloaded)}, {mb(sum(rows['cold'][c].pip.downloaded.values()))}"
+        if c in rows.get("cold", {}) else "-"))
+    line("4 fresh engine, registry cache only", seconds("fresh"))
+    line("    / its cold build (goal <= 10 %)", ratio("fresh", "10 %"))
+    line("    steps cached / steps", lambda c: f"{rows['fresh'][c].result.cached_steps}/{rows['fresh'][c].result.steps}"
+         if c in rows.get("fresh", {}) else "-")
+    for c in columns:
+        if c in rows.get("bump", {}):
+            new = sorted(PipTally.package(n) for n in rows["bump"][c].pip.downloaded)
+            print(f"  {c}: bump downloaded {', '.join(new) if new else 'nothing'}")
+    for line_ in figures:
+        print(line_)
 
 
 if __name__ == "__main__":
