@@ -368,14 +368,30 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return chains
 
 
-def cpu_images_disk(engine) -> tuple[list[tuple[str, int]], list[str], int, str | None]:
-    """(each present stackbuild/<stack>:<release>-cpu image and its layers' size, the missing ones,
-    the union of their layers' sizes, a problem that stopped the measurement)."""
+@dataclass
+class ImageLayers:
+    name: str
+    base: str  # the base image it was built on (its io.stackbuild.base label, without the digest)
+    layers: dict[str, int]  # chain ID -> the layer's size in the layer store
+
+    @property
+    def size(self) -> int:
+        return sum(self.layers.values())
+
+
+def union(images: list[ImageLayers]) -> int:
+    """The bytes a set of images takes in the layer store: each chain ID once."""
+    return sum({chain: size for image in images for chain, size in image.layers.items()}.values())
+
+
+def cpu_images_disk(engine) -> tuple[list[ImageLayers], list[str], str | None]:
+    """(each present stackbuild/<stack>:<release>-cpu image with its layers, the missing ones, a problem
+    that stopped the measurement)."""
     info = engine.client.info()
     if info.get("Driver") != "overlay2":
-        return [], [], 0, f"the default engine's storage driver is {info.get('Driver')}, not overlay2"
+        return [], [], f"the default engine's storage driver is {info.get('Driver')}, not overlay2"
     layerdb = Path(info.get("DockerRootDir") or "/var/lib/docker") / "image" / "overlay2" / "layerdb" / "sha256"
-    present, missing, sizes = [], [], {}
+    present, missing = [], []
     for stack in list_stacks():
         for release in stack["releases"]:
             if "cpu" not in release["targets"]:
@@ -385,20 +401,19 @@ def cpu_images_disk(engine) -> tuple[list[tuple[str, int]], list[str], int, str 
             if image is None:
                 missing.append(name)
                 continue
-            total = 0
+            layers = {}
             for chain in chain_ids(image["RootFS"]["Layers"]):
                 try:
-                    size = int((layerdb / chain.split(":", 1)[1] / "size").read_text())
+                    layers[chain] = int((layerdb / chain.split(":", 1)[1] / "size").read_text())
                 except OSError as exc:
-                    why = f"cannot read {layerdb}: {exc.strerror or exc} (run as root, on the engine's host)"
-                    return [], [], 0, why
-                sizes[chain] = size
-                total += size
-            if total != image.get("Size"):
-                print(f"note: {name}: its layers add up to {total} bytes, `docker image inspect` says "
+                    return [], [], f"cannot read {layerdb}: {exc.strerror or exc} (run as root, on the engine's host)"
+            base = ((image.get("Config") or {}).get("Labels") or {}).get(schema.BASE, "?").split("@", 1)[0]
+            found = ImageLayers(name, base, layers)
+            if found.size != image.get("Size"):
+                print(f"note: {name}: its layers add up to {found.size} bytes, `docker image inspect` says "
                       f"{image.get('Size')}")
-            present.append((name, total))
-    return present, missing, sum(sizes.values()), None
+            present.append(found)
+    return present, missing, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,18 +692,24 @@ def engine26_column(bench: Engines, registry: Registry, context: BuildContext, b
 
 
 def disk_figures(bench: Engines) -> list[str]:
-    present, missing, union, problem = cpu_images_disk(bench.classic)
+    present, missing, problem = cpu_images_disk(bench.classic)
     lines = ["", "6 disk: the stackbuild/<stack>:<release>-cpu images on the default engine (overlay2 layer store)"]
     if problem:
         return lines + [f"  not measured: {problem}"]
-    for name, size in sorted(present, key=lambda item: -item[1]):
-        lines.append(f"  {name:<50}{mb(size):>14}")
+    for image in sorted(present, key=lambda image: -image.size):
+        lines.append(f"  {image.name:<50}{mb(image.size):>14}   on {image.base}")
     for name in missing:
         lines.append(f"  {name:<50}{'missing':>14}")
     if present:
-        largest = max(size for _, size in present)
-        lines.append(f"  {len(present)} images: layers' union {mb(union)}, largest image {mb(largest)}: "
-                     f"{union / largest:.2f}x  (goal <= 1.6x); their sizes added up: {mb(sum(s for _, s in present))}")
+        largest = max(image.size for image in present)
+        lines.append(f"  {len(present)} images: layers' union {mb(union(present))}, largest image {mb(largest)}: "
+                     f"{union(present) / largest:.2f}x  (goal <= 1.6x); their sizes added up: "
+                     f"{mb(sum(image.size for image in present))}")
+        for base in sorted({image.base for image in present}):
+            group = [image for image in present if image.base == base]
+            top = max(image.size for image in group)
+            lines.append(f"    on {base}: {len(group)} images, union {mb(union(group))}, largest {mb(top)}: "
+                         f"{union(group) / top:.2f}x")
     return lines
 
 
@@ -749,4 +770,7 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C, a kill, or the disk floor: cleaned up and printed already
+        sys.exit(130)
