@@ -49,14 +49,16 @@ under --disk-floor-gb (the engines and the registry share the disk; a 2026.11 cp
 bumped package, to try the bench's mechanics in minutes. Everything it makes is tagged
 stackbuild-bench/* or pushed under <registry>/stackbuild-bench/*, and removed at the end, on
 failure too: its images, its registry manifests (the registry frees their blobs only at its next
-garbage-collect), the build cache records its builds added to the default engine (by id: other
-builds' cache stays), and the second engine's build cache.
+garbage-collect), the build cache records its BuildKit builds made on the default engine (by id:
+records new since it started and made while one of its builds ran; the engine's other cache
+stays), and the second engine's build cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -247,6 +249,7 @@ class Engines:
         self.made: dict[str, list[str]] = {self.classic.address: [], engine26: []}
         self.min_free = 0.0
         self.cache_records = self.build_cache_ids()
+        self.windows: list[tuple[float, float]] = []  # when the bench's BuildKit builds ran on the default engine
 
     def address(self, engine) -> str:
         return self.engine26_address if engine is self.engine26 else self.classic.address
@@ -265,6 +268,31 @@ class Engines:
 
     def build_cache_ids(self) -> set[str]:
         return {record["ID"] for record in self.classic.client.df().get("BuildCache") or []}
+
+    @contextlib.contextmanager
+    def window(self, engine):
+        """Notes when a BuildKit build of the bench runs on the default engine (its cache records' time)."""
+        started = time.time()
+        try:
+            yield
+        finally:
+            if engine is self.buildkit:
+                self.windows.append((started - 2, time.time() + 2))
+
+    def own_records(self) -> list[dict]:
+        """The default engine's build cache records that the bench's builds made: new since it started,
+        and created while one of its BuildKit builds ran (another build's records of those minutes too,
+        which a host with one build at a time does not have)."""
+        found = []
+        for record in self.classic.client.df().get("BuildCache") or []:
+            created = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?", record.get("CreatedAt") or "")
+            if record["ID"] in self.cache_records or not created:
+                continue
+            when = (datetime.datetime.fromisoformat(created[1]).replace(tzinfo=datetime.timezone.utc).timestamp()
+                    + float(f"0.{created[2] or 0}"))
+            if any(start <= when <= end for start, end in self.windows):
+                found.append(record)
+        return found
 
     def remove_images(self, address: str) -> None:
         """The names the bench gave, and any image with its label under a stackbuild-bench name (a build
@@ -287,18 +315,18 @@ class Engines:
         (by id: the records that were there before, other builds' cache, stay)."""
         self.remove_images(self.classic.address)
         for _ in range(3):  # a record that is another's parent goes in a later round
-            added = sorted(self.build_cache_ids() - self.cache_records)
-            for record in added:  # one id a call: prune takes one value a filter
-                proc = self.docker(self.classic.address, "builder", "prune", "-f", "--filter", f"id={record}")
-                if proc.returncode != 0:
-                    print(f"could not prune build cache record {record}: {proc.stderr.strip()}", file=sys.stderr)
-                    return
-            if not added:
+            own = self.own_records()
+            if not own:
                 return
-        left = [r for r in self.classic.client.df().get("BuildCache") or [] if r["ID"] not in self.cache_records]
+            for record in own:  # one id a call: prune takes one value a filter
+                proc = self.docker(self.classic.address, "builder", "prune", "-f", "--filter", f"id={record['ID']}")
+                if proc.returncode != 0:
+                    print(f"could not prune build cache record {record['ID']}: {proc.stderr.strip()}", file=sys.stderr)
+                    return
+        left = self.own_records()
         if left:
-            print(f"note: {len(left)} build cache records ({mb(sum(r.get('Size') or 0 for r in left))}) added during "
-                  "the run stay on the default engine: prune by id left them", file=sys.stderr)
+            print(f"note: {len(left)} build cache records ({mb(sum(r.get('Size') or 0 for r in left))}) made while the "
+                  "bench built stay on the default engine (in use, or another build's)", file=sys.stderr)
 
     def cleanup_engine26(self) -> None:
         self.remove_images(self.engine26_address)
@@ -450,7 +478,7 @@ def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag
     address = bench.address(engine)
     bench.made[address].append(tag)
     started = time.monotonic()
-    with build_lock(engine.kind):
+    with build_lock(engine.kind), bench.window(engine):
         started = time.monotonic()
         result = build_image(context, settings, engine=engine, extra_tags=(tag,), extra_labels=LABEL,
                              use_registry=False, on_event=on_event, **options)
@@ -467,7 +495,7 @@ def cached_rebuild(bench: Engines, engine, context: BuildContext, settings: Sett
     network = None if settings.build_network == "default" else settings.build_network
     bench.made[bench.classic.address].append(tag)
     log, events = BuildLog(), []
-    with build_lock(engine.kind):
+    with build_lock(engine.kind), bench.window(engine):
         started = time.monotonic()
         if engine.kind == "classic":
             with SiteServer(settings.site):
