@@ -17,6 +17,7 @@ the cache name.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import re
@@ -43,9 +44,14 @@ PROBE_SECONDS = 20
 
 
 def buildx_version(docker: str | None = None) -> str | None:
-    """What `docker buildx version` prints, or None when the plugin does not answer."""
+    """What `docker buildx version` prints, or None when the plugin does not answer (asked once a process)."""
+    return _buildx_version(docker or DOCKER_CLI)
+
+
+@functools.lru_cache(maxsize=None)
+def _buildx_version(docker: str) -> str | None:
     try:
-        proc = subprocess.run([docker or DOCKER_CLI, "buildx", "version"], capture_output=True, text=True, timeout=PROBE_SECONDS,
+        proc = subprocess.run([docker, "buildx", "version"], capture_output=True, text=True, timeout=PROBE_SECONDS,
                               stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None

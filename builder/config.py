@@ -30,6 +30,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 NETWORK_MODES = ("default", "host", "bridge", "none")
 COMPRESSIONS = ("gzip", "zstd")  # of the layers an image is stored, and so pushed, with
+# The settings that take one of a few words.
+CHOICES = {"build_network": NETWORK_MODES, "engine": ENGINE_KINDS, "compression": COMPRESSIONS}
 REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
@@ -107,21 +109,13 @@ def _check(name: str, value: object, origin: str) -> object:
             raise ConfigError(f"{origin}: registry '{value}' is not HOST[:PORT][/PATH] "
                               "(e.g. localhost:5000/stackbuild or ghcr.io/org)")
         return value
-    if name == "engine":
-        if value not in ENGINE_KINDS:
-            raise ConfigError(f"{origin}: engine '{value}' is not one of {', '.join(ENGINE_KINDS)}")
-        return value
-    if name == "compression":
-        if value not in COMPRESSIONS:
-            raise ConfigError(f"{origin}: compression '{value}' is not one of {', '.join(COMPRESSIONS)}")
-        return value
     if name == "builder":
         if not BUILDX_BUILDER.match(value):
             raise ConfigError(f"{origin}: builder '{printable(value)}' is not a buildx builder name ({BUILDER_RULE})")
         return value
-    if name == "build_network":
-        if value not in NETWORK_MODES:
-            raise ConfigError(f"{origin}: build_network '{value}' is not one of {', '.join(NETWORK_MODES)}")
+    if name in CHOICES:
+        if value not in CHOICES[name]:
+            raise ConfigError(f"{origin}: {name} '{value}' is not one of {', '.join(CHOICES[name])}")
         return value
     if name == "ca_bundle":
         path = Path(value).expanduser()

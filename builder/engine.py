@@ -119,6 +119,7 @@ class DockerEngine:
     def __init__(self, client: docker.APIClient, address: str):
         self.client = client
         self.address = address
+        self._containerd_store: bool | None = None
 
     @classmethod
     def connect(cls, timeout: int = 600) -> DockerEngine:
@@ -150,8 +151,11 @@ class DockerEngine:
 
     def containerd_store(self) -> bool:
         """Whether the engine keeps images in containerd's store (dockerd 24+, containerd-snapshotter on)."""
-        status = self._call("info", self.client.info).get("DriverStatus") or []
-        return any(isinstance(row, list) and row[-1:] == ["io.containerd.snapshotter.v1"] for row in status)
+        if self._containerd_store is None:
+            status = self._call("info", self.client.info).get("DriverStatus") or []
+            self._containerd_store = any(isinstance(row, list) and row[-1:] == ["io.containerd.snapshotter.v1"]
+                                         for row in status)
+        return self._containerd_store
 
     def host_info(self) -> dict:
         info = self._call("info", self.client.info)
