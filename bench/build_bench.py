@@ -314,15 +314,17 @@ class Engines:
         """The bench's images on the default engine, and the build cache records its builds added there
         (by id: the records that were there before, other builds' cache, stay)."""
         self.remove_images(self.classic.address)
-        for _ in range(3):  # a record that is another's parent goes in a later round
-            own = self.own_records()
-            if not own:
-                return
+        own = self.own_records()
+        while own:  # a record that is another's parent goes in a later round: rounds while one goes
             for record in own:  # one id a call: prune takes one value a filter
                 proc = self.docker(self.classic.address, "builder", "prune", "-f", "--filter", f"id={record['ID']}")
                 if proc.returncode != 0:
                     print(f"could not prune build cache record {record['ID']}: {proc.stderr.strip()}", file=sys.stderr)
                     return
+            left = self.own_records()
+            if len(left) == len(own):
+                break
+            own = left
         left = self.own_records()
         if left:
             print(f"note: {len(left)} build cache records ({mb(sum(r.get('Size') or 0 for r in left))}) made while the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -53,11 +54,14 @@ def docker_client():
         if os.environ.get("CI"):
             pytest.fail(f"{message} (CI must start one: .ci/run runs .ci/harness.sh)")
         pytest.skip(message)
+    cache_before = {r["ID"] for r in client.df().get("BuildCache") or []}
     yield client
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         container.remove(force=True)
     for image in client.images.list(filters={"label": TEST_LABEL}):
         client.images.remove(image.id, force=True)
+    # the fixture profiles' BuildKit cache (their images are gone); the stack images' cache stays
+    prune_build_cache_records(client, cache_before)
     client.close()
 
 
@@ -73,6 +77,37 @@ def engine_of(release: str) -> str:
 
 
 ENGINES = ("classic", "buildkit")
+
+
+def prune_build_cache_records(client, keep: set[str]) -> list[dict]:
+    """Prune the default engine's build cache records not in `keep`, leaves first (a record that is
+    another's parent goes in a later round), and return those left: in use, or shared with an image
+    (a stack image's cache stays)."""
+    def candidates():
+        return [r for r in client.df().get("BuildCache") or []
+                if r["ID"] not in keep and not r.get("InUse") and not r.get("Shared")]
+
+    left = candidates()
+    while left:
+        for record in left:  # one id a call: prune takes one value a filter
+            subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={record['ID']}"],
+                           capture_output=True, text=True, timeout=300)
+        after = candidates()
+        if len(after) == len(left):
+            return after
+        left = after
+    return []
+
+
+@pytest.fixture
+def own_build_cache(docker_client):
+    """The build cache records a test's BuildKit builds add are pruned after it. BuildKit keeps them
+    when the image is removed: a --no-cache build's torch is a 7 GB record a run. List this fixture
+    before those that remove the test's images, so that it runs after them."""
+    before = {r["ID"] for r in docker_client.df().get("BuildCache") or []}
+    yield
+    left = prune_build_cache_records(docker_client, before)
+    assert not [r for r in left if r.get("InUse")], "a build cache record the test made is still in use"
 
 
 @pytest.fixture(scope="session")

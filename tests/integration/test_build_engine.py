@@ -116,7 +116,8 @@ class _IndexThatWantsAToken(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("kind", ENGINES)
-def test_credentials_never_reach_a_layer_or_the_history(kind, docker_client, test_image, monkeypatch, stack_images):
+def test_credentials_never_reach_a_layer_or_the_history(kind, own_build_cache, docker_client, test_image, monkeypatch,
+                                                         stack_images):
     stack_images("alpaca-lora", "2026.11")  # the shared layers come from the cache
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _IndexThatWantsAToken)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -223,7 +224,7 @@ def _buildx_processes() -> set[int]:
 
 
 @pytest.mark.parametrize("kind", ENGINES)
-def test_an_interrupted_build_leaves_no_container(kind, docker_client, stack_images):
+def test_an_interrupted_build_leaves_no_container(kind, own_build_cache, docker_client, stack_images):
     stack_images("alpaca-lora", "2026.11")
     # a run that was not interrupted in time (SIGINT ignored) leaves the slow step cached: drop it
     for image in docker_client.images.list(filters={"label": "io.stackbuild.stack=slowstep"}):

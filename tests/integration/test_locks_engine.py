@@ -44,7 +44,7 @@ def _freeze(docker_client, image: str) -> str:
 
 
 def test_two_builds_one_from_nothing_install_the_same_packages_which_are_the_lock(
-        stack_images, settings, docker_client):
+        own_build_cache, stack_images, settings, docker_client):
     stack_images("alpaca-lora", "2026.11")  # the torch layer comes from the cache for the first build
     context = prepare(FREEZE, None, "cpu", ())
     first = build_image(context, settings, use_registry=False, extra_labels={TEST_LABEL: "1"})
