@@ -99,19 +99,32 @@ class LockLayer:
 LAYER_NUMBER = {"bootstrap": 1, "torch": 2, "packages": 4, "last": 5}
 
 
+def installs_with_uv(lock: Lock | None) -> bool:
+    """Whether the lock's hash-checked sections after [bootstrap] are installed by uv (partials/hashed.j2).
+
+    They are when [bootstrap] has uv: pip installs that section, uv from it then installs the rest,
+    faster than pip (bench/uv_vs_pip.py). A lock without uv (a user's own) is installed by pip.
+    """
+    return lock is not None and any(p.name == "uv" for key, packages in lock.groups if key == "bootstrap"
+                                    for p in packages)
+
+
 def lock_layers(lock: Lock | None) -> tuple[dict[str, LockLayer], dict[str, bytes]]:
     """Each locked layer's files, by the lock's section key, and those files' content."""
     if lock is None:
         return {}, {}
     layers: dict[str, LockLayer] = {}
     files: dict[str, bytes] = {}
+    uv = installs_with_uv(lock)
 
     def put(name: str, key: str, what: str, packages: list[LockedPackage]) -> str | None:
         if not packages:
             return None
         # nothing stack-specific here: the same section makes the same file, so layers are shared
+        hashed = not what.startswith("git")
+        tool = "uv pip" if uv and hashed and what == "the packages" and key != "bootstrap" else "pip"
         head = (f"# {what} of a stackbuild lock's [{key}] section, installed by one layer with "
-                "pip install --no-deps" + ("" if what.startswith("git") else " --require-hashes") + "\n")
+                f"{tool} install --no-deps" + (" --require-hashes" if hashed else "") + "\n")
         files[f"lock/{name}.txt"] = (head + "".join(p.text() for p in packages)).encode()
         return f"lock/{name}.txt"
 
@@ -134,7 +147,8 @@ def lock_layers(lock: Lock | None) -> tuple[dict[str, LockLayer], dict[str, byte
 def render_dockerfile(plan: BuildPlan) -> str:
     """The Dockerfile text of a plan, refused unless its instructions are exactly the plan's."""
     try:
-        values = dict(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD, locked=lock_layers(plan.lock)[0])
+        values = dict(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD, locked=lock_layers(plan.lock)[0],
+                      uv=installs_with_uv(plan.lock))
         text = _environment().get_template("Dockerfile.j2").render(**values)
         skeleton = _environment(skeleton=True).get_template("Dockerfile.j2").render(**values)
     except jinja2.TemplateError as exc:

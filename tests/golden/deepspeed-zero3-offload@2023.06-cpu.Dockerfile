@@ -34,7 +34,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
  && site_end
 
 # Python 3.9 from the distribution, in a virtual environment so pip never
-# touches the system's packages; pip, setuptools and wheel from the lock, every file hash-checked.
+# touches the system's packages; pip, setuptools and wheel (and uv, which installs every later
+# hash-checked section of the lock) from the lock, every file hash-checked.
 COPY lock/1-bootstrap.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
  && python3 -c 'import sys; assert sys.version_info[:2] == (3, 9), sys.version' \
@@ -51,7 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The largest layer, shared by every stack and release with the same base, Python and torch lock.
 COPY lock/2-torch.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -70,7 +72,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # The build host's CPU flags go to /opt/stackbuild/build-host-cpu.txt: code compiled here may need them.
 COPY lock/3-deepspeed-deps.txt lock/3-deepspeed.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed-deps.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed-deps.txt \
  && DS_BUILD_AIO=1 \
     DS_BUILD_CPU_ADAM=1 \
     pip install --no-build-isolation --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed.txt \
@@ -82,7 +85,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # installed without a resolver, every file hash-checked. Bumping one rebuilds from here on.
 COPY lock/4-packages.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/4-packages.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -108,4 +112,4 @@ LABEL \
       io.stackbuild.options="" \
       io.stackbuild.pins="{\"accelerate\":\"0.18.0\",\"datasets\":\"2.11.0\",\"deepspeed\":\"0.9.3\",\"fsspec\":\"2023.4.0\",\"hjson\":\"3.1.0\",\"huggingface-hub\":\"0.14.1\",\"ninja\":\"1.11.1\",\"numpy\":\"1.24.4\",\"py-cpuinfo\":\"9.0.0\",\"pyarrow\":\"12.0.1\",\"pydantic\":\"1.10.9\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"transformers\":\"4.28.1\"}" \
       io.stackbuild.fixes="ds-aio-precompile,ds-ninja-missing,ds-cpu-adam-build,ds-sparse-attn-torch2,ds-era-pin,ds-pydantic2,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift" \
-      io.stackbuild.lock="{\"accelerate\":\"0.18.0\",\"aiohttp\":\"3.8.4\",\"aiosignal\":\"1.3.1\",\"async-timeout\":\"4.0.2\",\"attrs\":\"23.1.0\",\"certifi\":\"2023.5.7\",\"charset-normalizer\":\"3.1.0\",\"cmake\":\"3.26.3\",\"datasets\":\"2.11.0\",\"deepspeed\":\"0.9.3\",\"dill\":\"0.3.6\",\"filelock\":\"3.12.0\",\"frozenlist\":\"1.3.3\",\"fsspec\":\"2023.4.0\",\"hjson\":\"3.1.0\",\"huggingface-hub\":\"0.14.1\",\"idna\":\"3.4\",\"jinja2\":\"3.1.2\",\"lit\":\"16.0.3\",\"markupsafe\":\"2.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"6.0.4\",\"multiprocess\":\"0.70.14\",\"networkx\":\"3.1\",\"ninja\":\"1.11.1\",\"numpy\":\"1.24.4\",\"nvidia-cublas-cu11\":\"11.10.3.66\",\"nvidia-cuda-cupti-cu11\":\"11.7.101\",\"nvidia-cuda-nvrtc-cu11\":\"11.7.99\",\"nvidia-cuda-runtime-cu11\":\"11.7.99\",\"nvidia-cudnn-cu11\":\"8.5.0.96\",\"nvidia-cufft-cu11\":\"10.9.0.58\",\"nvidia-curand-cu11\":\"10.2.10.91\",\"nvidia-cusolver-cu11\":\"11.4.0.1\",\"nvidia-cusparse-cu11\":\"11.7.4.91\",\"nvidia-nccl-cu11\":\"2.14.3\",\"nvidia-nvtx-cu11\":\"11.7.91\",\"packaging\":\"23.1\",\"pandas\":\"2.0.2\",\"pip\":\"23.1.2\",\"psutil\":\"5.9.5\",\"py-cpuinfo\":\"9.0.0\",\"pyarrow\":\"12.0.1\",\"pydantic\":\"1.10.9\",\"python-dateutil\":\"2.8.2\",\"pytz\":\"2023.3\",\"pyyaml\":\"6.0\",\"regex\":\"2023.5.5\",\"requests\":\"2.31.0\",\"responses\":\"0.18.0\",\"sentencepiece\":\"0.1.99\",\"setuptools\":\"67.8.0\",\"six\":\"1.16.0\",\"sympy\":\"1.11.1\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"tqdm\":\"4.65.0\",\"transformers\":\"4.28.1\",\"triton\":\"2.0.0\",\"typing-extensions\":\"4.5.0\",\"tzdata\":\"2023.3\",\"urllib3\":\"2.0.2\",\"wheel\":\"0.40.0\",\"xxhash\":\"3.2.0\",\"yarl\":\"1.9.2\"}"
+      io.stackbuild.lock="{\"accelerate\":\"0.18.0\",\"aiohttp\":\"3.8.4\",\"aiosignal\":\"1.3.1\",\"async-timeout\":\"4.0.2\",\"attrs\":\"23.1.0\",\"certifi\":\"2023.5.7\",\"charset-normalizer\":\"3.1.0\",\"cmake\":\"3.26.3\",\"datasets\":\"2.11.0\",\"deepspeed\":\"0.9.3\",\"dill\":\"0.3.6\",\"filelock\":\"3.12.0\",\"frozenlist\":\"1.3.3\",\"fsspec\":\"2023.4.0\",\"hjson\":\"3.1.0\",\"huggingface-hub\":\"0.14.1\",\"idna\":\"3.4\",\"jinja2\":\"3.1.2\",\"lit\":\"16.0.3\",\"markupsafe\":\"2.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"6.0.4\",\"multiprocess\":\"0.70.14\",\"networkx\":\"3.1\",\"ninja\":\"1.11.1\",\"numpy\":\"1.24.4\",\"nvidia-cublas-cu11\":\"11.10.3.66\",\"nvidia-cuda-cupti-cu11\":\"11.7.101\",\"nvidia-cuda-nvrtc-cu11\":\"11.7.99\",\"nvidia-cuda-runtime-cu11\":\"11.7.99\",\"nvidia-cudnn-cu11\":\"8.5.0.96\",\"nvidia-cufft-cu11\":\"10.9.0.58\",\"nvidia-curand-cu11\":\"10.2.10.91\",\"nvidia-cusolver-cu11\":\"11.4.0.1\",\"nvidia-cusparse-cu11\":\"11.7.4.91\",\"nvidia-nccl-cu11\":\"2.14.3\",\"nvidia-nvtx-cu11\":\"11.7.91\",\"packaging\":\"23.1\",\"pandas\":\"2.0.2\",\"pip\":\"23.1.2\",\"psutil\":\"5.9.5\",\"py-cpuinfo\":\"9.0.0\",\"pyarrow\":\"12.0.1\",\"pydantic\":\"1.10.9\",\"python-dateutil\":\"2.8.2\",\"pytz\":\"2023.3\",\"pyyaml\":\"6.0\",\"regex\":\"2023.5.5\",\"requests\":\"2.31.0\",\"responses\":\"0.18.0\",\"sentencepiece\":\"0.1.99\",\"setuptools\":\"67.8.0\",\"six\":\"1.16.0\",\"sympy\":\"1.11.1\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"tqdm\":\"4.65.0\",\"transformers\":\"4.28.1\",\"triton\":\"2.0.0\",\"typing-extensions\":\"4.5.0\",\"tzdata\":\"2023.3\",\"urllib3\":\"2.0.2\",\"uv\":\"0.13.9\",\"wheel\":\"0.40.0\",\"xxhash\":\"3.2.0\",\"yarl\":\"1.9.2\"}"

@@ -38,8 +38,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 RUN . /opt/stackbuild/site.sh && site_begin \
  && python3 -c 'import sys; assert sys.version_info[:2] == (3, 10), sys.version' \
  && python3 -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 \
- && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 > /opt/stackbuild/held.txt \
+ && /opt/venv/bin/python -m pip install pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 uv==0.13.9 \
+ && printf '%s\n' pip==23.1.2 setuptools==67.8.0 wheel==0.40.0 uv==0.13.9 > /opt/stackbuild/held.txt \
  && site_end
 
 ENV PATH=/opt/venv/bin:$PATH \

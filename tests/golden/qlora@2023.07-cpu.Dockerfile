@@ -34,7 +34,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
  && site_end
 
 # Python 3.9 from the distribution, in a virtual environment so pip never
-# touches the system's packages; pip, setuptools and wheel from the lock, every file hash-checked.
+# touches the system's packages; pip, setuptools and wheel (and uv, which installs every later
+# hash-checked section of the lock) from the lock, every file hash-checked.
 COPY lock/1-bootstrap.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
  && python3 -c 'import sys; assert sys.version_info[:2] == (3, 9), sys.version' \
@@ -51,7 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The largest layer, shared by every stack and release with the same base, Python and torch lock.
 COPY lock/2-torch.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -59,7 +61,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # installed without a resolver, every file hash-checked. Bumping one rebuilds from here on.
 COPY lock/4-packages.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/4-packages.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -67,7 +70,8 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # bumping one rebuilds only this.
 COPY lock/5-last.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && pip install --no-deps --require-hashes -r /opt/stackbuild/lock/5-last.txt \
+ && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
+    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/5-last.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/5-last.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -91,4 +95,4 @@ LABEL \
       io.stackbuild.options="" \
       io.stackbuild.pins="{\"accelerate\":\"0.21.0\",\"bitsandbytes\":\"0.40.0\",\"datasets\":\"2.14.5\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"fsspec\":\"2023.6.0\",\"huggingface-hub\":\"0.16.4\",\"numpy\":\"1.24.4\",\"peft\":\"0.4.0\",\"protobuf\":\"4.23.4\",\"pyarrow\":\"12.0.1\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"transformers\":\"4.31.0\"}" \
       io.stackbuild.fixes="protobuf-missing,qlora-transformers-too-old,bnb-cpu-lib,peft-empty-adapter,torch-cu117-no-sm90,torch-compile-py311,numpy2-old-torch,datasets-fsspec-drift" \
-      io.stackbuild.lock="{\"accelerate\":\"0.21.0\",\"aiohttp\":\"3.8.5\",\"aiosignal\":\"1.3.1\",\"async-timeout\":\"4.0.2\",\"attrs\":\"23.1.0\",\"bitsandbytes\":\"0.40.0\",\"certifi\":\"2023.5.7\",\"charset-normalizer\":\"3.2.0\",\"cmake\":\"3.26.3\",\"datasets\":\"2.14.5\",\"dill\":\"0.3.6\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"filelock\":\"3.12.0\",\"frozenlist\":\"1.4.0\",\"fsspec\":\"2023.6.0\",\"huggingface-hub\":\"0.16.4\",\"idna\":\"3.4\",\"jinja2\":\"3.1.2\",\"joblib\":\"1.3.1\",\"lit\":\"16.0.3\",\"markupsafe\":\"2.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"6.0.4\",\"multiprocess\":\"0.70.14\",\"networkx\":\"3.1\",\"numpy\":\"1.24.4\",\"nvidia-cublas-cu11\":\"11.10.3.66\",\"nvidia-cuda-cupti-cu11\":\"11.7.101\",\"nvidia-cuda-nvrtc-cu11\":\"11.7.99\",\"nvidia-cuda-runtime-cu11\":\"11.7.99\",\"nvidia-cudnn-cu11\":\"8.5.0.96\",\"nvidia-cufft-cu11\":\"10.9.0.58\",\"nvidia-curand-cu11\":\"10.2.10.91\",\"nvidia-cusolver-cu11\":\"11.4.0.1\",\"nvidia-cusparse-cu11\":\"11.7.4.91\",\"nvidia-nccl-cu11\":\"2.14.3\",\"nvidia-nvtx-cu11\":\"11.7.91\",\"packaging\":\"23.1\",\"pandas\":\"2.0.3\",\"peft\":\"0.4.0\",\"pip\":\"23.1.2\",\"protobuf\":\"4.23.4\",\"psutil\":\"5.9.5\",\"pyarrow\":\"12.0.1\",\"python-dateutil\":\"2.8.2\",\"pytz\":\"2023.3\",\"pyyaml\":\"6.0.1\",\"regex\":\"2023.6.3\",\"requests\":\"2.31.0\",\"responses\":\"0.18.0\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"setuptools\":\"67.8.0\",\"six\":\"1.16.0\",\"sympy\":\"1.11.1\",\"threadpoolctl\":\"3.2.0\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"tqdm\":\"4.65.0\",\"transformers\":\"4.31.0\",\"triton\":\"2.0.0\",\"typing-extensions\":\"4.5.0\",\"tzdata\":\"2023.3\",\"urllib3\":\"2.0.4\",\"wheel\":\"0.40.0\",\"xxhash\":\"3.2.0\",\"yarl\":\"1.9.2\"}"
+      io.stackbuild.lock="{\"accelerate\":\"0.21.0\",\"aiohttp\":\"3.8.5\",\"aiosignal\":\"1.3.1\",\"async-timeout\":\"4.0.2\",\"attrs\":\"23.1.0\",\"bitsandbytes\":\"0.40.0\",\"certifi\":\"2023.5.7\",\"charset-normalizer\":\"3.2.0\",\"cmake\":\"3.26.3\",\"datasets\":\"2.14.5\",\"dill\":\"0.3.6\",\"einops\":\"0.6.1\",\"evaluate\":\"0.4.0\",\"filelock\":\"3.12.0\",\"frozenlist\":\"1.4.0\",\"fsspec\":\"2023.6.0\",\"huggingface-hub\":\"0.16.4\",\"idna\":\"3.4\",\"jinja2\":\"3.1.2\",\"joblib\":\"1.3.1\",\"lit\":\"16.0.3\",\"markupsafe\":\"2.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"6.0.4\",\"multiprocess\":\"0.70.14\",\"networkx\":\"3.1\",\"numpy\":\"1.24.4\",\"nvidia-cublas-cu11\":\"11.10.3.66\",\"nvidia-cuda-cupti-cu11\":\"11.7.101\",\"nvidia-cuda-nvrtc-cu11\":\"11.7.99\",\"nvidia-cuda-runtime-cu11\":\"11.7.99\",\"nvidia-cudnn-cu11\":\"8.5.0.96\",\"nvidia-cufft-cu11\":\"10.9.0.58\",\"nvidia-curand-cu11\":\"10.2.10.91\",\"nvidia-cusolver-cu11\":\"11.4.0.1\",\"nvidia-cusparse-cu11\":\"11.7.4.91\",\"nvidia-nccl-cu11\":\"2.14.3\",\"nvidia-nvtx-cu11\":\"11.7.91\",\"packaging\":\"23.1\",\"pandas\":\"2.0.3\",\"peft\":\"0.4.0\",\"pip\":\"23.1.2\",\"protobuf\":\"4.23.4\",\"psutil\":\"5.9.5\",\"pyarrow\":\"12.0.1\",\"python-dateutil\":\"2.8.2\",\"pytz\":\"2023.3\",\"pyyaml\":\"6.0.1\",\"regex\":\"2023.6.3\",\"requests\":\"2.31.0\",\"responses\":\"0.18.0\",\"safetensors\":\"0.3.1\",\"scikit-learn\":\"1.2.2\",\"scipy\":\"1.10.1\",\"sentencepiece\":\"0.1.99\",\"setuptools\":\"67.8.0\",\"six\":\"1.16.0\",\"sympy\":\"1.11.1\",\"threadpoolctl\":\"3.2.0\",\"tokenizers\":\"0.13.3\",\"torch\":\"2.0.1\",\"tqdm\":\"4.65.0\",\"transformers\":\"4.31.0\",\"triton\":\"2.0.0\",\"typing-extensions\":\"4.5.0\",\"tzdata\":\"2023.3\",\"urllib3\":\"2.0.4\",\"uv\":\"0.13.9\",\"wheel\":\"0.40.0\",\"xxhash\":\"3.2.0\",\"yarl\":\"1.9.2\"}"

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from builder.dockerguard import parse_dockerfile
 from builder.errors import LockError
 from builder.lockfile import LockedPackage, lock_problems, parse_lock, read_lock
 from builder.plan import lock_inputs, lock_path
 from builder.plan import plan_build
 from builder.profile import available_stacks, load_stack
-from builder.render import lock_layers, render_context
+from builder.render import installs_with_uv, lock_layers, render_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,6 +97,60 @@ def test_a_git_pin_gets_its_own_install_without_hashes():
     assert files["lock/4-packages-git.txt"].decode().splitlines()[1].startswith("tool @ git+")
     assert "--hash" not in files["lock/4-packages-git.txt"].decode()
     assert "pip install --no-deps --require-hashes" in files["lock/4-packages.txt"].decode().splitlines()[0]
+
+
+WITH_UV = SAMPLE.replace("# input bootstrap: pip==25.3\n", "# input bootstrap: pip==25.3\n# input bootstrap: uv==0.13.9\n") \
+    .replace("# [packages]\n", "uv==0.13.9 \\\n    --hash=sha256:{}\n# [packages]\n".format("d" * 64))
+
+
+def test_a_lock_with_uv_in_bootstrap_has_its_later_hashed_sections_installed_by_uv():
+    assert not installs_with_uv(parse_lock(SAMPLE, "sample.txt")) and not installs_with_uv(None)
+    lock = parse_lock(WITH_UV, "uv.txt")
+    assert installs_with_uv(lock)
+    _, files = lock_layers(lock)
+    heads = {name: data.decode().splitlines()[0] for name, data in files.items()}
+    assert heads["lock/1-bootstrap.txt"].endswith("installed by one layer with pip install --no-deps --require-hashes")
+    assert heads["lock/4-packages.txt"].endswith("installed by one layer with uv pip install --no-deps --require-hashes")
+    assert heads["lock/4-packages-git.txt"].endswith("installed by one layer with pip install --no-deps")
+
+
+def _runs(dockerfile: str) -> list[str]:
+    """The RUN instructions as Docker reads them, runs of spaces made one."""
+    return [" ".join(i.text.split()) for i in parse_dockerfile(dockerfile)[1] if i.keyword == "RUN"]
+
+
+@pytest.mark.parametrize(("stack", "sections"), [
+    ("deepspeed-zero3-offload", {"2-torch", "3-deepspeed-deps", "4-packages"}),
+    ("qlora", {"2-torch", "4-packages", "5-last"}),
+])
+def test_every_hashed_section_after_bootstrap_is_installed_by_uv_from_the_lock(stack, sections):
+    plan = plan_build(load_stack(stack), "2026.11", "cpu")
+    assert "uv" in {p.name for p in plan.lock.group("bootstrap")}  # pinned and hash-checked like the rest
+    ctx = render_context(plan)
+    runs = _runs(ctx.dockerfile)
+    bootstrap = next(r for r in runs if "lock/1-bootstrap.txt" in r)
+    assert "/opt/venv/bin/python -m pip install --no-deps --require-hashes -r /opt/stackbuild/lock/1-bootstrap.txt" \
+        in bootstrap
+    uv = ('UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" uv pip install '
+          "--python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/")
+    files = {name[len("lock/"):-len(".txt")] for name, _ in ctx.files if name.startswith("lock/")}
+    assert files - {"1-bootstrap", "3-deepspeed"} == sections
+    for section in sections:
+        assert sum(f"{uv}{section}.txt" in r for r in runs) == 1, section
+    assert sum("uv pip install" in r for r in runs) == len(sections)
+    if "3-deepspeed-deps" in sections:  # the compiled package itself is built from its sdist by pip, as before
+        run = next(r for r in runs if "-r /opt/stackbuild/lock/3-deepspeed.txt" in r)
+        assert " pip install --no-build-isolation --no-deps --require-hashes -r /opt/stackbuild/lock/3-deepspeed.txt" \
+            in run and "uv pip install --no-build-isolation" not in run
+
+
+def test_a_lock_without_uv_is_installed_by_pip_as_before():
+    plan = plan_build(load_stack("qlora"), "2026.11", "cpu")
+    groups = tuple((key, tuple(p for p in packages if p.name != "uv")) for key, packages in plan.lock.groups)
+    text = render_context(replace(plan, lock=replace(plan.lock, groups=groups))).dockerfile
+    assert "uv pip" not in text and "UV_" not in text
+    assert "&& pip install --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \\\n" in text
+    assert "&& pip install --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \\\n" in text
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -178,7 +234,7 @@ def test_diff_between_two_releases_and_two_lock_files(cli):
     code, out, _ = cli("diff", str(locks / "qlora@2026.11-cpu.txt"), str(locks / "alpaca-lora@2026.11-cpu.txt"))
     assert code == 0 and "fire" in out and out.rstrip().splitlines()[-1].endswith("only in A")
     code, out, _ = cli("diff", "qlora@2026.11", "qlora@2026.11", "-t", "cpu")
-    assert code == 0 and out.startswith("no differences: 85 packages each")
+    assert code == 0 and out.startswith("no differences: 86 packages each")
 
 
 def test_diff_refuses_what_has_no_package_list(cli, fake):
