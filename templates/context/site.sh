@@ -7,7 +7,8 @@
 # duration of a build. They live only in this step's environment and in a temporary folder that
 # site_end removes, so none of them reaches an image layer, `docker history`, or the image's
 # content tag. With neither (a plain `docker build` of a rendered context), nothing changes.
-# Under BuildKit pip's and uv's caches are cache mounts (never in a layer): then they are used.
+# Under BuildKit pip's and uv's caches are cache mounts (never in a layer): then they are used;
+# elsewhere neither keeps a cache. uv takes the index settings pip does.
 
 site_begin() {
     SITE_DIR=$(mktemp -d /tmp/stackbuild-site.XXXXXX) || return 1
@@ -15,6 +16,12 @@ site_begin() {
     local payload key value
     if grep -qs ' /root/.cache/pip ' /proc/self/mountinfo; then
         unset PIP_NO_CACHE_DIR
+    fi
+    # uv's cache only where it is a mount; its files are copied out of it (another filesystem)
+    if grep -qs ' /root/.cache/uv ' /proc/self/mountinfo; then
+        export UV_CACHE_DIR=/root/.cache/uv UV_LINK_MODE=copy
+    else
+        export UV_NO_CACHE=1
     fi
     if [ -r /run/secrets/stackbuild-site ]; then
         payload=$(cat /run/secrets/stackbuild-site)
@@ -29,7 +36,8 @@ site_begin() {
         [ -n "$key" ] || continue
         value=$(printf '%s' "$value" | base64 -d) || return 1
         case "$key" in
-            PIP_INDEX_URL | PIP_EXTRA_INDEX_URL) export "$key=$value" ;;
+            PIP_INDEX_URL) export PIP_INDEX_URL="$value" UV_INDEX_URL="$value" ;;
+            PIP_EXTRA_INDEX_URL) export PIP_EXTRA_INDEX_URL="$value" UV_EXTRA_INDEX_URL="$value" ;;
             CA_BUNDLE) site_trust "$value" ;;
             DEBIAN_MIRROR) site_mirror debian "$value" ;;
             UBUNTU_MIRROR) site_mirror ubuntu "$value" ;;
@@ -78,5 +86,5 @@ site_end() {
     fi
     rm -rf "${SITE_DIR:-/nonexistent}"
     unset SITE_DIR SITE_KEYS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CERT REQUESTS_CA_BUNDLE SSL_CERT_FILE \
-        CURL_CA_BUNDLE GIT_SSL_CAINFO APT_CONFIG
+        CURL_CA_BUNDLE GIT_SSL_CAINFO APT_CONFIG UV_INDEX_URL UV_EXTRA_INDEX_URL UV_CACHE_DIR UV_LINK_MODE UV_NO_CACHE
 }

@@ -52,8 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The largest layer, shared by every stack and release with the same base, Python and torch lock.
 COPY lock/2-torch.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
-    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
+ && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -61,8 +60,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # installed without a resolver, every file hash-checked. Bumping one rebuilds from here on.
 COPY lock/4-packages.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
-    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
+ && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/4-packages.txt >> /opt/stackbuild/held.txt \
  && site_end
 

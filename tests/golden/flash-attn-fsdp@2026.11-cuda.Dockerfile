@@ -52,8 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The largest layer, shared by every stack and release with the same base, Python and torch lock.
 COPY lock/2-torch.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
-    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
+ && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -65,8 +64,7 @@ COPY lock/3-flash-attn-deps.txt lock/3-flash-attn.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
  && MAX_JOBS="$(awk -v per=9 -v cpus="$(nproc)" '/^MemAvailable:/ { n = int($2 / 1048576 / per); if (n < 1) n = 1; if (n > cpus) n = cpus; print n }' /proc/meminfo)" \
  && export MAX_JOBS \
- && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
-    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/3-flash-attn-deps.txt \
+ && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/3-flash-attn-deps.txt \
  && FLASH_ATTN_CUDA_ARCHS='80;90;100;120' \
     TORCH_CUDA_ARCH_LIST='8.0;9.0;10.0;12.0' \
     pip install --no-build-isolation --no-deps --require-hashes -r /opt/stackbuild/lock/3-flash-attn.txt \
@@ -78,8 +76,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 # installed without a resolver, every file hash-checked. Bumping one rebuilds from here on.
 COPY lock/4-packages.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && UV_INDEX_URL="${PIP_INDEX_URL-}" UV_EXTRA_INDEX_URL="${PIP_EXTRA_INDEX_URL-}" \
-    uv pip install --python /opt/venv/bin/python --no-cache --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
+ && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/4-packages.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/4-packages.txt >> /opt/stackbuild/held.txt \
  && site_end
 

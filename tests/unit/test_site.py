@@ -59,8 +59,10 @@ def test_a_step_sees_the_settings_and_site_end_removes_them(tmp_path):
     values = {"PIP_INDEX_URL": "https://user:t0ken@index.example/simple",
               "PIP_EXTRA_INDEX_URL": "https://a/simple https://b/simple", "CA_BUNDLE": CA}
     script = ('echo "index=$PIP_INDEX_URL"; echo "extra=$PIP_EXTRA_INDEX_URL"; grep -c MIIBfake "$PIP_CERT"; '
+              'echo "uv=$UV_INDEX_URL|$UV_EXTRA_INDEX_URL|$SSL_CERT_FILE|${UV_NO_CACHE:-cache}"; '
               'echo "apt=$(cat "$APT_CONFIG")"; dir=$SITE_DIR; site_end; '
-              'echo "after=${PIP_INDEX_URL:-unset} ${PIP_CERT:-unset}"; test ! -e "$dir" && echo removed')
+              'echo "after=${PIP_INDEX_URL:-unset} ${PIP_CERT:-unset} ${UV_INDEX_URL:-unset} ${UV_NO_CACHE:-unset}"; '
+              'test ! -e "$dir" && echo removed')
     port = _free_port()
     with SiteServer(values, port=port) as server:
         out = _run_step(script, port, tmp_path)
@@ -71,7 +73,12 @@ def test_a_step_sees_the_settings_and_site_end_removes_them(tmp_path):
     assert "extra=https://a/simple https://b/simple" in lines
     assert "1" in lines
     assert any(line.startswith('apt=Acquire::https::CAInfo "') for line in lines)
-    assert lines[-2:] == ["after=unset unset", "removed"]
+    # uv (which installs the locked layers) gets the same indexes and CA, and no cache outside a cache mount
+    uv = next(line for line in lines if line.startswith("uv="))
+    index, extra, ca, cache = uv[len("uv="):].split("|")
+    assert (index, extra, cache) == ("https://user:t0ken@index.example/simple", "https://a/simple https://b/simple", "1")
+    assert ca.startswith("/tmp/stackbuild-site.") and ca.endswith("/ca.pem")
+    assert lines[-2:] == ["after=unset unset unset unset", "removed"]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is needed to run site.sh")
