@@ -31,6 +31,9 @@ from .targets import GpuRequest
 # How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).
 NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|name unknown|no such image", re.I)
 DENIED = re.compile(r"denied|unauthorized|authentication required|forbidden|\b40[13]\b|no basic auth", re.I)
+# How dockerd 20.10 fails on a zstd layer (application/vnd.oci.image.layer.v1.tar+zstd); 23.0 reads zstd.
+UNPACK_FAILED = re.compile(r"invalid tar header|unsupported media type|unknown compression|zstd", re.I)
+ZSTD_PULL_SINCE = 23
 UNREACHABLE = re.compile(r"connection refused|no such host|i/o timeout|dial tcp|timeout|network is unreachable|"
                          r"http response to https client|tls:|x509|connection reset|eof", re.I)
 
@@ -184,7 +187,20 @@ class DockerEngine:
     def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:
         """Pull an image with per-layer events, reading every chunk (the SDK reports errors in chunks)."""
         repository, tag = split_ref(ref)
-        self._transfer(ref, "pull", lambda: self.client.pull(repository, tag=tag, stream=True, decode=True), on_event)
+        try:
+            self._transfer(ref, "pull", lambda: self.client.pull(repository, tag=tag, stream=True, decode=True),
+                           on_event)
+        except RegistryError as exc:
+            if exc.reason != "other" or not UNPACK_FAILED.search(str(exc)):
+                raise
+            version = self.version()
+            major = re.match(r"(\d+)\.", version)
+            if not major or int(major[1]) >= ZSTD_PULL_SINCE:
+                raise
+            # dockerd before 23 unpacks only gzip (or plain) layers and says no more than this
+            raise RegistryError(f"{exc}: this engine, Docker {version}, cannot unpack zstd-compressed layers, which "
+                                f"stackbuild's published images have; Docker {ZSTD_PULL_SINCE} or later pulls them",
+                                "zstd") from None
 
     def push(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> str:
         """Push one tag with per-layer events; returns the manifest digest the registry gave it.

@@ -135,8 +135,9 @@ class DoctorError(StackbuildError):
 class RegistryError(StackbuildError):
     """A push or pull failed: the registry is unreachable, denies access, or lacks the image.
 
-    ``reason`` is one of ``not-found``, ``unreachable``, ``denied`` or ``other``, so pull-or-build can
-    tell "not published yet" (build quietly) from a registry problem (warn, then build).
+    ``reason`` is one of ``not-found``, ``unreachable``, ``denied``, ``zstd`` (an engine too old to
+    unpack zstd layers) or ``other``, so pull-or-build can tell "not published yet" (build quietly)
+    from a registry or engine problem (warn, then build).
     """
 
     exit_code = 12

@@ -227,6 +227,36 @@ def test_engine_pull_turns_an_api_error_into_a_registry_error():
     assert info.value.reason == "not-found" and "manifest unknown" in str(info.value)
 
 
+class _Versioned(_Client):
+    def __init__(self, version, chunks):
+        super().__init__(chunks)
+        self._version = version
+
+    def version(self):
+        return {"Version": self._version}
+
+
+# what dockerd 20.10 streams when a layer is zstd (seen here pulling engine26's zstd push)
+ZSTD_ON_20_10 = [{"status": "Pulling fs layer", "id": "aaa"}, {
+    "errorDetail": {"message": "failed to register layer: Error processing tar file(exit status 1): "
+                               "archive/tar: invalid tar header"},
+    "error": "failed to register layer: Error processing tar file(exit status 1): archive/tar: invalid tar header"}]
+
+
+def test_an_engine_too_old_for_zstd_layers_says_so():
+    with pytest.raises(RegistryError) as info:
+        DockerEngine(_Versioned("20.10.24+dfsg1", ZSTD_ON_20_10), "unix:///x").pull("localhost:5000/a:b")
+    assert info.value.reason == "zstd"
+    assert str(info.value) == (
+        "cannot pull localhost:5000/a:b: failed to register layer: Error processing tar file(exit status 1): "
+        "archive/tar: invalid tar header: this engine, Docker 20.10.24+dfsg1, cannot unpack zstd-compressed "
+        "layers, which stackbuild's published images have; Docker 23 or later pulls them")
+    # a newer engine failing the same way has another problem: its error stays as it was
+    with pytest.raises(RegistryError) as info:
+        DockerEngine(_Versioned("26.1.5", ZSTD_ON_20_10), "unix:///x").pull("localhost:5000/a:b")
+    assert info.value.reason == "other" and "zstd" not in str(info.value)
+
+
 def test_split_ref_keeps_a_registry_port():
     assert split_ref("localhost:5000/sb/a:2026.11-cpu") == ("localhost:5000/sb/a", "2026.11-cpu")
     assert split_ref("localhost:5000/sb/a") == ("localhost:5000/sb/a", "latest")
