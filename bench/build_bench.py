@@ -17,9 +17,12 @@ store), which alone can export a registry cache of its own (mode=max) and push z
 2. no-change rebuild, twice: as `stackbuild build` does it (the content tag is found: nothing to
    build), and through the engine with every step cached (the build the content tag saves).
 3. rebuild after bumping one top-level pin (a profile copy with the pin changed, locked again):
-   seconds, ratio to cold (goal <= 5 %), and what pip downloaded in the rebuilt steps, from the
-   build log ("Downloading FILE (12.3 MB)" is a download, "Using cached FILE" a cache hit). Goal
-   under BuildKit: nothing downloaded again that the cold build had downloaded.
+   seconds, ratio to cold (goal <= 5 %), and what the rebuilt steps downloaded: the bytes the host's
+   network interfaces received during the build (builds use host networking: every tool's
+   downloads), and the downloads the build log names (pip: "Downloading FILE (12.3 MB)", "Using
+   cached FILE" a cache hit; uv, which installs the locked layers: "Downloading NAME (1.2MiB)",
+   files over 1 MiB only, no line for a cache hit). Goal under BuildKit: nothing downloaded again
+   that the cold build had downloaded.
 4. a fresh engine with only the registry cache, on the second engine: its cold build (--no-cache,
    after `docker builder prune -af` there), the registry cache exported (--cache-to REF, mode=max;
    a build of the same context, every step cached, so the export is timed on its own), the image
@@ -95,9 +98,11 @@ from builder.site import payload as site_payload  # noqa: E402
 LABEL = {"io.stackbuild.bench": "1"}
 BUILD_LOCK = "/tmp/stackbuild-build.lock"
 ENGINE26 = "unix:///run/stackbuild-engine26/docker.sock"
-# pip's download log: "Downloading torch-2.10.0-...whl (104.1 MB)" / "Using cached six-1.17.0-...whl (11 kB)"
-PIP_LINE = re.compile(r"^\s*(Downloading|Using cached) (\S+)(?: \(([\d.]+) (bytes|kB|MB|GB)\))?")
-UNITS = {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+# pip's download log: "Downloading torch-2.10.0-...whl (104.1 MB)" / "Using cached six-1.17.0-...whl (11 kB)";
+# uv's (the locked layers after [bootstrap]): "Downloading torch (868.7MiB)", files over 1 MiB only, and no
+# line for a cache hit: the host's received bytes (NetCount) count every download
+PIP_LINE = re.compile(r"^\s*(Downloading|Using cached) (\S+)(?: \(([\d.]+) ?(bytes|kB|MB|GB|KiB|MiB|GiB)\))?")
+UNITS = {"bytes": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9, "KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
 MANIFESTS = ", ".join(("application/vnd.oci.image.index.v1+json",
                        "application/vnd.docker.distribution.manifest.list.v2+json",
                        "application/vnd.oci.image.manifest.v1+json",
@@ -129,12 +134,25 @@ class PipTally:
         return re.split(r"-\d", name, maxsplit=1)[0].lower().replace("_", "-")
 
 
+def received_bytes() -> int:
+    """Bytes the host's network interfaces received so far (not loopback, Docker's bridges or veths):
+    builds here run with host networking, so a build's downloads are the growth of this count."""
+    total = 0
+    with open("/proc/net/dev") as handle:
+        for line in handle.readlines()[2:]:
+            name, _, fields = line.partition(":")
+            if not name.strip().startswith(("lo", "docker", "veth", "br-")):
+                total += int(fields.split()[0])
+    return total
+
+
 @dataclass
 class Run:
     seconds: float
     result: BuildResult | None = None
     pip: PipTally = field(default_factory=PipTally)
     notes: list[str] = field(default_factory=list)
+    received: int | None = None  # bytes the host received during the build (every download, any tool)
 
 
 def mb(size: float) -> str:
@@ -481,12 +499,12 @@ def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag
     bench.made[address].append(tag)
     started = time.monotonic()
     with build_lock(engine.kind), bench.window(engine):
-        started = time.monotonic()
+        started, before = time.monotonic(), received_bytes()
         result = build_image(context, settings, engine=engine, extra_tags=(tag,), extra_labels=LABEL,
                              use_registry=False, on_event=on_event, **options)
-        seconds = time.monotonic() - started
+        seconds, received = time.monotonic() - started, received_bytes() - before
     bench.made[address] += [result.ref.moving, result.ref.immutable]
-    return Run(seconds, result, tally, notes)
+    return Run(seconds, result, tally, notes, received)
 
 
 def cached_rebuild(bench: Engines, engine, context: BuildContext, settings: Settings, image: str, tag: str) -> Run:
@@ -771,10 +789,10 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
     line("    / cold (goal <= 5 %)", ratio("bump", "5 %"))
     line("    steps cached / steps", lambda c: f"{rows['bump'][c].result.cached_steps}/{rows['bump'][c].result.steps}"
          if c in rows.get("bump", {}) else "-")
-    line("    pip downloads (files, MB)", lambda c: (
+    line("    pip/uv downloads logged (files, MB)", lambda c: (
         f"{len(rows['bump'][c].pip.downloaded)}, {mb(sum(rows['bump'][c].pip.downloaded.values()))}"
         if c in rows.get("bump", {}) else "-"))
-    line("    pip cache hits (files, MB)", lambda c: (
+    line("    pip cache hits logged (files, MB)", lambda c: (
         f"{len(rows['bump'][c].pip.cached)}, {mb(sum(rows['bump'][c].pip.cached.values()))}"
         if c in rows.get("bump", {}) else "-"))
 
@@ -784,6 +802,10 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
         twice = set(rows["bump"][c].pip.downloaded) & set(rows["cold"][c].pip.downloaded)
         return f"{len(twice)}, {mb(sum(rows['bump'][c].pip.downloaded[n] for n in twice))}"
     line("    downloaded again (cold had them)", again)
+    line("    bytes the host received (all downloads)", lambda c: (
+        mb(rows["bump"][c].received) if c in rows.get("bump", {}) and rows["bump"][c].received is not None else "-"))
+    line("  cold build: bytes the host received", lambda c: (
+        mb(rows["cold"][c].received) if c in rows.get("cold", {}) and rows["cold"][c].received is not None else "-"))
     line("  cold build's pip downloads (files, MB)", lambda c: (
         f"{len(rows['cold'][c].pip.downloaded)}, {mb(sum(rows['cold'][c].pip.downloaded.values()))}"
         if c in rows.get("cold", {}) else "-"))
