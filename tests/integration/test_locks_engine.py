@@ -29,9 +29,10 @@ def test_locking_again_gives_the_committed_lock_byte_for_byte(tmp_path):
     run = subprocess.run([sys.executable, "-m", "builder", "lock", f"{tmp_path / 'qlora.yaml'}@2023.07", "-t", "cpu"],
                          capture_output=True, text=True, timeout=900, env=os.environ)
     assert run.returncode == 0, run.stderr
-    assert "locked qlora@2023.07 (cpu): 70 packages" in run.stdout
     made = (tmp_path / "locks" / "qlora@2023.07-cpu.txt").read_text()
     committed = (ROOT / "stacks" / "locks" / "qlora@2023.07-cpu.txt").read_text()
+    pinned = len(re.findall(r"^[A-Za-z0-9][\w.-]*==", committed, re.M))
+    assert pinned > 60 and f"locked qlora@2023.07 (cpu): {pinned} packages" in run.stdout
     # the resolver's version, and so the header's seal, may differ; everything else may not
     strip = lambda text: [line for line in text.splitlines()  # noqa: E731
                           if not line.startswith(("# resolver: ", "# sha256 header: "))]
