@@ -209,6 +209,7 @@ def test_the_cli_reports_a_failed_build_with_its_exit_code(kind, stack_images):
                           "-q", "--engine", kind], capture_output=True, text=True)
     assert run.returncode == 8, run.stderr
     assert "No matching distribution found for peft==99.0.0" in run.stderr and "Traceback" not in run.stderr
+    assert "doctor: pin-not-found" in run.stderr  # the failure diagnosed, as `stackbuild doctor LOG` would
 
 
 def _buildx_processes() -> set[int]:
