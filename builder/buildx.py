@@ -308,7 +308,10 @@ class BuildxEngine(DockerEngine):
             if cache_from:
                 command += ["--cache-from", f"type=registry,ref={cache_from}"]
             if cache_to:
-                command += ["--cache-to", "type=inline" if inline_cache else f"type=registry,ref={cache_to},mode=max"]
+                # the cache's layers compressed as the image's: zstd ones a fresh engine unpacks faster
+                packed = ",compression=zstd,force-compression=true,oci-mediatypes=true" if compression == "zstd" else ""
+                command += ["--cache-to", "type=inline" if inline_cache
+                            else f"type=registry,ref={cache_to},mode=max{packed}"]
             # Secrets as files in this private folder (a CA bundle is too long for an environment
             # variable), outside the context, gone when the build ends.
             for number, (name, value) in enumerate(sorted((secrets or {}).items())):

@@ -122,12 +122,27 @@ def test_a_failing_step_is_named_with_its_exit_code(host_engine):
     assert error.instruction == "RUN echo about to fail && exit 7"
 
 
-def test_a_fresh_engine_rebuilds_from_the_registry_cache_alone(engine26):
+def _cache_layer_types(repository: str, tag: str) -> set[str]:
+    """The media types of a registry cache's layer blobs (its index lists them beside its config)."""
+    request = urllib.request.Request(f"http://127.0.0.1:5000/v2/{repository}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        index = json.load(response)
+    return {m["mediaType"] for m in index["manifests"] if "layer" in m["mediaType"]}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_a_fresh_engine_rebuilds_from_the_registry_cache_alone(engine26, compression):
     dockerfile = CHECKS_SECRET.format(salt=unique("cache"))
     tag, cache = f"stackbuild-test/{unique('cached')}:latest", f"{REGISTRY}/stackbuild-test-cache:{unique('c')}"
     try:
-        _, _, events = _build(engine26, dockerfile, tag, cache_to=cache)
+        _docker(engine26, "builder", "prune", "-af")  # nothing cached from an earlier test's build
+        _, _, events = _build(engine26, dockerfile, tag, cache_to=cache, compression=compression)
         assert not any(e.kind == "cached" and e.step > 1 for e in events)
+        # the cache's layers are compressed as the image's are
+        assert _cache_layer_types("stackbuild-test-cache", cache.rsplit(":", 1)[1]) == {
+            "application/vnd.oci.image.layer.v1.tar+zstd" if compression == "zstd"
+            else "application/vnd.oci.image.layer.v1.tar+gzip"}
         _remove(engine26, tag)
         _docker(engine26, "builder", "prune", "-af")  # an engine with an empty build cache
         _, log, events = _build(engine26, dockerfile, tag, cache_from=cache)
