@@ -27,7 +27,9 @@ store), which alone can export a registry cache of its own (mode=max) and push z
    after `docker builder prune -af` there), the registry cache exported (--cache-to REF, mode=max;
    a build of the same context, every step cached, so the export is timed on its own), the image
    removed and the build cache pruned again (that engine only), then the build with --cache-from
-   REF alone (goal <= 10 % of that engine's cold build). The base image stays: not the bench's.
+   REF alone (goal <= 10 % of that engine's cold build). The same again with zstd (after the zstd
+   image of 5.): the cache exported with zstd layers, then a fresh engine's build from it alone, with
+   the compression setting zstd. The base image stays: not the bench's.
 5. push and pull, gzip vs zstd, on the second engine, each pushed with the SDK push `stackbuild
    push` uses: gzip is the cold build's image, pushed before the cache export (the cache holds the
    same gzip blobs: pushed after it, the image would find them all in the registry); zstd is the
@@ -711,6 +713,22 @@ def engine26_column(bench: Engines, registry: Registry, context: BuildContext, b
     started = time.monotonic()
     engine.push(zstd_ref)
     zstd_seconds = time.monotonic() - started
+
+    print("[engine26] zstd registry cache export (steps cached here), then a fresh engine from it", flush=True)
+    zcache = f"{repository}:cache-zstd-{plan.release.name}-{plan.target.name}"
+    registry.pushed.append(zcache)
+    bench.remove_images(bench.engine26_address)  # the zstd image is in the registry for the pull below
+    zexport = build(bench, engine, context, zsettings, "stackbuild-bench/e26:zexport", cache_to=zcache)
+    zmanifest, _ = registry.manifest(zcache)
+    zblobs = zmanifest.get("layers") or zmanifest.get("manifests") or []
+    figures.append(f"registry cache {zcache}: mode=max, zstd, {len(zblobs)} blobs, "
+                   f"{mb(sum(b.get('size', 0) for b in zblobs))}; exported in {zexport.seconds:.1f} s "
+                   f"({zexport.result.cached_steps}/{zexport.result.steps} steps cached)")
+    bench.cleanup_engine26()
+    zfresh = rows.setdefault("fresh-zstd", {})["engine26"] = build(bench, engine, context, zsettings,
+                                                                   "stackbuild-bench/e26:zfresh", cache_from=zcache)
+    print(f"  {zfresh.seconds:.1f} s", flush=True)
+
     sizes = {}
     pushed_layers = {layer["digest"].split(":", 1)[1][:12] for layer in registry.image_layers(image)}
     how = [state for short, state in layers.items() if short in pushed_layers]
@@ -813,6 +831,11 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
     line("    / its cold build (goal <= 10 %)", ratio("fresh", "10 %"))
     line("    steps cached / steps", lambda c: f"{rows['fresh'][c].result.cached_steps}/{rows['fresh'][c].result.steps}"
          if c in rows.get("fresh", {}) else "-")
+    line("  the same, cache and image as zstd", seconds("fresh-zstd"))
+    line("    / its cold build (goal <= 10 %)", ratio("fresh-zstd", "10 %"))
+    line("    steps cached / steps", lambda c: (
+        f"{rows['fresh-zstd'][c].result.cached_steps}/{rows['fresh-zstd'][c].result.steps}"
+        if c in rows.get("fresh-zstd", {}) else "-"))
     for c in columns:
         if c in rows.get("bump", {}):
             new = sorted(PipTally.package(n) for n in rows["bump"][c].pip.downloaded)
