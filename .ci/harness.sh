@@ -4,7 +4,8 @@
 #   * the buildx CLI plugin (Debian trixie's docker-buildx 0.13.1, checked against its sha256), which
 #     the buildkit engine drives; bookworm's docker.io has BuildKit but no buildx,
 #   * a no-auth registry on 127.0.0.1:5000 (Debian's docker-registry) that the engine uses as its
-#     docker.io mirror, and which also serves push/pull tests of localhost:5000/... images,
+#     docker.io mirror, and which also serves push/pull tests of localhost:5000/... images (what
+#     earlier test runs pushed there is dropped at each start, its blobs garbage-collected),
 #   * stand-ins for debian:<suite>-slim, built from Debian's own packages with mmdebstrap and
 #     served through that mirror, so `FROM debian:<suite>-slim` works unchanged.
 #
@@ -525,6 +526,29 @@ do_stop() {
 
 # ---------------------------------------------------------------------------------------------
 # main
+# What test runs pushed (stackbuild-test*, stackbuild-bench*) is dropped and its blobs freed: the
+# registry's storage outlives a run on a machine that keeps its state, and a full image pushed
+# each run would fill the disk. The stand-in bases (library/) stay. Garbage collection while the
+# registry serves is safe here: nothing pushes while the harness runs.
+prune_registry() {
+    local repos="$REGISTRY_DIR/docker/registry/v2/repositories" dropped=0 r
+    for r in "$repos"/stackbuild-test* "$repos"/stackbuild-bench*; do
+        [[ -d "$r" ]] || continue
+        rm -rf -- "$r"
+        dropped=$((dropped + 1))
+    done
+    if ((dropped)); then
+        local cfg
+        cfg=$(mktemp)
+        printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n' "$REGISTRY_DIR" >"$cfg"
+        if ! docker-registry garbage-collect "$cfg" >/dev/null 2>&1; then
+            log "registry garbage-collect failed: the dropped repositories' blobs stay in $REGISTRY_DIR"
+        fi
+        rm -f "$cfg"
+    fi
+    status registry-storage "${dropped} test repositories dropped"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 main() {
@@ -550,6 +574,7 @@ main() {
 
     ensure_packages
     ensure_registry
+    prune_registry
     ensure_dockerd
     check_insecure_loopback
     ensure_buildx
