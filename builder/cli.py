@@ -323,10 +323,7 @@ def test_command(
     report = run_smoke(engine, image, gpus=gpus, keep=keep, only=only or (), on_result=show)
     if junit is not None:
         write_junit(report, junit)
-    if as_json:
-        print_json(report.as_dict())
-    elif keep:
-        out.print(f"container kept: docker exec -it {report.container} bash")
+    output.print_smoke_end(report, as_json)
     if not report.ok:
         names = ", ".join(r.check for r in report.failed) or f"runner exit {report.exit_code}"
         found = diagnose("\n".join(r.detail for r in report.failed))

@@ -345,13 +345,14 @@ class DockerEngine:
                         volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
                         workdir: str | None = None, ports: dict[str, int | None] | None = None,
                         user: str | None = None, ipc_host: bool = False,
-                        ulimits: dict[str, int] | None = None) -> str:
+                        ulimits: dict[str, int] | None = None, lifetime_s: int | None = None) -> str:
         """Start a long-lived container (its command just waits) and return its id.
 
         ``gpus`` is what the target's entry asks for (targets.gpu_request), None for no GPU.
         ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
-        limit's name to its soft and hard value (-1: unlimited). Nothing created is left behind when
-        it fails.
+        limit's name to its soft and hard value (-1: unlimited). ``lifetime_s`` bounds the wait: the
+        container stops by itself after that many seconds (None: it waits until stopped). Nothing
+        created is left behind when it fails.
         """
         device_requests = None
         if gpus is not None:
@@ -363,9 +364,10 @@ class DockerEngine:
             network_mode=network, device_requests=device_requests, shm_size=None if ipc_host else shm_size,
             ipc_mode="host" if ipc_host else None, init=True, binds=all_binds or None, ulimits=limits,
             port_bindings=ports or None)
+        wait = ["sleep", str(lifetime_s) if lifetime_s else "infinity"]
         try:
             created = self._call("container create", self.client.create_container, image,
-                                 command=["sleep", "infinity"], name=name, labels=labels, host_config=host_config,
+                                 command=wait, name=name, labels=labels, host_config=host_config,
                                  environment=env or None, working_dir=workdir, user=user,
                                  ports=list(ports) if ports else None)
         except docker.errors.ImageNotFound:

@@ -153,6 +153,9 @@ class LockError(StackbuildError):
     exit_code = 13
 
 
+# Signals: what a shell reports for a process they ended (128 + SIGINT / SIGTERM), here after unwinding.
+INTERRUPTED, TERMINATED = 130, 143
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (run again with --debug and report it)",
@@ -168,4 +171,6 @@ EXIT_CODES = {
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
     RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
     LockError.exit_code: "a lock is stale, edited by hand, missing, unreadable or could not be made (`stackbuild lock`)",
+    INTERRUPTED: "interrupted by Ctrl-C, after undoing what the command had started",
+    TERMINATED: "terminated by SIGTERM, after undoing what the command had started",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -19,12 +20,21 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from .engine_api import BuildEvent
-from .errors import StackbuildError
+from .errors import INTERRUPTED, TERMINATED, StackbuildError
 from .printable import printable_lines
 from .redact import redact
 
 # markup=False: profile text such as "[patch]" must print as written, never as rich markup.
 out = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `timeout`, `docker stop` of a wrapper): raised like Ctrl-C, so
+    whatever a command holds (a smoke container, a buildx process, a half-written file) is undone."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 class ErrorBoundary(TyperGroup):
@@ -33,7 +43,10 @@ class ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx: typer.Context):
         debug = bool(ctx.params.get("debug"))
+        previous = signal.getsignal(signal.SIGTERM)
         try:
+            # while a command runs, SIGTERM unwinds it; before, nothing is there to undo
+            signal.signal(signal.SIGTERM, _raise_terminated)
             return super().invoke(ctx)
         except StackbuildError as exc:
             if debug:
@@ -42,9 +55,12 @@ class ErrorBoundary(TyperGroup):
             ctx.exit(exc.exit_code)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors and exits: typer prints and exits as it always does
+        except Terminated:
+            print("error: terminated", file=sys.stderr)
+            ctx.exit(TERMINATED)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
-            ctx.exit(130)
+            ctx.exit(INTERRUPTED)
         except Exception as exc:
             if debug:
                 raise
@@ -52,6 +68,8 @@ class ErrorBoundary(TyperGroup):
                   "(run again with --debug and report it)",
                   file=sys.stderr)
             ctx.exit(1)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def print_json(data, *, lines: bool = False) -> None:
@@ -60,6 +78,18 @@ def print_json(data, *, lines: bool = False) -> None:
         print(json.dumps(data), flush=True)
     else:
         print(json.dumps(data, indent=2))
+
+
+def print_smoke_end(report, as_json: bool) -> None:
+    """After the checks' lines (smoke.SmokeReport): the whole report as JSON, or what else happened
+    to containers (leftovers of killed runs removed, this one kept)."""
+    if as_json:
+        print_json(report.as_dict())
+        return
+    if report.swept:
+        out.print(f"removed {len(report.swept)} stopped smoke container(s) of killed runs: {', '.join(report.swept)}")
+    if report.container:
+        out.print(f"container kept: docker exec -it {report.container} bash")
 
 
 def warn(text: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from . import schema
+from .checks import CHECKS
 from .engine_api import ContainerEngine
 from .errors import SmokeError
 from .files import write_atomic
@@ -36,6 +37,7 @@ class SmokeReport:
     results: list[SmokeResult] = field(default_factory=list)
     exit_code: int | None = None
     container: str | None = None
+    swept: list[str] = field(default_factory=list)  # smoke containers of killed runs, removed first
 
     @property
     def failed(self) -> list[SmokeResult]:
@@ -47,7 +49,7 @@ class SmokeReport:
 
     def as_dict(self) -> dict:
         return {"image": self.image, "ok": self.ok, "exit_code": self.exit_code, "container": self.container,
-                "results": [r.__dict__ for r in self.results]}
+                "swept": self.swept, "results": [r.__dict__ for r in self.results]}
 
     def junit(self) -> str:
         """The report as JUnit XML (one testcase per check; warn is a pass with its detail)."""
@@ -67,14 +69,37 @@ class SmokeReport:
         return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
+# The in-image runner kills each check at its timeout, so no smoke run outlasts all of them in a
+# row; a container whose `stackbuild test` was killed (SIGKILL, a host shut down) stops by itself
+# then, and the next run removes it.
+SMOKE_LIFETIME_S = sum(check.timeout for check in CHECKS.values()) + 600
+# The label's value on a container `--keep` asked for: sweep_leftovers never touches those.
+KEPT = "kept"
+
+
+def sweep_leftovers(engine: ContainerEngine) -> list[str]:
+    """Remove the smoke containers earlier runs left behind: not kept, and stopped (a smoke
+    container only stops when its run was killed: its engine restarted or its lifetime ran out).
+    Running ones, and ones just created, may be another `stackbuild test`'s and stay. The names
+    removed."""
+    removed = []
+    for info in engine.containers(f"{schema.SMOKE}=1"):
+        if (info.get("State") or {}).get("Status") in ("exited", "dead"):
+            engine.remove_container(info["Id"])
+            removed.append(str(info.get("Name", info["Id"])).lstrip("/"))
+    return removed
+
+
 def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None, keep: bool = False,
               only: list[str] | tuple[str, ...] = (),
               on_result: Callable[[SmokeResult], None] = lambda result: None) -> SmokeReport:
     """Start a network-less container of ``image``, run its smoke runner (every check, or ``only``
-    these), and remove the container unless ``keep``."""
+    these), and remove the container unless ``keep``. Smoke containers of killed runs go first."""
+    report = SmokeReport(image, swept=sweep_leftovers(engine))
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
-    report = SmokeReport(image)
-    container = engine.start_container(image, name, {schema.SMOKE: "1"}, gpu_request(None, gpus or "none"))
+    container = engine.start_container(image, name, {schema.SMOKE: KEPT if keep else "1"},
+                                       gpu_request(None, gpus or "none"),
+                                       lifetime_s=None if keep else SMOKE_LIFETIME_S)
     report.container = name if keep else None
     try:
         command = ["python", "/opt/stackbuild/smoke/run.py", *(["--only", *only] if only else [])]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from xml.etree import ElementTree
 
 import pytest
@@ -15,7 +17,7 @@ from testcontainers.core.container import DockerContainer
 from builder.checks import CHECKS
 from builder.plan import plan_build
 from builder.profile import load_stack
-from builder.smoke import run_smoke
+from builder.smoke import SMOKE_LIFETIME_S, run_smoke
 
 from .conftest import TEST_LABEL, github_reachable
 from .test_build_engine import GIT_ONLY, RELEASES
@@ -39,6 +41,7 @@ def test_every_check_passes_in_every_cpu_image(stack, release, stack_images, eng
     if (stack, release) in GIT_ONLY and not github_reachable():
         pytest.skip(f"{stack}@{release} cannot be built here (GitHub pins; see test_build_engine)")
     image = stack_images(stack, release).ref.immutable
+    before = _smoke_containers(docker_client)
     report = run_smoke(engine, image)
     results = {r.check: r for r in report.results}
     assert list(results) == _manifest_checks(stack, release)
@@ -55,8 +58,57 @@ def test_every_check_passes_in_every_cpu_image(stack, release, stack_images, eng
             assert result.status == "warn", result
         else:
             assert result.status == "pass", result
-    # the smoke container (labelled io.stackbuild.smoke) is gone
-    assert docker_client.containers.list(all=True, filters={"label": "io.stackbuild.smoke"}) == []
+    # the smoke container (labelled io.stackbuild.smoke) is gone: none is there that was not before
+    assert _smoke_containers(docker_client) <= before
+
+
+def _smoke_containers(client) -> set[str]:
+    return {c.id for c in client.containers.list(all=True, filters={"label": "io.stackbuild.smoke"})}
+
+
+def test_smoke_containers_of_killed_runs_are_removed_and_a_new_one_stops_by_itself(stack_images, engine,
+                                                                                  docker_client):
+    """A run killed where no `finally` runs (SIGKILL, a host shut down) leaves its container: a stopped
+    one goes at the next run; a running one stops by itself after SMOKE_LIFETIME_S. Kept ones stay."""
+    image = stack_images("qlora", "2026.11").ref.immutable
+
+    def container(label: str, command: str):
+        # TEST_LABEL: the session's sweep removes what a failing assertion leaves
+        return docker_client.containers.run(image, command, detach=True, network_mode="none",
+                                            labels={"io.stackbuild.smoke": label, TEST_LABEL: "1"})
+
+    running_before = {c.id for c in docker_client.containers.list(filters={"label": "io.stackbuild.smoke"})}
+    killed, kept, other_run = container("1", "true"), container("kept", "true"), container("1", "sleep 600")
+    for stopped in (killed, kept):
+        stopped.wait(timeout=30)
+    commands = []
+    report = run_smoke(engine, image, only=["python-version"], on_result=lambda result: commands.extend(
+        c.attrs["Config"]["Cmd"] for c in docker_client.containers.list(filters={"label": "io.stackbuild.smoke=1"})
+        if c.id not in running_before | {other_run.id}))
+    assert report.ok and killed.name in report.swept
+    after = _smoke_containers(docker_client)
+    assert killed.id not in after and {kept.id, other_run.id} <= after
+    # while it ran, this run's container waited a bounded time, not for ever
+    assert commands == [["sleep", str(SMOKE_LIFETIME_S)]]
+    for leftover in (kept, other_run):
+        leftover.remove(force=True)
+
+
+def test_a_terminated_test_command_removes_its_container(stack_images, docker_client):
+    """SIGTERM (a cancelled CI job, `timeout`) unwinds like Ctrl-C: exit 143, and no container left."""
+    stack_images("qlora", "2026.11")
+    before = _smoke_containers(docker_client)
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "test", "qlora", "-t", "cpu", "--only", "torch-compile"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _smoke_containers(docker_client) - before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _smoke_containers(docker_client) - before, "the smoke container never started"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (stdout, stderr)
+    assert stderr.strip().endswith("error: terminated") and "Traceback" not in stderr, stderr
+    assert _smoke_containers(docker_client) <= before
 
 
 def test_the_cli_runs_the_checks_with_json_and_junit(stack_images, tmp_path):

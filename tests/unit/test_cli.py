@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from builder.catalog import list_stacks
@@ -201,3 +205,23 @@ def test_show_prints_lock_paths_usable_from_where_it_runs(tmp_path, monkeypatch)
     monkeypatch.chdir(stacks_dir())  # inside it: relative to here, a path that opens
     code, out = _run(["show", "qlora@2023.07"])
     assert code == 0 and "lock locks/qlora@2023.07-cpu.txt" in out and Path("locks/qlora@2023.07-cpu.txt").is_file()
+
+
+def test_sigterm_unwinds_like_ctrl_c_with_its_own_exit_code():
+    """A cancelled CI job or `timeout` sends SIGTERM: the command unwinds (its `finally` blocks run,
+    so nothing it made is left), says so in one line, and exits 143, never with a traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "builder", "doctor", "-"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the handler is installed (SIGTERM's bit in the caught-signals mask), then signal
+    deadline = time.monotonic() + 30
+    while not _catches_sigterm(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert (proc.returncode, stdout, stderr) == (143, "", "error: terminated\n")
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))

@@ -12,10 +12,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from builder.checks import COMMON_CHECKS
+from builder.checks import CHECKS, COMMON_CHECKS
 from builder.errors import SmokeError
 from builder.resources import templates_dir
-from builder.smoke import SmokeReport, SmokeResult, run_smoke
+from builder.smoke import KEPT, SMOKE_LIFETIME_S, SmokeReport, SmokeResult, run_smoke
 
 SMOKE = templates_dir() / "context" / "smoke"
 
@@ -95,10 +95,18 @@ def test_junit_report_is_valid_xml():
 
 
 class _FakeEngine:
-    def __init__(self, lines, code):
-        self.lines, self.code, self.removed = lines, code, []
+    def __init__(self, lines, code, existing=()):
+        self.lines, self.code, self.removed, self.started = lines, code, [], []
+        self.existing = list(existing)  # (name, label value, status)
 
-    def start_container(self, image, name, labels, gpus, shm_size=None):
+    def containers(self, label):
+        key, _, value = label.partition("=")
+        assert key == "io.stackbuild.smoke"
+        return [{"Id": f"id-{name}", "Name": f"/{name}", "State": {"Status": status}}
+                for name, found, status in self.existing if found == value]
+
+    def start_container(self, image, name, labels, gpus, shm_size=None, *, lifetime_s=None):
+        self.started.append((labels, lifetime_s))
         return "cid"
 
     def exec_lines(self, container, command):
@@ -114,6 +122,22 @@ def test_run_smoke_collects_results_and_removes_the_container():
     assert report.ok and [r.check for r in report.results] == ["pins"] and engine.removed == ["cid"]
     kept = _FakeEngine([], 0)
     assert run_smoke(kept, "img", keep=True).container.startswith("stackbuild-smoke-") and kept.removed == []
+    # a kept container waits for ever, and is labelled so that no later run sweeps it; others stop by themselves
+    assert kept.started == [({"io.stackbuild.smoke": KEPT}, None)]
+    assert engine.started == [({"io.stackbuild.smoke": "1"}, SMOKE_LIFETIME_S)]
+
+
+def test_a_smoke_run_outlives_every_check_timing_out_in_a_row():
+    assert SMOKE_LIFETIME_S > sum(check.timeout for check in CHECKS.values())
+
+
+def test_stopped_containers_of_killed_runs_are_swept_first_and_nothing_else():
+    existing = [("dead-run", "1", "exited"), ("crashed", "1", "dead"), ("other-run", "1", "running"),
+                ("just-made", "1", "created"), ("debugging", KEPT, "exited")]
+    engine = _FakeEngine([], 0, existing)
+    report = run_smoke(engine, "img")
+    assert report.swept == ["dead-run", "crashed"] and report.as_dict()["swept"] == ["dead-run", "crashed"]
+    assert engine.removed == ["id-dead-run", "id-crashed", "cid"]
 
 
 def test_a_runner_that_cannot_run_is_an_error():
