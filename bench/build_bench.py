@@ -89,6 +89,7 @@ from builder.build import BuildResult, build_image  # noqa: E402
 from builder.catalog import list_stacks  # noqa: E402
 from builder.config import Settings, load_settings  # noqa: E402
 from builder.engine_api import BuildEvent, BuildLog  # noqa: E402
+from builder.errors import BuildError  # noqa: E402
 from builder.lock import make_lock  # noqa: E402
 from builder.lockfile import write_lock  # noqa: E402
 from builder.plan import lock_path, plan_build  # noqa: E402
@@ -287,7 +288,7 @@ class Engines:
         return (proc.stdout.strip().splitlines() or [""])[-1]
 
     def build_cache_ids(self) -> set[str]:
-        return {record["ID"] for record in self.classic.client.df().get("BuildCache") or []}
+        return {record["ID"] for record in self.classic.build_cache()}
 
     @contextlib.contextmanager
     def window(self, engine):
@@ -304,7 +305,7 @@ class Engines:
         and created while one of its BuildKit builds ran (another build's records of those minutes too,
         which a host with one build at a time does not have)."""
         found = []
-        for record in self.classic.client.df().get("BuildCache") or []:
+        for record in self.classic.build_cache():
             created = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?", record.get("CreatedAt") or "")
             if record["ID"] in self.cache_records or not created:
                 continue
@@ -334,17 +335,11 @@ class Engines:
         """The bench's images on the default engine, and the build cache records its builds added there
         (by id: the records that were there before, other builds' cache, stay)."""
         self.remove_images(self.classic.address)
-        own = self.own_records()
-        while own:  # a record that is another's parent goes in a later round: rounds while one goes
-            for record in own:  # one id a call: prune takes one value a filter
-                proc = self.docker(self.classic.address, "builder", "prune", "-f", "--filter", f"id={record['ID']}")
-                if proc.returncode != 0:
-                    print(f"could not prune build cache record {record['ID']}: {proc.stderr.strip()}", file=sys.stderr)
-                    return
-            left = self.own_records()
-            if len(left) == len(own):
-                break
-            own = left
+        own = {record["ID"] for record in self.own_records()}
+        try:
+            self.classic.prune_build_cache(lambda record: record["ID"] in own)
+        except BuildError as exc:
+            print(exc, file=sys.stderr)
         left = self.own_records()
         if left:
             print(f"note: {len(left)} build cache records ({mb(sum(r.get('Size') or 0 for r in left))}) made while the "

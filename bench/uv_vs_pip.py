@@ -17,8 +17,8 @@ variants interleaved run by run; the seconds of each step come from BuildKit's `
 lines. The TLS proxy's CA reaches the network steps as a build secret (never a layer). Images are
 tagged uvbench/* and removed after each build, with this benchmark's records in BuildKit's
 cache (UVBENCH=1 marks its steps; about 8 GB a build); each build holds /tmp/stackbuild-build.lock, as
-every stackbuild build on this host does. Standard library only; needs docker buildx and a
-`stackbuild` on the PATH (or next to this interpreter). The load average is printed before and
+every stackbuild build on this host does. Needs docker buildx, and the project installed in this
+interpreter (`stackbuild` renders; its engine prunes the cache records). The load average is printed before and
 after each build: the figures only mean something on a quiet machine.
 """
 
@@ -35,6 +35,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from builder.engine import DockerEngine  # noqa: E402
 
 # uv for a lock without it, pinned and hash-checked like the rest of the bootstrap section
 # (https://pypi.org/pypi/uv/0.13.9/json: the manylinux x86_64 wheel and the sdist).
@@ -115,19 +118,11 @@ def load() -> str:
 
 
 def prune_own_cache() -> None:
-    """Drop this benchmark's records from BuildKit's cache (gigabytes a build), by id, never anyone else's.
-
-    A --no-cache build still leaves each step's result in the builder's cache; removing the image
-    does not free it. A record whose child is still there is kept at first, so prune until none is left.
-    """
-    for _ in range(6):
-        listing = subprocess.run(["docker", "buildx", "du", "--verbose"], capture_output=True, text=True).stdout
-        ids = [m[1] for m in (re.search(r"^ID:\s+(\S+)", record, re.MULTILINE)
-                              for record in listing.split("\n\n") if MARK in record) if m]
-        if not ids:
-            return
-        for cache_id in ids:
-            subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={cache_id}"], capture_output=True)
+    """Drop this benchmark's records from BuildKit's cache (gigabytes a build), never anyone else's:
+    a --no-cache build still leaves each step's result there, and removing the image does not free it."""
+    left = DockerEngine.connect().prune_build_cache(lambda record: MARK in (record.get("Description") or ""))
+    if left:
+        print(f"note: {len(left)} of this benchmark's build cache records could not be pruned", file=sys.stderr)
 
 
 def build(context: Path, dockerfile: str, tag: str, ca: str, log: Path, lock: Path) -> dict:

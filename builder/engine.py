@@ -431,6 +431,36 @@ class DockerEngine:
 
         return lines(), lambda: self._call("exec inspect", self.client.exec_inspect, exec_id)["ExitCode"]
 
+    def build_cache(self) -> list[dict]:
+        """BuildKit's build cache records on this engine, as `docker system df -v` lists them (ID,
+        Parents, Description, CreatedAt, InUse, Shared, Size)."""
+        return self._call("build cache list", self.client.df).get("BuildCache") or []
+
+    def prune_build_cache(self, select: Callable[[dict], bool]) -> list[dict]:
+        """Prune the build cache records ``select`` picks, by id, and return those of them left.
+
+        BuildKit keeps a build's layers as records after its image is removed (a --no-cache build's
+        torch is gigabytes). A record in use, or shared with an image, is never picked; one that is
+        another's parent is refused until its child is gone, so this prunes leaves first, round
+        after round while any goes.
+        """
+        def picked() -> list[dict]:
+            return [r for r in self.build_cache() if select(r) and not r.get("InUse") and not r.get("Shared")]
+
+        left = picked()
+        while left:
+            for record in left:  # one id a call: the engine takes one value a filter
+                try:
+                    self._call("build cache prune", self.client.prune_builds, filters={"id": record["ID"]})
+                except docker.errors.APIError as exc:
+                    raise BuildError(f"cannot prune build cache record {record['ID']} on {self.address}: "
+                                     f"{exc.explanation or exc}") from None
+            after = picked()
+            if len(after) >= len(left):
+                return after
+            left = after
+        return []
+
     def remove_container(self, container: str) -> None:
         try:
             self._call("container remove", self.client.remove_container, container, force=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -80,23 +79,9 @@ ENGINES = ("classic", "buildkit")
 
 
 def prune_build_cache_records(client, keep: set[str]) -> list[dict]:
-    """Prune the default engine's build cache records not in `keep`, leaves first (a record that is
-    another's parent goes in a later round), and return those left: in use, or shared with an image
-    (a stack image's cache stays)."""
-    def candidates():
-        return [r for r in client.df().get("BuildCache") or []
-                if r["ID"] not in keep and not r.get("InUse") and not r.get("Shared")]
-
-    left = candidates()
-    while left:
-        for record in left:  # one id a call: prune takes one value a filter
-            subprocess.run(["docker", "builder", "prune", "-f", "--filter", f"id={record['ID']}"],
-                           capture_output=True, text=True, timeout=300)
-        after = candidates()
-        if len(after) == len(left):
-            return after
-        left = after
-    return []
+    """Prune the default engine's build cache records not in `keep` (a stack image's cache stays:
+    shared with the image) and return those left."""
+    return DockerEngine(client.api, client.api.base_url).prune_build_cache(lambda record: record["ID"] not in keep)
 
 
 @pytest.fixture

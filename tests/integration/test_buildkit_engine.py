@@ -122,6 +122,27 @@ def test_a_failing_step_is_named_with_its_exit_code(host_engine):
     assert error.instruction == "RUN echo about to fail && exit 7"
 
 
+def test_pruning_build_cache_takes_the_picked_records_leaves_first_and_nothing_else(host_engine):
+    """A removed image's build steps stay as cache records; the engine prunes the ones picked, a child
+    before its parent (BuildKit refuses a parent first), and leaves every other record alone."""
+    mark = unique("prune-me")
+    tag = f"stackbuild-test/{unique('pruned')}:latest"
+    _build(host_engine, f"FROM debian:bookworm-slim\nRUN echo {mark} > /a\nRUN echo {mark} > /b\n", tag)
+    _remove(host_engine, tag)
+
+    def picked(record: dict) -> bool:
+        return mark in (record.get("Description") or "")
+
+    before = host_engine.build_cache()
+    mine = [r for r in before if picked(r)]
+    # the second step's record has the first's as its parent: one round cannot take both
+    assert len(mine) == 2 and any(r.get("Parent") in {m["ID"] for m in mine} for r in mine), mine
+    assert host_engine.prune_build_cache(picked) == []
+    after = {r["ID"] for r in host_engine.build_cache()}
+    assert not {r["ID"] for r in mine} & after
+    assert {r["ID"] for r in before if not picked(r)} - after == set()
+
+
 def _cache_layer_types(repository: str, tag: str) -> set[str]:
     """The media types of a registry cache's layer blobs (its index lists them beside its config)."""
     request = urllib.request.Request(f"http://127.0.0.1:5000/v2/{repository}/manifests/{tag}",
