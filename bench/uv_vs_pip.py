@@ -18,8 +18,8 @@ lines. The TLS proxy's CA reaches the network steps as a build secret (never a l
 tagged uvbench/* and removed after each build, with this benchmark's records in BuildKit's
 cache (UVBENCH=1 marks its steps; about 8 GB a build); each build holds /tmp/stackbuild-build.lock, as
 every stackbuild build on this host does. Needs docker buildx, and the project installed in this
-interpreter (`stackbuild` renders; its engine prunes the cache records). The load average is printed before and
-after each build: the figures only mean something on a quiet machine.
+interpreter (`stackbuild` renders; its engine prunes the cache records). The load average is
+printed before and after each build: the figures only mean something on a quiet machine.
 """
 
 from __future__ import annotations
