@@ -178,6 +178,29 @@ EOF
     status registry "started (pid $pid, ${REGISTRY_URL}, storage ${REGISTRY_DIR}, log ${REGISTRY_LOG})"
 }
 
+# What test runs pushed (stackbuild-test*, stackbuild-bench*) is dropped and its blobs freed: the
+# registry's storage outlives a run on a machine that keeps its state, and a full image pushed
+# each run would fill the disk. The stand-in bases (library/) stay. Garbage collection while the
+# registry serves is safe here: nothing pushes while the harness runs.
+prune_registry() {
+    local repos="$REGISTRY_DIR/docker/registry/v2/repositories" dropped=0 r
+    for r in "$repos"/stackbuild-test* "$repos"/stackbuild-bench*; do
+        [[ -d "$r" ]] || continue
+        rm -rf -- "$r"
+        dropped=$((dropped + 1))
+    done
+    if ((dropped)); then
+        local cfg
+        cfg=$(mktemp)
+        printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n' "$REGISTRY_DIR" >"$cfg"
+        if ! docker-registry garbage-collect "$cfg" >/dev/null 2>&1; then
+            log "registry garbage-collect failed: the dropped repositories' blobs stay in $REGISTRY_DIR"
+        fi
+        rm -f "$cfg"
+    fi
+    status registry-storage "${dropped} test repositories dropped"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Docker engine
 # ---------------------------------------------------------------------------------------------
@@ -526,29 +549,6 @@ do_stop() {
 
 # ---------------------------------------------------------------------------------------------
 # main
-# What test runs pushed (stackbuild-test*, stackbuild-bench*) is dropped and its blobs freed: the
-# registry's storage outlives a run on a machine that keeps its state, and a full image pushed
-# each run would fill the disk. The stand-in bases (library/) stay. Garbage collection while the
-# registry serves is safe here: nothing pushes while the harness runs.
-prune_registry() {
-    local repos="$REGISTRY_DIR/docker/registry/v2/repositories" dropped=0 r
-    for r in "$repos"/stackbuild-test* "$repos"/stackbuild-bench*; do
-        [[ -d "$r" ]] || continue
-        rm -rf -- "$r"
-        dropped=$((dropped + 1))
-    done
-    if ((dropped)); then
-        local cfg
-        cfg=$(mktemp)
-        printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\n' "$REGISTRY_DIR" >"$cfg"
-        if ! docker-registry garbage-collect "$cfg" >/dev/null 2>&1; then
-            log "registry garbage-collect failed: the dropped repositories' blobs stay in $REGISTRY_DIR"
-        fi
-        rm -f "$cfg"
-    fi
-    status registry-storage "${dropped} test repositories dropped"
-}
-
 # ---------------------------------------------------------------------------------------------
 
 main() {

@@ -793,6 +793,18 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
             return f"{rows[key][c].seconds / rows['cold'][c].seconds:.2%}"
         return cell
 
+    def steps(key: str):
+        return lambda c: (f"{rows[key][c].result.cached_steps}/{rows[key][c].result.steps}"
+                          if c in rows.get(key, {}) else "-")
+
+    def tally(key: str, kind: str):  # pip's and uv's logged files: "downloaded" or "cached"
+        return lambda c: (f"{len(getattr(rows[key][c].pip, kind))}, {mb(sum(getattr(rows[key][c].pip, kind).values()))}"
+                          if c in rows.get(key, {}) else "-")
+
+    def received(key: str):
+        return lambda c: (mb(rows[key][c].received)
+                          if c in rows.get(key, {}) and rows[key][c].received is not None else "-")
+
     line("1 cold build (--no-cache)", seconds("cold"))
     line("2 no-change rebuild: content tag found", seconds("same"))
     line("  the engine's build, every step cached", seconds("cached"))
@@ -800,14 +812,9 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
          else "-")
     line(f"3 rebuild after bumping {pin}", seconds("bump"))
     line("    / cold (goal <= 5 %)", ratio("bump", "5 %"))
-    line("    steps cached / steps", lambda c: f"{rows['bump'][c].result.cached_steps}/{rows['bump'][c].result.steps}"
-         if c in rows.get("bump", {}) else "-")
-    line("    pip/uv downloads logged (files, MB)", lambda c: (
-        f"{len(rows['bump'][c].pip.downloaded)}, {mb(sum(rows['bump'][c].pip.downloaded.values()))}"
-        if c in rows.get("bump", {}) else "-"))
-    line("    pip cache hits logged (files, MB)", lambda c: (
-        f"{len(rows['bump'][c].pip.cached)}, {mb(sum(rows['bump'][c].pip.cached.values()))}"
-        if c in rows.get("bump", {}) else "-"))
+    line("    steps cached / steps", steps("bump"))
+    line("    pip/uv downloads logged (files, MB)", tally("bump", "downloaded"))
+    line("    pip cache hits logged (files, MB)", tally("bump", "cached"))
 
     def again(c):
         if c not in rows.get("bump", {}):
@@ -815,22 +822,15 @@ def print_table(spec: str, pin: str, rows: dict[str, dict[str, Run]], figures: l
         twice = set(rows["bump"][c].pip.downloaded) & set(rows["cold"][c].pip.downloaded)
         return f"{len(twice)}, {mb(sum(rows['bump'][c].pip.downloaded[n] for n in twice))}"
     line("    downloaded again (cold had them)", again)
-    line("    bytes the host received (all downloads)", lambda c: (
-        mb(rows["bump"][c].received) if c in rows.get("bump", {}) and rows["bump"][c].received is not None else "-"))
-    line("  cold build: bytes the host received", lambda c: (
-        mb(rows["cold"][c].received) if c in rows.get("cold", {}) and rows["cold"][c].received is not None else "-"))
-    line("  cold build's pip downloads (files, MB)", lambda c: (
-        f"{len(rows['cold'][c].pip.downloaded)}, {mb(sum(rows['cold'][c].pip.downloaded.values()))}"
-        if c in rows.get("cold", {}) else "-"))
+    line("    bytes the host received (all downloads)", received("bump"))
+    line("  cold build: bytes the host received", received("cold"))
+    line("  cold build's pip downloads (files, MB)", tally("cold", "downloaded"))
     line("4 fresh engine, registry cache only", seconds("fresh"))
     line("    / its cold build (goal <= 10 %)", ratio("fresh", "10 %"))
-    line("    steps cached / steps", lambda c: f"{rows['fresh'][c].result.cached_steps}/{rows['fresh'][c].result.steps}"
-         if c in rows.get("fresh", {}) else "-")
+    line("    steps cached / steps", steps("fresh"))
     line("  the same, cache and image as zstd", seconds("fresh-zstd"))
     line("    / its cold build (goal <= 10 %)", ratio("fresh-zstd", "10 %"))
-    line("    steps cached / steps", lambda c: (
-        f"{rows['fresh-zstd'][c].result.cached_steps}/{rows['fresh-zstd'][c].result.steps}"
-        if c in rows.get("fresh-zstd", {}) else "-"))
+    line("    steps cached / steps", steps("fresh-zstd"))
     for c in columns:
         if c in rows.get("bump", {}):
             new = sorted(PipTally.package(n) for n in rows["bump"][c].pip.downloaded)
