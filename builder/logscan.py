@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from .knowledge import KnownIssue, LogPattern
 from .printable import printable_lines
+from .redact import redact
 
 CHUNK_CHARS = 4 * 1024 * 1024     # text handled at once
 READ_BYTES = 1024 * 1024          # bytes read at once
@@ -248,7 +249,8 @@ class LogScanner:
 
 
 def excerpts(chunks: Iterable[str], lines: set[int]) -> dict[int, str]:
-    """The cleaned text of each wanted line (1-based), cut at EXCERPT_LINE_CHARS, control characters escaped.
+    """The cleaned text of each wanted line (1-based), credentials masked, cut at EXCERPT_LINE_CHARS, control
+    characters escaped.
 
     Lines are found in the raw chunks (cleaning never removes a line feed) and only they are cleaned.
     """
@@ -275,7 +277,7 @@ def excerpts(chunks: Iterable[str], lines: set[int]) -> dict[int, str]:
         base += count
     out = {}
     for number, piece in pieces.items():
-        piece = clean(piece).rstrip("\r")
+        piece = redact(clean(piece).rstrip("\r"))  # masked before the cut, which could hide a credential's shape
         if len(piece) > EXCERPT_LINE_CHARS:
             piece = piece[:EXCERPT_LINE_CHARS - 3] + "..."
         out[number] = printable_lines(piece)

@@ -13,6 +13,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 
 import typer
 from rich.console import Console
@@ -24,8 +25,27 @@ from .errors import INTERRUPTED, TERMINATED, StackbuildError
 from .printable import printable_lines
 from .redact import redact
 
+
+
+class _InertConsole(Console):
+    """rich's Console that never sends a control or invisible character it was handed: text from a
+    profile, a label, a log or a path (a stack title, ps's STACK column, a model's file names) is
+    printed with escapes (``\\x1b``, ``\\u202e``) in their place."""
+
+    def print(self, *objects, **kwargs) -> None:  # noqa: A003 - rich's name
+        super().print(*(_inert(o) for o in objects), **kwargs)
+
+
+def _inert(value):
+    if isinstance(value, str):
+        return printable_lines(value)
+    if isinstance(value, Text) and printable_lines(value.plain) != value.plain:
+        return Text(printable_lines(value.plain), style=value.style)
+    return value
+
+
 # markup=False: profile text such as "[patch]" must print as written, never as rich markup.
-out = Console(highlight=False, soft_wrap=True, markup=False)
+out = _InertConsole(highlight=False, soft_wrap=True, markup=False)
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,7 +113,7 @@ def print_smoke_end(report, as_json: bool) -> None:
 
 
 def warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr, flush=True)
+    print(f"warning: {printable_lines(redact(text))}", file=sys.stderr, flush=True)
 
 
 def terminal_width() -> int:
@@ -252,6 +272,7 @@ def reporter(quiet: bool, as_json: bool):
         return _LiveReporter()
 
     def plain(event: BuildEvent) -> None:
+        event = replace(event, text=printable_lines(event.text))  # a tool's colours and titles, inert
         if event.kind == "step":
             print(f"[{event.step}/{event.total}] {event.text}", flush=True)
         elif event.kind == "cached":
@@ -270,7 +291,7 @@ def reporter(quiet: bool, as_json: bool):
 
 def _warn_only(event: BuildEvent) -> None:
     if event.kind == "warning":
-        print(f"warning: {event.text}", file=sys.stderr, flush=True)
+        warn(event.text)
 
 
 class _LayerStates:

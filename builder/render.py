@@ -19,7 +19,7 @@ import jinja2
 from .dockerguard import check_dockerfile, checked_value, skeleton_value
 from .errors import RenderError
 from .files import write_atomic, write_folder_atomic
-from .printable import printable
+from .printable import printable, visible
 from .lockfile import Lock, LockedPackage
 from .plan import HELD, STACKBUILD_DIR, VENV, BuildPlan, plan_for
 from .resources import templates_dir
@@ -48,14 +48,17 @@ def dockerfile_string(value: str) -> str:
     """A double-quoted Dockerfile word: escapes quotes, backslashes and `$` (LABEL/ENV expand it)."""
     if any(ord(c) < 0x20 for c in value):
         raise RenderError(f"refusing to render a control character into the Dockerfile: {value!r}")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    # a bidi override or zero-width character would show a reviewer another text than the one built:
+    # the value carries its escape instead (a label reads "\\u202e", never the invisible character)
+    escaped = visible(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
 
 
 def shell_word(value: str) -> str:
     """One shell word, quoted only when it needs to be."""
-    if any(ord(c) < 0x20 for c in value):
-        raise RenderError(f"refusing to render a control character into a RUN line: {value!r}")
+    if any(ord(c) < 0x20 for c in value) or visible(value) != value:
+        raise RenderError(f"refusing to render a control or invisible character into a RUN line: "
+                          f"{printable(value)}")
     return shlex.quote(value)
 
 

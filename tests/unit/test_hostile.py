@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -47,6 +48,10 @@ HOSTILE = [
     "",
     " ",
     "x" * 5000,
+    # issue 26: bidi overrides and isolates, zero-width characters: text shown in another order than it runs
+    "x\u202eRUN id\u202c",
+    "a\u2066b\u2069c",
+    "zero\u200bwidth\ufeff",
 ]
 # YAML for non-strings, written as is.
 NON_STRINGS = ["1.10", "true", "null", "[1, 2]", "{a: 1}", "&a [*a]"]
@@ -114,8 +119,14 @@ def _build_the_cli_once():
     typer.testing._get_command = original
 
 
+# what never reaches a terminal raw: escape sequences and invisible characters (bidi, zero-width)
+RAW = re.compile(r"[\x1b\x07\x9b\x9d\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
 def _check(code: int, out: str, err: str, what: str) -> None:
     assert code != 1, f"{what}: exit 1 (internal error): {err[-500:]}"
+    raw = RAW.search(out + err)
+    assert raw is None, f"{what}: {raw[0]!r} printed raw: {(out + err)[max(0, raw.start() - 80):raw.end() + 80]!r}"
     assert code in DOCUMENTED | {0}, f"{what}: undocumented exit code {code}: {err[-300:]}"
     assert "Traceback" not in out + err, f"{what}: traceback"
     if code == 2 and err.startswith("Usage: "):
@@ -159,6 +170,9 @@ def test_hostile_profile_values(case, cli, tmp_path, pristine):
         _check(code, out, err, f"{name} ({target})")
         if code == 0:
             _no_injection(out, pristine[target], f"{name} ({target})")
+    if RAW.search(new):  # what show prints of it is checked too
+        code, out, err = cli("show", str(path))
+        _check(code, out, err, f"{name} (show)")
 
 
 @pytest.mark.parametrize("name", list(WHOLE_FILES))
@@ -200,7 +214,11 @@ def test_hostile_targets_and_options(value, cli):
 SETTINGS = ["registry", "build_network", "ca_bundle", "pip_index_url", "pip_extra_index_url", "debian_mirror"]
 SETTING_VALUES = ["u:TOKEN@host/simple", "https:/u:TOKEN@host/simple", "https://u:TOKEN@host:99999/simple",
                   "https://host/simple?token=TOKEN", "ftp://u:TOKEN@h/x", "http://[::1", "http://h/x\nRUN id",
-                  "/dev/zero", "/", "\x1b]0;x\x07", "x" * 5000, "HOST:5000/X", "https://u:TOKEN@h/a https://b/"]
+                  "/dev/zero", "/", "\x1b]0;x\x07", "x" * 5000, "HOST:5000/X", "https://u:TOKEN@h/a https://b/",
+                  # issue 26: every spelling of a URL credential
+                  "https://user:p@TOKEN@host/simple", "https://:TOKEN@host/simple", "https://TOKEN:@host/simple",
+                  "https://us@er:TOKEN@host/simple", "https://host/simple?bearer=TOKEN",
+                  "https://host/simple?jwt=TOKEN", "https://host/simple#token=TOKEN", "https://u:TOKEN@h\u202e/s"]
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -289,6 +307,9 @@ LOGS = {
     "bidi": "\u202eKilled\u202c\n",
     "surrogates": "\ud800\n",
     "utf-16": None,
+    # issue 26: a credential a tool printed, in the excerpt doctor shows
+    "credential": "Looking in indexes: https://user:TOKEN@pypi.example/simple, https://h/s?jwt=TOKEN\nKilled\n",
+    "invisible": "\u202e\u2066\u200b\ufeffKilled\u2069\n",
 }
 
 
@@ -305,8 +326,10 @@ def test_hostile_logs(name, cli, tmp_path):
         code, out, err = cli(*args)
         _check(code, out, err, f"{name}: {args}")
         assert code in (0, 11)
+        assert "TOKEN" not in out + err, f"{name}: a credential was printed"
         if "--json" not in args:
-            assert not any(c in out for c in "\x1b\x07\x9b\x9d\x00\r"), f"{name}: control characters in {out[:200]!r}"
+            assert not any(c in out for c in "\x1b\x07\x9b\x9d\x00\r\u202e\u2066\u2069\u200b\ufeff"), \
+                f"{name}: control or invisible characters in {out[:200]!r}"
 
 
 def _model(root: Path, files: dict[str, bytes | str]) -> Path:
