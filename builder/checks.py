@@ -30,6 +30,9 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
     SmokeCheck("torch-compile", "torch_compile.py", "torch.compile of a tiny function runs"),
     SmokeCheck("shm", "shm.py", "/dev/shm is large enough (warns under 1 GB)"),
     SmokeCheck("gpu-matmul", "gpu_matmul.py", "a matrix product on each GPU matches the CPU", gpu=True),
+    SmokeCheck("cuda-binaries", "cuda_binaries.py",
+               "compiled extensions hold device code for exactly the arch list; every library resolves; one file "
+               "per CUDA library"),
     # proofs of the fixes a release claims (named by the knowledge base's proven_by)
     SmokeCheck("patches", "patches.py", "every checked source patch is in the installed package"),
     SmokeCheck("numpy-torch", "numpy_torch.py", "numpy arrays and torch tensors convert both ways"),
@@ -60,7 +63,7 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
 
 # Every image carries these, in this order; the rest follow in CHECKS' order.
 COMMON_CHECKS = tuple(CHECKS[name] for name in ("python-version", "pins", "pip-check", "lock", "torch-compile", "shm",
-                                                 "gpu-matmul"))
+                                                 "gpu-matmul", "cuda-binaries"))
 
 
 def ordered(names: set[str] | frozenset[str]) -> tuple[SmokeCheck, ...]:

@@ -193,8 +193,8 @@ def test_context_carries_patch_spec_manifest_and_files():
     manifest = json.loads(files["manifest.json"])
     # the common checks, then the proof of each fix claimed, the patch check, and the profile's own checks
     assert [c["name"] for c in manifest["checks"]] == [
-        "python-version", "pins", "pip-check", "lock", "torch-compile", "shm", "gpu-matmul", "patches", "numpy-torch",
-        "datasets-load-json", "functools-cache", "fsdp-save", "flash-attn-import", "flash-attn-fwd-bwd", "gpu-arch"]
+        "python-version", "pins", "pip-check", "lock", "torch-compile", "shm", "gpu-matmul", "cuda-binaries", "patches",
+        "numpy-torch", "datasets-load-json", "functools-cache", "fsdp-save", "flash-attn-import", "flash-attn-fwd-bwd", "gpu-arch"]
     proves = {c["name"]: c["proves"] for c in manifest["checks"]}
     assert proves["patches"] == proves["fsdp-save"] == ["fsdp-save-oom"] and proves["pins"] == []
     assert manifest["patches"][0]["replace"] == "state_dict[fqn] = state_dict[fqn].cpu().clone().detach()"
