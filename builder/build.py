@@ -26,6 +26,7 @@ from .names import IMAGE_REF, parse_assignments
 from .printable import printable
 from .registry import locate, pull_verified
 from .render import SITE_SECRET, BuildContext
+from .signing import trusted_keys
 from .site import SiteServer
 from .site import payload as site_payload
 
@@ -129,7 +130,7 @@ def build_image(
             on_event(BuildEvent("note", f"{located.local[0]} is here already: nothing to build"))
             return _finish(engine, located.local[1], ref, extra_tags, 0, 0, started, "local")
         if use_registry and settings.registry:
-            pulled = _try_pull(engine, plan, ref, on_event)
+            pulled = _try_pull(engine, plan, ref, on_event, trusted_keys(settings.verify_keys))
             if pulled is not None:
                 return _finish(engine, pulled, ref, extra_tags, 0, 0, started, "pulled")
     if plan.lock is None:
@@ -146,6 +147,7 @@ def build_image(
         schema.CONTENT_HASH: ref.content_hash,
         schema.BASE: located.base,
         schema.BUILD_HOST_CPU: host_cpu_summary(engine.address),
+        schema.BUILD_ENGINE: f"{engine.kind} (Docker {engine.version()})",
         **(extra_labels or {}),
     }
     log = BuildLog()
@@ -202,12 +204,18 @@ def _finish(engine: Engine, image_id: str, ref: ImageRef, extra_tags: tuple[str,
     return BuildResult(ref, image_id, steps, cached, time.monotonic() - started, source)
 
 
-def _try_pull(engine: Engine, plan, ref: ImageRef, on_event: OnEvent) -> str | None:
-    """The image id of the verified prebuilt image, or None (with a note or a warning) to build it here."""
+def _try_pull(engine: Engine, plan, ref: ImageRef, on_event: OnEvent, keys=()) -> str | None:
+    """The image id of the verified prebuilt image, or None (with a note or a warning) to build it here.
+
+    An image whose signature does not verify (verify_keys) is refused (RegistryError, exit 12), never
+    replaced by a local build in silence: someone pushed what the key holders did not sign.
+    """
     on_event(BuildEvent("note", f"looking for {ref.immutable} in the registry"))
     try:
-        return pull_verified(engine, plan, ref, on_event).image_id
+        return pull_verified(engine, plan, ref, on_event, keys).image_id
     except RegistryError as exc:
+        if exc.reason == "signature":
+            raise RegistryError(f"{exc}. Build it here without the registry with --no-pull", "signature") from None
         if exc.reason == "not-found":
             on_event(BuildEvent("note", f"{ref.immutable} is not in the registry: building it here"))
         else:

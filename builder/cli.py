@@ -29,7 +29,10 @@ from .output import out, print_json
 from .printable import printable_lines
 from .redact import redact
 from .profile import load_stack
-from .registry import describe_image, pull_prebuilt, push_image, require_registry
+from .publish import attachments, push_and_attach
+from .registry import describe_image, pull_prebuilt, require_registry
+from .signing import trusted_keys
+from .supply_cli import supply_app
 from .render import prepare, write_rendered
 from .resources import user_path
 from .smoke import SmokeResult, run_smoke, write_junit
@@ -126,6 +129,7 @@ def render_command(
         sys.stdout.write(built.dockerfile)
 
 
+app.add_typer(supply_app)  # sbom, audit
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -200,26 +204,24 @@ def _registry_job(ctx: typer.Context, command: str, spec: str, target: str | Non
 @app.command("pull")
 def pull_command(ctx: typer.Context, spec: StackSpecArg, target: TargetOpt = None, options: WithOpt = None,
                  registry: RegistryOpt = None, quiet: QuietOpt = False, as_json: ProgressJsonOpt = False) -> None:
-    """Pull the prebuilt image the local profile would build (its content tag), with per-layer progress."""
-    ref, pulled = _registry_job(ctx, "pull", spec, target, options, registry, quiet, as_json, pull_prebuilt)
+    """Pull the prebuilt image the local profile would build (its content tag), with per-layer progress; with
+    verify_keys set, only an image signed by one of them."""
+    move = functools.partial(pull_prebuilt, keys=(keys := trusted_keys(_settings(ctx, registry=registry).verify_keys)))
+    ref, pulled = _registry_job(ctx, "pull", spec, target, options, registry, quiet, as_json, move)
     if as_json:
         print_json({"event": "result", "image": ref.moving, "content_tag": ref.immutable, "id": pulled.image_id,
                     "content_hash": ref.content_hash}, lines=True)
     else:
-        out.print(f"pulled {ref.immutable} = {ref.moving} (labels match the profile)")
+        out.print(f"pulled {ref.immutable} = {ref.moving} (labels match the profile{', signed' if keys else ''})")
 
 
 @app.command("push")
 def push_command(ctx: typer.Context, spec: StackSpecArg, target: TargetOpt = None, options: WithOpt = None,
                  registry: RegistryOpt = None, quiet: QuietOpt = False, as_json: ProgressJsonOpt = False) -> None:
-    """Push the built image of a stack under its content tag and its moving tag."""
-    ref, pushed = _registry_job(ctx, "push", spec, target, options, registry, quiet, as_json, push_image)
-    if as_json:
-        print_json({"event": "result", "content_hash": ref.content_hash,
-                    "pushed": [{"name": p.name, "digest": p.digest} for p in pushed]}, lines=True)
-    else:
-        for item in pushed:
-            out.print(f"pushed {item.name} ({item.digest})")
+    """Push the built image of a stack under its content tag and its moving tag, with its SBOM and provenance
+    beside it, signed with the signing_key setting."""
+    move = functools.partial(push_and_attach, settings=_settings(ctx, registry=registry))
+    output.print_pushed(*_registry_job(ctx, "push", spec, target, options, registry, quiet, as_json, move), as_json)
 
 
 @app.command("inspect")
@@ -232,6 +234,7 @@ def inspect_command(ctx: typer.Context, spec: ImageSpecArg, target: TargetOpt = 
     info = describe_image(engine, image)
     info["matches_profile"] = matches_profile(engine, spec if image != spec else info["stack"], info,
                                               settings.registry)
+    info["attachments"] = attachments(engine, image, settings)  # what push put beside it in a registry
     print_json(info) if as_json else output.print_image(info)
 
 

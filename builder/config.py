@@ -49,6 +49,9 @@ class Settings:
     engine: str = "auto"
     builder: str | None = None
     compression: str = "gzip"
+    signing_key: Path | None = None  # EC P-256 private key (PEM): push signs what it pushed (builder/signing.py)
+    verify_keys: tuple[Path, ...] = ()  # public keys (PEM): pull and pull-or-build take only images they signed
+    audit_url: str = "https://pypi.org/pypi"  # PyPI's JSON API, whose `vulnerabilities` audit reads
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -74,14 +77,15 @@ class Settings:
             if f.name == "sources":
                 continue
             value = getattr(self, f.name)
-            text = "-" if value is None else str(value)
+            text = "-" if value is None or value == () else (
+                ", ".join(map(str, value)) if isinstance(value, tuple) else str(value))
             if f.name in URL_SETTINGS and value:
                 text = mask_url(value)
             rows.append((f.name, text, self.sources.get(f.name, "default")))
         return rows
 
 
-URL_SETTINGS = ("pip_index_url", "pip_extra_index_url", "debian_mirror", "ubuntu_mirror")
+URL_SETTINGS = ("pip_index_url", "pip_extra_index_url", "debian_mirror", "ubuntu_mirror", "audit_url")
 SETTING_NAMES = tuple(f.name for f in fields(Settings) if f.name != "sources")
 ENV_PREFIX = "STACKBUILD_"
 
@@ -99,8 +103,21 @@ def read_ca_bundle(path: Path, origin: str) -> str:
         raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def _key_file(name: str, value: str, origin: str) -> Path:
+    path = Path(value.strip()).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{origin}: {name}: {printable(str(path))} is not a file (a PEM key)")
+    return path.resolve()
+
+
 def _check(name: str, value: object, origin: str) -> object:
     """Validate one setting; raise ConfigError naming where it came from."""
+    if name == "verify_keys":  # a TOML list, or one string of comma-separated paths (a variable, a flag)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items) or not items:
+            raise ConfigError(f"{origin}: verify_keys must be a list of public key files (PEM), e.g. "
+                              "[\"/etc/stackbuild/cosign.pub\"], or one string of comma-separated paths")
+        return tuple(_key_file(name, item, origin) for item in items)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{origin}: {name} must be a non-empty string")
     value = value.strip()
@@ -117,6 +134,8 @@ def _check(name: str, value: object, origin: str) -> object:
         if value not in CHOICES[name]:
             raise ConfigError(f"{origin}: {name} '{value}' is not one of {', '.join(CHOICES[name])}")
         return value
+    if name == "signing_key":
+        return _key_file(name, value, origin)
     if name == "ca_bundle":
         path = Path(value).expanduser()
         text = read_ca_bundle(path, origin)
@@ -141,7 +160,7 @@ def _check(name: str, value: object, origin: str) -> object:
         except ValueError:
             raise ConfigError(f"{origin}: {name} '{printable(mask_url(url))}' has an invalid port "
                               "(a number from 1 to 65535)") from None
-    if name in ("debian_mirror", "ubuntu_mirror") and len(value.split()) != 1:
+    if name in ("debian_mirror", "ubuntu_mirror", "audit_url") and len(value.split()) != 1:
         raise ConfigError(f"{origin}: {name} takes one URL")
     return value
 

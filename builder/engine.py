@@ -58,7 +58,11 @@ def registry_reason(message: str) -> str:
 
 
 def split_ref(ref: str) -> tuple[str, str]:
-    """``repository:tag`` -> (repository, tag); the tag defaults to latest (a port is not a tag)."""
+    """``repository:tag`` -> (repository, tag); the tag defaults to latest (a port is not a tag);
+    ``repository@sha256:…`` -> (repository, the digest), which the engine pulls as such."""
+    if "@" in ref:
+        repository, _, digest = ref.partition("@")
+        return repository, digest
     if ":" in ref.split("/")[-1]:
         repository, _, tag = ref.rpartition(":")
         return repository, tag

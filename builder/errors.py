@@ -153,6 +153,18 @@ class LockError(StackbuildError):
     exit_code = 13
 
 
+class AuditError(StackbuildError):
+    """`stackbuild audit` found a known vulnerability neither fixed nor allowed, or an expired allowlist entry."""
+
+    exit_code = 14
+
+
+class AuditUnavailable(StackbuildError):
+    """`stackbuild audit` could not get the vulnerability data (PyPI's JSON API did not answer)."""
+
+    exit_code = 15
+
+
 # Signals: what a shell reports for a process they ended (128 + SIGINT / SIGTERM), here after unwinding.
 INTERRUPTED, TERMINATED = 130, 143
 
@@ -171,6 +183,9 @@ EXIT_CODES = {
     DoctorError.exit_code: "doctor could not read the log or model folder it was given",
     RegistryError.exit_code: "a push or pull failed: registry unreachable, access denied, image missing or mislabelled",
     LockError.exit_code: "a lock is stale, edited by hand, missing, unreadable or could not be made (`stackbuild lock`)",
+    AuditError.exit_code: "audit: a locked package has a known vulnerability that is neither fixed nor allowed (or an "
+                          "audit_allow entry expired)",
+    AuditUnavailable.exit_code: "audit: the vulnerability data could not be had (PyPI's JSON API did not answer)",
     INTERRUPTED: "interrupted by Ctrl-C, after undoing what the command had started",
     TERMINATED: "terminated by SIGTERM, after undoing what the command had started",
 }

@@ -399,6 +399,81 @@ def print_image(info: dict) -> None:
     out.print(f"  fixes: {', '.join(info['fixes']) or '-'}")
     for problem in info["problems"]:
         out.print(f"  problem: {problem}")
+    if "attachments" in info:
+        out.print("  pushed, with what is attached:" if info["attachments"] else
+                  "  pushed: no (push attaches an SBOM, a provenance statement and a signature)")
+        for entry in info["attachments"]:
+            for line in summary_lines(entry):
+                out.print(f"    {line}")
+
+
+def print_pushed(ref, pushed, as_json: bool) -> None:
+    """`stackbuild push`: what was pushed, and what was attached beside it."""
+    if as_json:
+        print_json({"event": "result", "content_hash": ref.content_hash,
+                    "pushed": [{"name": p.name, "digest": p.digest} for p in pushed],
+                    "attached": pushed[0].attached}, lines=True)
+        return
+    for item in pushed:
+        out.print(f"pushed {item.name} ({item.digest})")
+    for kind, tag in pushed[0].attached.items():
+        out.print(f"attached {kind}: {ref.repository}:{tag}")
+
+
+def print_audit(report) -> None:
+    """`stackbuild audit`: one block per release or image."""
+    verdict = "FAIL" if report.failed else ("report" if report.era and report.unallowed else "ok")
+    out.print(Text(f"{verdict:6} {report.subject}: {report.packages} packages, {len(report.findings)} known "
+                   f"vulnerabilities ({len(report.unallowed)} not allowed), {len(report.not_seen)} not seen",
+                   style="bold"))
+    for finding in report.findings:
+        v = finding.vulnerability
+        fixed = f"fixed in {', '.join(v.fixed_in)}" if v.fixed_in else "no fixed version"
+        state = (f"allowed until {finding.allowed_by.expires}: {finding.allowed_by.reason}" if finding.allowed_by
+                 else "NOT ALLOWED")
+        aliases = f" ({', '.join(v.aliases)})" if v.aliases else ""
+        out.print(f"  {finding.package}=={finding.version} {v.id}{aliases}: {fixed}; {state}")
+        if v.summary:
+            out.print(f"      {v.summary}")
+    for entry in report.expired:
+        out.print(f"  audit_allow {entry.id} expired on {entry.expires}: look again, then renew or drop it")
+    for entry in report.unused:
+        out.print(f"  audit_allow {entry.id} matches no finding: drop it")
+    if report.not_seen:
+        shown = ", ".join(f"{n}=={v}" for n, v, _ in report.not_seen[:8])
+        more = f" and {len(report.not_seen) - 8} more" if len(report.not_seen) > 8 else ""
+        reasons = sorted({why for _, _, why in report.not_seen})
+        out.print(f"  not seen: {shown}{more} ({'; '.join(reasons)})")
+    for note in report.notes:
+        out.print(f"  note: {note}")
+
+
+def summary_lines(entry: dict) -> list[str]:
+    """`inspect`'s lines for one registry's attachments."""
+    lines = [f"{entry['repository']}@{entry['digest']}"]
+    if "error" in entry:
+        return lines + [f"  cannot read its attachments: {entry['error']}"]
+    verified = f", verified by {', '.join(entry['verified_by'])}" if entry["verified_by"] else ""
+    lines.append(f"  signatures: {entry['signatures']}{verified}")
+    sbom = entry.get("sbom")
+    lines.append(f"  sbom: {sbom['format']}, {sbom['components']} components" if sbom else "  sbom: none")
+    provenance = entry.get("provenance")
+    if not provenance:
+        return lines + ["  provenance: none"]
+    predicate = provenance["statement"].get("predicate") or {}
+    definition = predicate.get("buildDefinition") or {}
+    run = predicate.get("runDetails") or {}
+    lines.append(f"  provenance: {provenance['statement'].get('predicateType')}"
+                 + (f" (signed, verified by {provenance['verified_by']})" if provenance["verified_by"] else ""))
+    for dependency in definition.get("resolvedDependencies") or []:
+        role = (dependency.get("annotations") or {}).get("role") or dependency.get("name") or "input"
+        digests = ", ".join(f"{k}:{v}" for k, v in (dependency.get("digest") or {}).items())
+        lines.append(f"    {role}: {dependency.get('uri')} {digests}")
+    for product in run.get("byproducts") or []:
+        lines.append(f"    {product.get('name')}: sha256:{(product.get('digest') or {}).get('sha256')}")
+    builder = run.get("builder") or {}
+    lines.append(f"    builder: {builder.get('id')}; engine: {(builder.get('version') or {}).get('engine')}")
+    return lines
 
 
 def print_locked(label: str, lock, path: str) -> None:

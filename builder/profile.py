@@ -32,7 +32,7 @@ from .profile_yaml import (TARGETS, RawCompiled, RawFile, RawFix, RawNamesake, R
                            RawTarget)
 from .resources import display_path, stacks_dir
 from .spec import is_profile_path
-from .stack import (CompiledPackage, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
+from .stack import (AuditAllow, CompiledPackage, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
                     ShippedFile, Stack, TargetSpec)
 from .validation import dotted, problems_from_validation
 from .yamlsrc import PathKey, YamlSource, load_yaml
@@ -404,6 +404,7 @@ class _Resolver:
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
             namesake=self._namesake(head, raw, at),
+            audit_allow=tuple(AuditAllow(a.id, a.reason, a.expires) for a in raw.audit_allow),
         )
         RuleCheck(self.problem, at, release).run()
         return release if len(self.problems) == before else None

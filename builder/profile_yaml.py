@@ -146,6 +146,31 @@ class RawNamesakeRun(Strict):
                                             "why and what to use instead; everything not listed must run.")
 
 
+def _advisory_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Z][A-Z0-9]*-[A-Za-z0-9][A-Za-z0-9._:-]*", value):
+        raise ValueError(f"'{value}' is not an advisory id || write it as PyPI's data names it, e.g. "
+                         "PYSEC-2017-94, GHSA-cq27-v7xp-c356 or CVE-2013-7459")
+    return value
+
+
+def _reason(value: str) -> str:
+    if len(value.split()) < 4:
+        raise ValueError(f"'{value}' is not a reason || say in a sentence why this image may carry it (the "
+                         "vulnerable code is not used, no fix exists for this release's pins, ...)")
+    return value
+
+
+class RawAuditAllow(Strict):
+    """A known vulnerability this release may carry, with why and until when (`stackbuild audit`)."""
+
+    id: Annotated[str, AfterValidator(_advisory_id)] = Field(description="The advisory's id or one of its "
+                                                              "aliases, as PyPI's vulnerability data names it.")
+    reason: Annotated[OneLine, AfterValidator(_reason)] = Field(description="Why the image may carry it, in a "
+                                                                "sentence a reviewer can check.")
+    expires: IsoDate = Field(description="The date after which the entry no longer counts: audit fails on an "
+                             "expired entry until someone looks again.")
+
+
 class RawRelease(Strict):
     summary: OneLine
     date: IsoDate
@@ -170,6 +195,8 @@ class RawRelease(Strict):
     options: dict[str, RawOption] = {}
     namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
                                            "this release runs (required when the stack names one).")
+    audit_allow: list[RawAuditAllow] = Field([], description="Known vulnerabilities of the locked packages that "
+                                             "this release may carry, each with its reason and expiry date.")
 
 
 class RawStackHead(Strict):

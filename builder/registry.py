@@ -9,6 +9,7 @@ is removed again and not used.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,7 @@ from .errors import ConfigError, RegistryError, SelectionError
 from .identity import ImageRef, image_ref
 from .plan import BuildPlan
 from .render import BuildContext
+from .signing import verify_image
 
 LOCAL_REPOSITORY = "stackbuild"  # where images built without a registry setting are named
 
@@ -111,17 +113,30 @@ class Pulled:
     image_id: str
 
 
-def pull_verified(engine: ImageEngine, plan: BuildPlan, ref: ImageRef,
-                  on_event: OnEvent = lambda event: None) -> Pulled:
-    """Pull the content tag and check its labels against the plan; RegistryError when either fails."""
-    engine.pull(ref.immutable, on_event)
-    info = engine.image(ref.immutable)
+def pull_verified(engine: ImageEngine, plan: BuildPlan, ref: ImageRef, on_event: OnEvent = lambda event: None,
+                  keys: Sequence[tuple[str, object]] = ()) -> Pulled:
+    """Pull the content tag and check its labels against the plan; RegistryError when either fails.
+
+    With ``keys`` (verify_keys), the manifest digest the tag points at must carry a signature by one of
+    them (builder/signing.py) before anything is pulled, and exactly that digest is pulled.
+    """
+    source = ref.immutable
+    if keys:
+        verified = verify_image(ref.immutable, ref.content_tag, keys)
+        on_event(BuildEvent("note", f"{ref.immutable} is {verified.digest}, signed (verified with {verified.key})"))
+        source = f"{ref.repository}@{verified.digest}"
+    engine.pull(source, on_event)
+    info = engine.image(source)
     if info is None:
-        raise RegistryError(f"pulled {ref.immutable} but the engine does not have it")
+        raise RegistryError(f"pulled {source} but the engine does not have it")
+    if source != ref.immutable:
+        engine.tag(info["Id"], ref.immutable)
     labels = dict((info.get("Config") or {}).get("Labels") or {})
     wrong = label_mismatches(labels, plan, ref)
     if wrong:
         engine.untag(ref.immutable)
+        if source != ref.immutable:
+            engine.untag(source)
         raise RegistryError(f"{ref.immutable} from the registry is not what the local profile describes, so it was "
                             "removed again: " + "; ".join(wrong), "mismatch")
     engine.tag(info["Id"], ref.moving)
@@ -186,7 +201,9 @@ def describe_image(engine: ImageEngine, image: str) -> dict:
 
 
 def pull_prebuilt(engine: ImageEngine, context: BuildContext, registry: str,
-                  on_event: OnEvent = lambda event: None) -> tuple[ImageRef, Pulled]:
-    """Pull the prebuilt image the local profile would build (its content tag), its labels checked."""
+                  on_event: OnEvent = lambda event: None, keys: Sequence[tuple[str, object]] = ()
+                  ) -> tuple[ImageRef, Pulled]:
+    """Pull the prebuilt image the local profile would build (its content tag), its signature (with
+    ``keys``) and labels checked."""
     ref = locate(engine, context, registry).ref
-    return ref, pull_verified(engine, context.plan, ref, on_event)
+    return ref, pull_verified(engine, context.plan, ref, on_event, keys)

@@ -21,6 +21,7 @@ LOCK = PREFIX + "lock"
 CONTENT_HASH = PREFIX + "content-hash"
 BASE = PREFIX + "base"
 BUILD_HOST_CPU = PREFIX + "build-host-cpu"
+BUILD_ENGINE = PREFIX + "build-engine"  # the builder (classic or buildkit) and the engine version that built it
 # On containers stackbuild starts
 CONTAINER = PREFIX + "container"
 SMOKE = PREFIX + "smoke"

@@ -116,6 +116,15 @@ class Namesake:
 
 
 @dataclass(frozen=True)
+class AuditAllow:
+    """A known vulnerability a release may carry (the profile's audit_allow), until ``expires``."""
+
+    id: str
+    reason: str
+    expires: str  # YYYY-MM-DD
+
+
+@dataclass(frozen=True)
 class Release:
     name: str
     summary: str
@@ -137,6 +146,7 @@ class Release:
     options: dict[str, Option]
     checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/checks.py
     namesake: Namesake | None = None
+    audit_allow: tuple[AuditAllow, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+import json
+
 import builder.build
 import builder.engines
-from builder.engine import registry_reason
+import builder.oci
+from builder.engine import registry_reason, split_ref
 from builder.engine_api import BuildEvent, BuildLog
 from builder.errors import RegistryError
 from builder.site import SiteServer
+
+from .fake_registry import FakeRegistry
 
 BASE_DIGEST = "sha256:" + "c" * 64
 
@@ -35,6 +40,18 @@ class FakeEngine:
         self.pulls: list[str] = []
         self.pushes: list[str] = []
         self.untagged: list[str] = []
+        self.oci = None  # a FakeRegistry (tests/unit/fake_registry.py) where pushes also land
+        self.containers: dict[str, str] = {}
+        self.execs: list[tuple[str, list[str]]] = []
+        self.inventory = {"dpkg": [{"name": "bash", "version": "5.2.15-2+b13", "arch": "amd64", "source": "",
+                                    "licences": ["GPL-3+"]}],
+                          "python": [{"name": "six", "version": "1.16.0", "expression": None, "license": "MIT",
+                                      "classifiers": []}],
+                          "locks": {"4-packages.txt": "six==1.16.0 \\\n    --hash=sha256:" + "1" * 64 + "\n"},
+                          "python_version": "3.11.2"}
+
+    def version(self):
+        return "20.10.24"
 
     def base_identity(self, ref, pull, on_event=None):
         return f"{ref}@{BASE_DIGEST}"
@@ -68,7 +85,25 @@ class FakeEngine:
         if on_event:
             on_event(BuildEvent("layer", "Pushed", layer="abc123"))
         self.registry[ref] = self.images[ref]
-        return "sha256:" + "e" * 64
+        if self.oci is None:
+            return "sha256:" + "e" * 64
+        # the manifest goes to the loopback registry too, where signatures and attachments are read
+        repository, tag = split_ref(ref)
+        digest = self.oci.put_image(repository.split("/", 1)[1], tag, self.images[ref]["Config"]["Labels"])
+        self.registry[f"{repository}@{digest}"] = self.images[ref]
+        return digest
+
+    # containers: only what the SBOM's inventory needs (one exec of the image's python)
+    def start_container(self, image, name, labels, gpus, shm_size=None, **kwargs):
+        self.containers[name] = image
+        return name
+
+    def exec_lines(self, container, command):
+        self.execs.append((self.containers[container], command))
+        return iter([json.dumps(self.inventory)]), lambda: 0
+
+    def remove_container(self, container):
+        self.containers.pop(container, None)
 
     def untag(self, ref):
         self.untagged.append(ref)
@@ -107,14 +142,26 @@ def _dockerfile_labels(text: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def fake(monkeypatch, tmp_path):
+def oci_registry(monkeypatch):
+    """A loopback registry v2 API that builder.oci talks to, whatever host an image name gives."""
+    served = FakeRegistry()
+    monkeypatch.setattr(builder.oci.Repository, "base_url",
+                        property(lambda self: f"http://127.0.0.1:{served.port}/v2/{self.path}"))
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path, oci_registry):
     engine = FakeEngine()
+    engine.oci = oci_registry
     monkeypatch.setattr(builder.engines, "connect", lambda timeout=600, kind="classic", builder=None: engine)
     # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
     monkeypatch.setattr(builder.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    for name in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CONFIG"):
+    for name in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CONFIG",
+                 "SIGNING_KEY", "VERIFY_KEYS", "AUDIT_URL"):
         monkeypatch.delenv(f"STACKBUILD_{name}", raising=False)
     return engine
 

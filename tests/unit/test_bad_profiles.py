@@ -19,7 +19,7 @@ CASES = [
      "titel: unknown field (did you mean 'title'? allowed: apt, checks, default_release, description, files, fixes, "
      "name, namesake, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
-     "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, bootstrap, checks, compiled, cuda, "
+     "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, audit_allow, bootstrap, checks, compiled, cuda, "
      "date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, torch, "
      "with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
@@ -232,7 +232,7 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "releases.2023.06.namesake.commit: '3312cc1' is not a full commit (pin the full 40-character commit hash, "
      "not a branch, tag or short hash)"),
     ("namesake-missing", "    namesake:\n      commit:", "    namesakes:\n      commit:", "namesakes:",
-     "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, bootstrap, checks, compiled, "
+     "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, audit_allow, bootstrap, checks, compiled, "
      "cuda, date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, "
      "torch, with_torch)"),
     ("namesake-unknown-script", "scripts: [train_mem.py]", "scripts: [train_xformers.py]", "train_xformers.py",
