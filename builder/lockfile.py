@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from .errors import LockError
 from .files import write_atomic
 from .lockseal import check_seal, seal_lines
+from .printable import printable
 from .safeio import MAX_LOCK_BYTES, read_text
 
 LOCKS_FOLDER = "locks"  # beside the profile
@@ -42,7 +44,8 @@ class LockedPackage:
 
     @property
     def is_git(self) -> bool:
-        return "git+" in self.requirement
+        """A git pin: the parser admits one only where the lock's inputs declare it, at that commit."""
+        return self.version is None and GIT_ENTRY.match(self.requirement) is not None
 
     def text(self) -> str:
         if not self.hashes:
@@ -113,35 +116,65 @@ def lock_file(profile: Path, stack: str, release: str, target: str, options: Ite
     return profile.parent / LOCKS_FOLDER / name
 
 
+# What the resolver writes, and nothing else (see parse_lock).
+ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>[A-Za-z0-9.+!_-]+)\Z")
+GIT_ENTRY = re.compile(r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?) @ (?P<url>git\+https://[A-Za-z0-9.-]+/"
+                       r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+@[0-9a-f]{40})\Z")
+INTRO = ("# stackbuild lock of ", "# Made by `stackbuild lock`")
+SEAL_LINE = re.compile(r"^# sha256 (?:header|\[[a-z0-9:._-]+\]): [0-9a-f]{64}\Z")
+
+
+def _refusal(words: list[str]) -> str:
+    """Why an entry is not one the resolver writes, in words a reviewer knows."""
+    text = " ".join(words)
+    if words[0] in ("-e", "--editable") or words[0].startswith("--editable="):
+        return "an editable install (-e)"
+    if any(w.split("=", 1)[0] in ("-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host",
+                                  "--no-index", "--pre", "-r", "--requirement", "-c", "--constraint")
+           or w.startswith("-i") for w in words):
+        return "an index or file option"
+    if ";" in text:
+        return "an environment marker"
+    if "git+" in text:
+        return "a git URL that is not exactly one of the lock's inputs (a profile's git pin, at its commit)"
+    if "://" in text or " @ " in text or text.startswith(("/", ".", "file:")):
+        return "a URL or file requirement"
+    if "[" in text:
+        return "a requirement with extras"
+    if any(w.startswith("--hash=") and not HASH.match(w) for w in words):
+        return "a hash that is not --hash=sha256:<64 lowercase hex>"
+    options = [w for w in words if w.startswith("-") and not HASH.match(w)]
+    if options:
+        return f"an option ({options[0]})"
+    return "not NAME==VERSION"
+
+
 def parse_lock(text: str, where: str) -> Lock:
-    """Parse a lock file; LockError naming the line when it is not one."""
+    """Parse a lock file; LockError naming the line when it is not one.
+
+    Strict: it accepts only what ``stackbuild lock`` writes. The header holds only the intro, the
+    fields, the inputs and the seal; each entry is ``NAME==VERSION`` with one or more
+    ``--hash=sha256:…`` and nothing else, or a git pin that is exactly one of the lock's own inputs
+    (``NAME @ git+https://host/org/repo@<40-hex commit>``: a profile's git pin at its declared commit;
+    lock_problems then holds the inputs to the profile's). A URL or file requirement, ``-e``, an
+    index option (``-i URL``), an environment marker or extras is refused with its line, whatever
+    the seal says.
+    """
     if f"# format: {FORMAT}" not in text.splitlines():
         raise LockError(f"{where}: not a stackbuild lock (no '# format: {FORMAT}' line); make it with `stackbuild lock`")
     fields: dict[str, str] = {}
     inputs: list[tuple[str, str]] = []
-    groups: list[tuple[str, list[LockedPackage]]] = []
+    groups: list[tuple[str, list[tuple[int, list[str]]]]] = []
     entry: list[str] = []
     entry_line = 0
+    again = "make it with `stackbuild lock`, never by editing it"
 
     def finish() -> None:
         if not entry:
             return
-        words = " ".join(entry).split()
-        hashes = []
-        for word in words:
-            match = HASH.match(word)
-            if word.startswith("--") and not match:
-                raise LockError(f"{where}:{entry_line}: unexpected option '{word}' in a lock entry")
-            if match:
-                hashes.append(match[1])
-        requirement = " ".join(w for w in words if not w.startswith("--"))
-        name, _, version = requirement.partition("==")
-        if " @ " in requirement:
-            name, version = requirement.split(" @ ", 1)[0], ""
         if not groups:
             raise LockError(f"{where}:{entry_line}: a package before the first [section]")
-        groups[-1][1].append(LockedPackage(canonicalize_name(name.strip()), version.strip() or None, requirement,
-                                           tuple(hashes)))
+        groups[-1][1].append((entry_line, " ".join(entry).split()))
         entry.clear()
 
     continued = False
@@ -158,10 +191,17 @@ def parse_lock(text: str, where: str) -> Lock:
         if line.startswith("#"):
             if match := SECTION.match(line):
                 groups.append((match["key"], []))
+            elif groups:
+                raise LockError(f"{where}:{number}: a comment inside section [{groups[-1][0]}] "
+                                f"({printable(line[:60])}); {again}")
             elif match := INPUT.match(line):
                 inputs.append((match["key"], match["req"]))
             elif match := FIELD.match(line):
+                if match["name"] in fields:
+                    raise LockError(f"{where}:{number}: a second '# {match['name']}:' line; {again}")
                 fields[match["name"]] = match["value"]
+            elif not (SEAL_LINE.match(line) or line.startswith(INTRO)):
+                raise LockError(f"{where}:{number}: {printable(line[:80])} is not a line of a lock's header; {again}")
             continue
         entry_line, continued = number, line.endswith("\\")
         entry.append(line.rstrip("\\").strip())
@@ -171,13 +211,41 @@ def parse_lock(text: str, where: str) -> Lock:
     missing = [k for k in ("stack", "python", "platform", "exclude-newer") if k not in fields]
     if missing:
         raise LockError(f"{where}: the lock's header lacks {', '.join(missing)}; make it again with `stackbuild lock`")
+    declared_git = {req for _, req in inputs if GIT_ENTRY.match(req)}
+    locked: list[tuple[str, tuple[LockedPackage, ...]]] = []
+    for key, entries in groups:
+        packages = []
+        for number, words in entries:
+            packages.append(_entry(words, declared_git, f"{where}:{number}", f"[{key}]", again))
+        locked.append((key, tuple(packages)))
     grouped: dict[str, list[str]] = {}
     for key, req in inputs:
         grouped.setdefault(key, []).append(req)
     lock_in = LockInputs(fields["stack"], fields["python"], fields["platform"], fields["exclude-newer"],
                          tuple((k, tuple(v)) for k, v in grouped.items()))
-    return Lock(lock_in, tuple((k, tuple(p)) for k, p in groups), fields.get("resolver", ""),
-                fields.get("torch-exclude-newer", ""))
+    return Lock(lock_in, tuple(locked), fields.get("resolver", ""), fields.get("torch-exclude-newer", ""))
+
+
+def _entry(words: list[str], declared_git: set[str], where: str, section: str, again: str) -> LockedPackage:
+    """One entry's words as a LockedPackage, or a LockError saying why the resolver never writes it."""
+    requirement = " ".join(w for w in words if not HASH.match(w))
+    hashes = tuple(m[1] for w in words if (m := HASH.match(w)))
+    shown = printable(" ".join(words)[:120])
+    if requirement in declared_git and not hashes:
+        match = GIT_ENTRY.match(requirement)
+        return LockedPackage(canonicalize_name(match["name"]), None, requirement, ())
+    match = ENTRY.match(requirement)
+    if match and hashes:
+        try:
+            Version(match["version"])
+        except InvalidVersion:
+            raise LockError(f"{where}: {shown} in {section}: {match['version']!r} is not a version; {again}") from None
+        return LockedPackage(canonicalize_name(match["name"]), match["version"], requirement, hashes)
+    if match:
+        raise LockError(f"{where}: {shown} in {section} has no --hash: every locked file is hash-checked; {again}")
+    if requirement in declared_git:
+        raise LockError(f"{where}: {shown} in {section}: a git pin cannot have a hash; {again}")
+    raise LockError(f"{where}: {shown} in {section} is not what `stackbuild lock` writes: {_refusal(words)}; {again}")
 
 
 def read_lock(path: Path) -> Lock:

@@ -4,6 +4,7 @@ image is rendered, `lock --check` and `diff`. (Making a lock with uv is an integ
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -157,11 +158,71 @@ def test_a_lock_without_uv_is_installed_by_pip_as_before():
     ("six==1.16.0\n", "not a stackbuild lock"),
     ("# format: stackbuild-lock 1\n# [all]\nsix==1.16.0\n", "the lock's header lacks stack, python, platform"),
     (SAMPLE.replace("# [bootstrap]\n", ""), "a package before the first [section]"),
-    (SAMPLE.replace("--hash=sha256:" + "a" * 64, "--index-url=http://x"), "unexpected option '--index-url=http://x'"),
+    (SAMPLE.replace("--hash=sha256:" + "a" * 64, "--index-url=http://x"),
+     "broken.txt:11: pip==25.3 --index-url=http://x in [bootstrap] is not what `stackbuild lock` writes: an index"),
 ])
 def test_a_broken_lock_names_what_is_wrong(text, message):
     with pytest.raises(LockError, match=message.replace("[", r"\[")):
         parse_lock(text, "broken.txt")
+
+
+_GIT = "tool @ git+https://github.com/o/tool.git@0123456789abcdef0123456789abcdef01234567"
+_SIX = "six==1.16.0 \\\n    --hash=sha256:{b} \\\n    --hash=sha256:{c}\n".format(b="b" * 64, c="c" * 64)
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ("six @ https://files.example/six-1.16.0-py3-none-any.whl", "a URL or file requirement"),
+    ("https://files.example/six-1.16.0-py3-none-any.whl", "a URL or file requirement"),
+    ("six @ file:///tmp/six-1.16.0-py3-none-any.whl", "a URL or file requirement"),
+    ("./six-1.16.0-py3-none-any.whl", "a URL or file requirement"),
+    ("-e git+https://github.com/o/evil.git#egg=evil", "an editable install"),
+    ("--editable=git+https://github.com/o/evil.git#egg=evil", "an editable install"),
+    ("six==1.16.0 -i https://evil.example/simple \\\n    --hash=sha256:" + "b" * 64, "an index or file option"),
+    ("--extra-index-url https://evil.example/simple", "an index or file option"),
+    ("-r other.txt", "an index or file option"),
+    ("six==1.16.0 ; python_version >= '3' \\\n    --hash=sha256:" + "b" * 64, "an environment marker"),
+    ("six==1.16.0;sys_platform=='linux' \\\n    --hash=sha256:" + "b" * 64, "an environment marker"),
+    ("evil @ git+https://github.com/o/evil.git@0123456789abcdef0123456789abcdef01234567", "a git URL"),
+    ("tool @ git+https://github.com/o/tool.git@ffffffffffffffffffffffffffffffffffffffff", "a git URL"),
+    ("tool @ git+https://github.com/o/tool.git@main", "a git URL"),
+    ("six[extra]==1.16.0 \\\n    --hash=sha256:" + "b" * 64, "extras"),
+    ("six==1.16.0", "has no --hash"),
+    ("six>=1.16.0 \\\n    --hash=sha256:" + "b" * 64, "not NAME==VERSION"),
+    ("six==1.16.0 \\\n    --hash=md5:" + "b" * 32, "a hash that is not"),
+    ("six==1.16.0 \\\n    --hash=sha256:" + "B" * 64, "a hash that is not"),
+    ("six==1.16.0 \\\n    --no-binary=:all: \\\n    --hash=sha256:" + "b" * 64, "an option (--no-binary"),
+    ("six==not.a.version! \\\n    --hash=sha256:" + "b" * 64, "'not.a.version!' is not a version"),
+    (_GIT + " \\\n    --hash=sha256:" + "b" * 64, "a git pin cannot have a hash"),
+])
+def test_the_parser_accepts_only_what_the_resolver_writes(entry, why):
+    text = SAMPLE.replace(_SIX, _SIX + entry + "\n")
+    with pytest.raises(LockError, match=re.escape(why)) as caught:
+        parse_lock(text, "forged.txt")
+    assert "forged.txt:" in str(caught.value) and "never by editing it" in str(caught.value)
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ("# stack: other@2026.11 (cpu)", "a second '# stack:' line"),
+    ("# pip-args: --index-url https://evil.example", "is not a line of a lock's header"),
+    ("--index-url https://evil.example/simple", "a package before the first [section]"),
+])
+def test_the_parser_accepts_only_the_header_the_resolver_writes(line, why):
+    text = SAMPLE.replace("# input bootstrap: pip==25.3\n", f"# input bootstrap: pip==25.3\n{line}\n")
+    with pytest.raises(LockError, match=re.escape(why)):
+        parse_lock(text, "forged.txt")
+
+
+def test_a_comment_inside_a_section_is_refused_by_the_parser_too():
+    with pytest.raises(LockError, match=r"forged.txt:17: a comment inside section \[packages\]"):
+        parse_lock(SAMPLE.replace(_SIX, _SIX + "# pip install evil\n"), "forged.txt")
+
+
+def test_a_git_pin_is_one_only_where_the_inputs_declare_it_at_that_commit():
+    lock = parse_lock(SAMPLE, "sample.txt")
+    assert [p.name for p in lock.git_pins()] == ["tool"]
+    undeclared = SAMPLE.replace("# input packages: " + _GIT + "\n", "")
+    with pytest.raises(LockError, match="forged.txt:16: tool @ git\\+https.* a git URL that is not exactly one"):
+        parse_lock(undeclared, "forged.txt")
 
 
 def test_a_hand_edited_lock_contradicting_its_inputs_is_caught():
