@@ -23,7 +23,8 @@ from .containers import (RunOptions, check_options, default_name, find, list_con
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from .errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
 from .images import image_of, matches_profile, packages_of
-from .lock import check_locks, lock_and_write, lock_check_error, lock_selection
+from .lock import (check_locks, check_upgrade_packages, lock_and_write, lock_check_error, lock_selection,
+                   resolve_checks)
 from .lockfile import package_diff
 from .output import out, print_json
 from .printable import printable_lines
@@ -249,18 +250,34 @@ def lock_command(
     every: Annotated[bool, typer.Option("--all", help="Every stack, release and target.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Make nothing: fail when a lock does not fit its profile.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="With --check: a target without a lock fails too.")] = False,
+    resolve: Annotated[bool, typer.Option("--resolve", help="With --check: resolve each lock again from the index "
+                                          "and fail when it is not what its inputs give (a forged lock).")] = False,
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Resolve afresh: no preference for the previous "
+                                          "lock's versions.")] = False,
+    upgrade_packages: Annotated[Optional[list[str]], typer.Option("--upgrade-package", metavar="NAME",
+                                help="Let NAME move to its newest version as of the date (repeatable).")] = None,
 ) -> None:
-    """Resolve every package an image installs, with hashes, as of its release's date, into a committed lock."""
+    """Resolve every package an image installs, with hashes, as of its release's date, into a committed lock.
+
+    Locking again prefers the previous lock's versions: only what a changed pin strictly requires
+    moves (--upgrade and --upgrade-package move more on purpose), and lock prints what moved.
+    """
     if spec is None and not (every or check):
         raise UsageError("name a stack (stackbuild lock qlora@2023.07), or pass --all or --check")
     if spec is not None and every:
         raise UsageError("--all locks every stack: name no stack with it")
     if strict and not check:
         raise UsageError("--strict goes with --check")
+    if resolve and not check:
+        raise UsageError("--resolve goes with --check (lock --check --resolve)")
+    if check and (upgrade or upgrade_packages):
+        raise UsageError("--upgrade and --upgrade-package go with lock, not with --check")
     name, release = split_spec(spec) if spec else (None, None)
     selected = lock_selection(name, release, target, options or [])
     if check:
         checks = check_locks(selected, spec is None)
+        if resolve:
+            checks = resolve_checks(selected, checks, _settings(ctx))
         for item in checks:
             output.print_lock_check(item, user_path(item.path))
         failed = lock_check_error(checks, strict)
@@ -268,17 +285,19 @@ def lock_command(
             raise failed
         return
     settings = _settings(ctx)
+    check_upgrade_packages(selected, upgrade_packages or [])
     failed_labels = []
+    memo: dict = {}  # uv resolutions the selected locks share (the torch layer's) run once
     for plan in selected:
         try:
-            lock, path = lock_and_write(plan, settings)
+            relocked = lock_and_write(plan, settings, upgrade, upgrade_packages or [], memo)
         except LockError as exc:
             if len(selected) == 1:
                 raise
             failed_labels.append(plan.label)
             print(f"error: {printable_lines(redact(str(exc)))}", file=sys.stderr)
             continue
-        output.print_locked(plan.label, lock, user_path(path))
+        output.print_locked(plan.label, relocked, user_path(relocked.path))
     if failed_labels:
         raise LockError(f"{len(failed_labels)} of {len(selected)} could not be locked: {', '.join(failed_labels)}")
 

@@ -14,23 +14,29 @@ again must not build what the old lock says.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 import re
 import ssl
 import subprocess
 import tempfile
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
 from . import targets
 from .config import Settings
-from .errors import LockError
+from .errors import LockError, UsageError
 from .redact import redact
-from .lockfile import FORMAT, Lock, LockedPackage, LockInputs, lock_problems, parse_lock, read_lock, write_lock
+from .lockfile import (FORMAT, Lock, LockChanges, LockedPackage, LockInputs, lock_changes, lock_problems,
+                       package_diff, parse_lock, read_lock, resolution_problems, write_lock)
 from .plan import BuildPlan, lock_inputs, lock_path, lock_required, plan_build
 from .profile import available_stacks, load_stack
 from .resources import display_path
@@ -86,30 +92,61 @@ def _uv_version(uv: str) -> str:
 
 
 def torch_release_date(plan: BuildPlan, settings: Settings | None) -> str | None:
-    """The day torch's version (without a +cuXXX suffix) was first uploaded to PyPI, or None.
+    """The day torch's version (without a +cuXXX suffix) was first uploaded to the index, or None.
 
-    Read from PyPI's JSON simple index (PEP 691/700 upload times), which uv reads as well.
+    Read from the index's JSON simple API (PEP 691/700 upload times), which uv reads as well: the
+    site's ``pip_index_url`` when it has one, else PyPI.
     """
     version = plan.target.torch.version.split("+", 1)[0]
-    context = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings and settings.ca_bundle else None
-    request = urllib.request.Request("https://pypi.org/simple/torch/",
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    index = (settings.pip_index_url if settings and settings.pip_index_url else "https://pypi.org/simple").rstrip("/")
+    bundle = str(settings.ca_bundle) if settings and settings.ca_bundle else None
+    return _first_upload(f"{index}/torch/", f"torch-{version}-", bundle)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_upload(url: str, prefix: str, bundle: str | None) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    if parts.username or parts.password:  # an index URL with credentials: send them as basic auth
+        user = urllib.parse.unquote(parts.username or "")
+        secret = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    context = ssl.create_default_context(cafile=bundle) if bundle and url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(request, timeout=60, context=context) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60,
+                                    context=context) as answer:
             files = json.load(answer).get("files") or []
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
-    times = sorted(f["upload-time"][:10] for f in files
-                   if f.get("upload-time") and str(f.get("filename", "")).startswith(f"torch-{version}-"))
+    times = sorted(f["upload-time"][:10] for f in files if isinstance(f, dict) and isinstance(f.get("upload-time"), str)
+                   and str(f.get("filename", "")).startswith(prefix))
     return times[0] if times else None
 
 
-def make_lock(plan: BuildPlan, settings: Settings | None = None) -> Lock:
+def make_lock(plan: BuildPlan, settings: Settings | None = None, prefer: Lock | None = None,
+              upgrade: Iterable[str] = (), memo: dict | None = None, sections: bool = True) -> Lock:
     """Resolve the plan's complete package set with uv, split into its layers.
 
-    First torch with the bootstrap tools, as of torch's release (or the release's date when PyPI
-    cannot say), then everything with that held; then each layer's share of the whole.
+    First torch with the bootstrap tools, as of torch's release (or the release's date when the
+    index cannot say), then everything with that held; then each layer's share of the whole.
+    With ``prefer`` (the previous lock), every resolution prefers its versions, as `uv pip compile`
+    does with the pins of an existing output file: only what the changed inputs strictly require
+    moves, though the index's view of a past date grows (files uploaded before it appear later).
+    Packages named in ``upgrade`` get no preference.
+
+    ``memo`` (a dict one command shares across its locks) keeps each distinct uv resolution's
+    output, so the torch resolution many releases share runs once. Without ``sections`` the lock
+    has one section, [all]: the versions without the layers (what drift needs).
     """
+    held = {canonicalize_name(n) for n in upgrade}
+    def pins(packages: Iterable[LockedPackage]) -> str:
+        return "".join(f"{p.name}=={p.version}\n" for p in packages if p.version and p.name not in held)
+
+    # the torch resolution prefers only the torch layer's pins, so releases that share it share its memo
+    torch_preferences = pins(p for key, ps in (prefer.groups if prefer else ()) if key in ("bootstrap", "torch")
+                             for p in ps)
+    preferences = pins(prefer.packages() if prefer else ())
     inputs = lock_inputs(plan)
     uv = uv_binary()
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
@@ -128,16 +165,27 @@ def make_lock(plan: BuildPlan, settings: Settings | None = None) -> Lock:
                     ) -> tuple[Path, list[LockedPackage]]:
             infile, outfile = folder / f"{name}.in", folder / f"{name}.txt"
             infile.write_text("\n".join(requirements) + "\n")
+            preferred = torch_preferences if name == "torch" else preferences
+            outfile.write_text(preferred)  # uv reads an existing output file's pins as preferences
             command = _uv_command(uv, inputs, infile, outfile, settings, index, constraints, cutoff)
             for package in exempt:
                 command += ["--exclude-newer-package", f"{package}=false"]
-            _run_uv(command, env, spec)
+            key = (tuple(c.replace(tmp, "") for c in command), infile.read_text(), preferred,
+                   constraints.read_text() if constraints else "")
+            if memo is not None and key in memo:
+                outfile.write_text(memo[key])
+            else:
+                _run_uv(command, env, spec)
+                if memo is not None:
+                    memo[key] = outfile.read_text()
             return outfile, parse_lock(_as_lock_text(outfile.read_text(), inputs), str(outfile)).packages()
 
         torch_reqs = [r for key, reqs in inputs.groups if key in ("bootstrap", "torch") for r in reqs]
         torch_file, torch_packages = resolve("torch", torch_reqs, None, torch_cutoff)
         exempt = [p.name for p in torch_packages if not p.is_git]
         full_file, full = resolve("all", inputs.requirements, torch_file)
+        if not sections:
+            return Lock(inputs, (("all", tuple(full)),), _uv_version(uv), torch_cutoff)
         by_name = {p.name: p for p in full}
         groups: list[tuple[str, tuple[LockedPackage, ...]]] = []
         placed: set[str] = set()
@@ -182,22 +230,46 @@ def lock_selection(name: str | None, release: str | None, target: str | None, op
     return plans
 
 
-def lock_and_write(plan: BuildPlan, settings: Settings | None) -> tuple[Lock, Path]:
-    """Make the plan's lock and write it to its committed place."""
-    lock = make_lock(plan, settings)
+@dataclass(frozen=True)
+class Relocked:
+    """One `stackbuild lock`: the new lock, where it went, and what moved since the previous one."""
+
+    lock: Lock
+    path: Path
+    changes: LockChanges | None  # None: no previous lock to compare with
+    note: str = ""  # why the previous lock was not used as preferences
+
+
+def previous_lock(plan: BuildPlan) -> tuple[Lock | None, str]:
+    """The plan's committed lock (its seal and format checked), or None and why not."""
+    path = lock_path(plan)
+    if not os.path.lexists(path):
+        return None, ""
+    try:
+        return read_lock(path), ""
+    except LockError as exc:
+        return None, f"the previous lock is not used as preferences: {exc}"
+
+
+def lock_and_write(plan: BuildPlan, settings: Settings | None, upgrade: bool = False,
+                   upgrade_packages: Iterable[str] = (), memo: dict | None = None) -> Relocked:
+    """Make the plan's lock, preferring the previous lock's versions unless ``upgrade``, and write it."""
+    previous, note = previous_lock(plan)
+    lock = make_lock(plan, settings, None if upgrade else previous, upgrade_packages, memo)
     path = lock_path(plan)
     write_lock(path, lock)
-    return lock, path
+    return Relocked(lock, path, lock_changes(previous, lock) if previous else None, note)
 
 
 @dataclass(frozen=True)
 class LockCheck:
     """How one committed lock (or the want of one) stands against its profile."""
 
-    state: str  # ok | unlocked | missing | stale | orphan
+    state: str  # ok | unlocked | missing | stale | orphan | forged | unresolved
     label: str  # the plan's label; an orphan's path
     path: Path
     problems: tuple[str, ...] = ()
+    drift: tuple[tuple[str, str | None, str | None], ...] = field(default=())  # a fresh resolution's moves
 
 
 def check_locks(plans: list[BuildPlan], everything: bool) -> list[LockCheck]:
@@ -225,11 +297,59 @@ def check_locks(plans: list[BuildPlan], everything: bool) -> list[LockCheck]:
 
 def lock_check_error(checks: list[LockCheck], strict: bool) -> LockError | None:
     """The error `lock --check` ends with: stale, edited, missing or orphan locks, and with ``strict`` unlocked ones."""
-    bad = [c.label for c in checks if c.state in ("stale", "missing", "orphan")]
+    bad = [c.label for c in checks if c.state in ("stale", "missing", "orphan", "forged", "unresolved")]
     unlocked = [c.label for c in checks if c.state == "unlocked"]
     if not (bad or (strict and unlocked)):
         return None
-    what = [f"{len(bad)} stale, edited, missing or orphan: {', '.join(bad)}"] if bad else []
+    what = [f"{len(bad)} stale, edited, forged, missing or orphan: {', '.join(bad)}"] if bad else []
     what += [f"{len(unlocked)} unlocked: {', '.join(unlocked)}"] if strict and unlocked else []
     return LockError("locks do not fit their profiles - " + "; ".join(what)
                      + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")
+
+
+def resolve_check(plan: BuildPlan, check: LockCheck, settings: Settings | None, memo: dict | None = None) -> LockCheck:
+    """A fitting lock checked against the index: `lock --check --resolve`.
+
+    Its inputs are resolved again, preferring the lock's own versions: the result must be the lock
+    (same packages, versions and sections; each recorded hash one the index publishes), or the lock
+    was forged or cannot be made from its inputs, whatever its seal says. Then once more without
+    preferences, as a fresh `stackbuild lock --upgrade` would: what that moves is drift, reported and
+    not a failure (the index's view of a past date grows).
+    """
+    if check.state != "ok":
+        return check
+    try:
+        committed = read_lock(check.path)
+        again = make_lock(plan, settings, prefer=committed, memo=memo)
+        fresh = make_lock(plan, settings, memo=memo, sections=False)
+    except LockError as exc:
+        return LockCheck("unresolved", check.label, check.path, (str(exc),))
+    problems = resolution_problems(committed, again)
+    drift = tuple(package_diff(committed.versions(), fresh.versions()))
+    return LockCheck("forged" if problems else "ok", check.label, check.path, tuple(problems), drift)
+
+
+def resolve_checks(plans: list[BuildPlan], checks: list[LockCheck], settings: Settings | None,
+                   workers: int = 4) -> list[LockCheck]:
+    """resolve_check of every fitting lock, a few at a time (uv waits on the index more than on the CPU)."""
+    by_path = {lock_path(plan): plan for plan in plans}
+    memo: dict = {}
+
+    def one(check: LockCheck) -> LockCheck:
+        plan = by_path.get(check.path)
+        return resolve_check(plan, check, settings, memo) if plan is not None else check
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, checks))
+
+
+def check_upgrade_packages(plans: list[BuildPlan], names: list[str]) -> None:
+    """UsageError for an --upgrade-package NAME that no selected plan's previous lock has."""
+    if not names:
+        return
+    locked = {p.name for plan in plans for p in (previous_lock(plan)[0] or Lock(lock_inputs(plan), ())).packages()}
+    unknown = [n for n in names if canonicalize_name(n) not in locked]
+    if unknown:
+        raise UsageError(f"--upgrade-package {', '.join(unknown)}: not in the previous lock of "
+                         f"{', '.join(plan.label for plan in plans[:3])}{' …' if len(plans) > 3 else ''} "
+                         "(name a package the lock has; --upgrade moves every package)")

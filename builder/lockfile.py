@@ -296,3 +296,73 @@ def package_diff(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, st
     """(name, old version, new version) for every package added, removed or changed; sorted by name."""
     names: Iterable[str] = sorted(set(old) | set(new))
     return [(n, old.get(n), new.get(n)) for n in names if old.get(n) != new.get(n)]
+
+
+@dataclass(frozen=True)
+class LockChanges:
+    """What moved from one lock to the next, per section, and the layers that rebuild for it."""
+
+    sections: tuple[tuple[str, tuple[tuple[str, str | None, str | None], ...]], ...]  # (key, package_diff rows)
+    rehashed: tuple[tuple[str, str], ...]  # (key, name): same version, other hashes
+    rebuilt: tuple[str, ...]  # the first section whose text changed and every one after it, in layer order
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.rebuilt)
+
+
+def lock_changes(old: Lock, new: Lock) -> LockChanges:
+    """The difference between a lock and the one made after it (sections in the new lock's order).
+
+    Docker caches a layer while its instruction, its copied files and every earlier layer are the
+    same, so the first section whose text changed rebuilds and so does every section after it.
+    """
+    keys = [k for k, _ in new.groups] + [k for k, _ in old.groups if k not in dict(new.groups)]
+    sections, rehashed = [], []
+    for key in keys:
+        before, after = {p.name: p for p in old.group(key)}, {p.name: p for p in new.group(key)}
+        rows = package_diff({n: p.version or p.requirement for n, p in before.items()},
+                            {n: p.version or p.requirement for n, p in after.items()})
+        if rows:
+            sections.append((key, tuple(rows)))
+        rehashed += [(key, n) for n in sorted(set(before) & set(after))
+                     if before[n].version == after[n].version and before[n].hashes != after[n].hashes]
+    order = [k for k, _ in new.groups]
+    changed = [i for i, k in enumerate(order) if "".join(p.text() for p in old.group(k))
+               != "".join(p.text() for p in new.group(k)) or k not in dict(old.groups)]
+    if [k for k, _ in old.groups if k in dict(new.groups)] != [k for k in order if k in dict(old.groups)]:
+        changed.append(0)  # sections in another order: every layer differs
+    return LockChanges(tuple(sections), tuple(rehashed), tuple(order[min(changed):]) if changed else ())
+
+
+def resolution_problems(lock: Lock, resolved: Lock) -> list[str]:
+    """Where a committed lock is not what resolving its inputs again, preferring its own versions, gives.
+
+    The resolution must have the same packages at the same versions in the same sections, and every
+    hash the lock records must be one the index publishes for that version (the resolution's hashes
+    are the index's; a version may have gained files since, so the lock may record fewer).
+    """
+    problems = []
+    if lock.torch_exclude_newer != resolved.torch_exclude_newer:
+        problems.append(f"torch-exclude-newer is {lock.torch_exclude_newer or 'missing'}; torch's release on the "
+                        f"index gives {resolved.torch_exclude_newer or 'none'}")
+    where = {p.name: k for k, packages in resolved.groups for p in packages}
+    found = {p.name: (k, p) for k, packages in resolved.groups for p in packages}
+    for key, packages in lock.groups:
+        for package in packages:
+            shown = package.requirement
+            if package.name not in found:
+                problems.append(f"[{key}] {shown}: no such package in the resolution (added to the lock?)")
+                continue
+            other_key, other = found[package.name]
+            if other.requirement != package.requirement:
+                problems.append(f"[{key}] {shown}: the resolution has {other.requirement}")
+            elif other_key != key:
+                problems.append(f"[{key}] {shown}: the resolution puts it in [{other_key}]")
+            forged = [h for h in package.hashes if h not in other.hashes]
+            if forged and other.requirement == package.requirement:
+                problems.append(f"[{key}] {shown}: {', '.join(forged)} is not a hash the index publishes for it")
+    locked = {p.name for p in lock.packages()}
+    problems += [f"[{where[n]}] {found[n][1].requirement}: in the resolution but not in the lock (removed from it?)"
+                 for n in sorted(set(found) - locked)]
+    return problems

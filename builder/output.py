@@ -476,15 +476,34 @@ def summary_lines(entry: dict) -> list[str]:
     return lines
 
 
-def print_locked(label: str, lock, path: str) -> None:
+def print_locked(label: str, relocked, path: str) -> None:
+    """What `stackbuild lock` made, and what moved since the previous lock (per section) and rebuilds."""
+    lock = relocked.lock
     sizes = ", ".join(f"{key} {len(packages)}" for key, packages in lock.groups)
     out.print(f"locked {label}: {len(lock.packages())} packages ({sizes}) -> {path}")
     for pin in lock.git_pins():
         out.print(f"  {pin.requirement}: a git pin, pinned to its full commit; no hash can check it")
+    if relocked.note:
+        out.print(f"  {relocked.note}")
+    changes = relocked.changes
+    if changes is None:
+        out.print("  a new lock: no previous one to compare with")
+        return
+    if not changes.moved:
+        out.print("  nothing moved: the same packages, versions and hashes as the previous lock; no layer rebuilds")
+        return
+    for key, rows in changes.sections:
+        for name, old, new in rows:
+            what = f"{old} -> {new}" if old and new else (f"added {new}" if new else f"removed {old}")
+            out.print(f"  [{key}] {name} {what}")
+    for key, name in changes.rehashed:
+        out.print(f"  [{key}] {name}: the same version with other hashes")
+    out.print(f"  layers that rebuild: {', '.join(f'[{k}]' for k in changes.rebuilt)} "
+              "(the sections before the first changed one stay cached)")
 
 
 def print_lock_check(check, path: str) -> None:
-    """One line of `stackbuild lock --check`."""
+    """One line of `stackbuild lock --check` (and what --resolve found)."""
     if check.state == "unlocked":
         out.print(f"unlocked  {check.label}: no {path}")
     elif check.state == "missing":
@@ -493,8 +512,16 @@ def print_lock_check(check, path: str) -> None:
         out.print(f"stale     {check.label}: " + "\n          ".join(check.problems))
     elif check.state == "orphan":
         out.print(f"orphan    {check.label}: no stack, release and target of that name")
+    elif check.state == "forged":
+        out.print(f"forged    {check.label}: {path} is not what its inputs resolve to, whatever its seal says:\n"
+                  + "\n".join(f"          {p}" for p in check.problems))
+    elif check.state == "unresolved":
+        out.print(f"unresolved {check.label}: cannot resolve it again to check it: " + "; ".join(check.problems))
     else:
         out.print(f"ok        {check.label}: {path}")
+    if check.drift:
+        moves = ", ".join(f"{n} {a or '-'} -> {b or '-'}" for n, a, b in check.drift)
+        out.print(f"          (information) locking afresh today would move: {moves}")
 
 
 def print_package_diff(rows, first: str, second: str, count: int) -> None:

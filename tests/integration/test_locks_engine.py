@@ -39,6 +39,25 @@ def test_locking_again_gives_the_committed_lock_byte_for_byte(tmp_path):
     assert strip(made) == strip(committed)
 
 
+def test_relocking_after_a_one_pin_bump_moves_only_that_pin(tmp_path):
+    """The issue-27 repro: qlora@2026.11's peft 0.21.2 -> 0.21.1, locked again a week later with the
+    committed lock beside it; PyPI's view of 2026-11-28 has grown since (httpx, regex), yet only peft moves."""
+    (tmp_path / "locks").mkdir()
+    profile = (ROOT / "stacks" / "qlora.yaml").read_text()
+    assert profile.count("- peft==0.21.2\n") == 1
+    (tmp_path / "qlora.yaml").write_text(profile.replace("- peft==0.21.2\n", "- peft==0.21.1\n"))
+    committed = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    (tmp_path / "locks" / "qlora@2026.11-cpu.txt").write_text(committed)
+    run = subprocess.run([sys.executable, "-m", "builder", "lock", f"{tmp_path / 'qlora.yaml'}@2026.11", "-t", "cpu"],
+                         capture_output=True, text=True, timeout=900, env=os.environ)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[1:] == ["  [last] peft 0.21.2 -> 0.21.1", "  layers that rebuild: [last] (the "
+                                           "sections before the first changed one stay cached)"]
+    pins = lambda text: re.findall(r"^([A-Za-z0-9][\w.-]*)==(\S+)", text, re.M)  # noqa: E731
+    made = (tmp_path / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    assert sorted(set(pins(made)) ^ set(pins(committed))) == [("peft", "0.21.1"), ("peft", "0.21.2")]
+
+
 def _freeze(docker_client, image: str) -> str:
     return docker_client.containers.run(image, ["pip", "freeze", "--all"], network_mode="none", remove=True,
                                         labels={TEST_LABEL: "1"}).decode()

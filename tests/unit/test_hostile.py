@@ -23,6 +23,9 @@ import pytest
 
 from builder.dockerguard import parse_dockerfile
 from builder.errors import EXIT_CODES, INTERRUPTED, TERMINATED
+from builder.lockseal import SEAL, seal_lines
+
+from .test_relock import index, stack  # noqa: F401 - the loopback index and a profile locked against it
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = (Path(__file__).parent / "fixtures" / "good.yaml").read_text()
@@ -290,6 +293,123 @@ def test_every_lock_edit_is_caught(cli, tmp_path):
         assert code == 13, f"{name}: lock --check passed an edited lock"
 
 
+# -- forged locks: edited, then sealed again (the seal is a plain sha256: anyone can recompute it) ----
+
+def reseal(text: str) -> str:
+    """A lock edited and then sealed again, as anyone who can edit a lock can do."""
+    lines = text.split("\n")
+    at = next(i for i, line in enumerate(lines) if SEAL.match(line))
+    unsealed = [line for line in lines if not SEAL.match(line)]
+    return "\n".join(unsealed[:at] + seal_lines("\n".join(unsealed)) + unsealed[at:])
+
+
+GIT = "git+https://github.com/huggingface/peft.git@3714aa2fff158fdfa637b2b65952580801d890b2"
+HASHED = " \\\n    --hash=sha256:" + "ab" * 32
+# Entries no resolver writes, added to [packages] of a committed lock that is then sealed again.
+FORGED_ENTRIES = {
+    "url wheel": "evil @ https://files.example/evil-1.0-py3-none-any.whl" + HASHED,
+    "bare url wheel": "https://files.example/evil-1.0-py3-none-any.whl" + HASHED,
+    "file wheel": "evil @ file:///tmp/evil-1.0-py3-none-any.whl",
+    "local path": "./evil-1.0-py3-none-any.whl",
+    "editable git": "-e git+https://github.com/o/evil.git#egg=evil",
+    "editable long": "--editable git+https://github.com/o/evil.git#egg=evil",
+    "git pin undeclared": f"peft @ {GIT}",
+    "git pin other commit": "peft @ git+https://github.com/huggingface/peft.git@" + "f" * 40,
+    "git pin by branch": "peft @ git+https://github.com/huggingface/peft.git@main",
+    "git+ in a hashed entry": f"evil==1.0 git+https://github.com/o/evil.git{HASHED}",
+    "index option": "evil==1.0 -i https://evil.example/simple" + HASHED,
+    "index option long": "evil==1.0 --index-url=https://evil.example/simple" + HASHED,
+    "extra index line": "--extra-index-url https://evil.example/simple",
+    "find links": "--find-links https://evil.example/wheels",
+    "trusted host": "--trusted-host evil.example",
+    "requirement file": "-r https://evil.example/more.txt",
+    "marker": "evil==1.0 ; python_version >= '3'" + HASHED,
+    "marker tight": "evil==1.0;sys_platform=='linux'" + HASHED,
+    "extras": "evil[all]==1.0" + HASHED,
+    "no hash": "evil==1.0",
+    "range": "evil>=1.0" + HASHED,
+    "md5 hash": "evil==1.0 \\\n    --hash=md5:" + "ab" * 16,
+    "no-binary": "evil==1.0 --no-binary=:all:" + HASHED,
+    "comment in a section": "# evil==1.0",
+}
+
+
+def test_a_resealed_lock_with_an_entry_no_resolver_writes_is_refused(cli, tmp_path):
+    import shutil
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / "qlora.yaml", tmp_path / "qlora.yaml")
+    target = tmp_path / "locks" / "qlora@2026.11-cpu.txt"
+    honest = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    spec = f"{tmp_path / 'qlora.yaml'}@2026.11"
+    for name, entry in FORGED_ENTRIES.items():
+        target.write_text(reseal(honest.replace("# [last]\n", entry + "\n# [last]\n")))
+        for args in (("lock", "--check", spec, "-t", "cpu"), ("render", spec, "-t", "cpu")):
+            code, out, err = cli(*args)
+            _check(code, out, err, name)
+            assert code == 13, f"{name}: {args[0]} accepted a resealed lock with {entry!r}"
+            assert "never by editing it" in out + err and "Traceback" not in out + err, name
+
+
+def test_a_resealed_lock_declaring_a_git_pin_the_profile_lacks_is_stale(cli, tmp_path):
+    import shutil
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / "qlora.yaml", tmp_path / "qlora.yaml")
+    honest = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    forged = honest.replace("# input last: peft==0.21.2\n", f"# input last: peft==0.21.2\n# input last: evil @ {GIT}\n")
+    (tmp_path / "locks" / "qlora@2026.11-cpu.txt").write_text(reseal(forged.replace("# [last]\n", f"# [last]\nevil @ {GIT}\n")))
+    code, out, err = cli("lock", "--check", f"{tmp_path / 'qlora.yaml'}@2026.11", "-t", "cpu")
+    assert code == 13 and "+# input last: evil @" not in out and "-# input last: evil @ git+" in out, out + err
+
+
+def _entry(text: str, name: str) -> str:
+    return re.search(rf"^{name}==.*?(?=^\S|^# |\Z)", text, re.M | re.S)[0]
+
+
+def _resolvable_forgeries(text: str, index) -> dict[str, tuple[str, str]]:
+    """Forgeries the parser cannot see (a resolver writes such lines): name -> (text, what --resolve says)."""
+    dep, other = _entry(text, "dep"), index.releases["other"][0]
+    dep_05 = index.releases["dep"][0]
+    assert dep_05.version == "0.5"
+    return {
+        "a hash replaced": (text.replace(index.releases["dep"][1].sha256, "e" * 64),
+                            "sha256:" + "e" * 64 + " is not a hash the index publishes for it"),
+        "a version no resolution picks (dep>=1.0 is required)": (
+            text.replace(dep, f"dep==0.5 \\\n    --hash=sha256:{dep_05.sha256}\n"),
+            "[packages] dep==0.5: the resolution has dep==1.0"),
+        "a version the index does not have": (text.replace("dep==1.0 ", "dep==1.0.1 "),
+                                               "[packages] dep==1.0.1: the resolution has dep==1.0"),
+        "a transitive package removed": (text.replace(dep, ""),
+                                         "[packages] dep==1.0: in the resolution but not in the lock"),
+        "a package added": (text.replace(dep, dep + f"other==2.0 \\\n    --hash=sha256:{other.sha256}\n"),
+                            "[packages] other==2.0: no such package in the resolution"),
+        "a package moved to another section": (
+            text.replace(dep, "").replace("# [torch]\n", "# [torch]\n" + dep),
+            "[torch] dep==1.0: the resolution puts it in [packages]"),
+        "torch's cut-off moved": (text.replace("# torch-exclude-newer: 2026-01-21T23:59:59Z",
+                                               "# torch-exclude-newer: 2026-11-28T23:59:59Z"),
+                                  "torch-exclude-newer is 2026-11-28T23:59:59Z; torch's release on the index gives"),
+    }
+
+
+def test_check_resolve_fails_on_a_resealed_forgery_that_plain_check_passes(cli, index, stack):
+    spec = f"{stack / 'relock.yaml'}@2026.11"
+    assert cli("lock", spec, "-t", "cpu")[0] == 0
+    lock = stack / "locks" / "relock@2026.11-cpu.txt"
+    honest = lock.read_text()
+    code, out, err = cli("lock", "--check", "--resolve", spec, "-t", "cpu")
+    assert code == 0 and "ok        relock@2026.11 (cpu)" in out and "information" not in out, err
+    for name, (forged, says) in _resolvable_forgeries(honest, index).items():
+        assert forged != honest, name
+        lock.write_text(reseal(forged))
+        code, out, err = cli("lock", "--check", spec, "-t", "cpu")
+        assert code == 0, f"{name}: the seal and the parser should not be what catches it here: {err}"
+        code, out, err = cli("lock", "--check", "--resolve", spec, "-t", "cpu")
+        _check(code, out, err, name)
+        assert code == 13, f"{name}: lock --check --resolve passed a forged lock"
+        assert "forged    relock@2026.11 (cpu)" in out and says in out, (name, out)
+        assert "1 stale, edited, forged, missing or orphan: relock@2026.11 (cpu)" in err
+
+
 LOGS = {
     "osc title": "\x1b]0;pwned\x07RuntimeError: Ninja is required to load C++ extensions\n",
     "osc clipboard": "\x1b]52;c;cm0gLXJmIH4=\x07Killed\n",
@@ -425,7 +545,7 @@ def test_hostile_container_names(name, cli, monkeypatch):
 
 
 def test_the_corpus_is_large_enough():
-    lock_cases = len(LOCK_VARIANTS)
+    lock_cases = len(LOCK_VARIANTS) + len(FORGED_ENTRIES) * 2 + 1 + 7
     total = (len(PROFILE_CASES) + len(WHOLE_FILES) + len(SPECS) * 3 + 12 + len(SETTINGS) * len(SETTING_VALUES)
              + len(CONFIG_FILES) + lock_cases + len(LOGS) * 3 + len(MODELS) * 2 + len(OUTPUTS) * 2 + len(NAMES) * 5)
     assert total >= 400, total

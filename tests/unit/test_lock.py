@@ -346,3 +346,19 @@ def test_building_an_unlocked_target_warns_that_it_may_not_repeat(cli, fake):
     assert err.startswith("warning: qlora@2023.07 (cuda) has no lock: pip resolves its transitive dependencies")
     code, _, err = cli("build", "qlora@2023.07", "-t", "cpu", "-q")
     assert code == 0 and err == ""
+
+
+def test_lock_changes_name_what_moved_per_section_and_every_layer_from_the_first_change_on():
+    from builder.lockfile import lock_changes
+    lock = parse_lock(SAMPLE, "sample.txt")
+    assert not lock_changes(lock, lock).moved and lock_changes(lock, lock).sections == ()
+    bumped = parse_lock(SAMPLE.replace("six==1.16.0 \\", "six==1.17.0 \\"), "bumped.txt")
+    changes = lock_changes(lock, bumped)
+    assert changes.sections == (("packages", (("six", "1.16.0", "1.17.0"),)),) and changes.rebuilt == ("packages",)
+    early = parse_lock(SAMPLE.replace("--hash=sha256:" + "a" * 64, "--hash=sha256:" + "f" * 64), "early.txt")
+    changes = lock_changes(lock, early)
+    assert changes.sections == () and changes.rehashed == (("bootstrap", "pip"),)
+    assert changes.rebuilt == ("bootstrap", "packages")  # an unchanged later section rebuilds on a changed earlier one
+    dropped = parse_lock(SAMPLE.replace(_SIX, ""), "dropped.txt")
+    assert lock_changes(lock, dropped).sections == (("packages", (("six", "1.16.0", None),)),)
+    assert lock_changes(dropped, lock).sections == (("packages", (("six", None, "1.16.0"),)),)

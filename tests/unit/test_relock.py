@@ -1,0 +1,98 @@
+"""Locking again against an index on loopback (tests/unit/loopback_index.py), with uv, no PyPI:
+a relock moves only what the changed pin requires, `lock` says what moved, and
+`lock --check --resolve` reports drift and a lock it cannot resolve (forged locks: test_hostile.py)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .loopback_index import LoopbackIndex
+
+PROFILE = Path(__file__).parent / "fixtures" / "relock.yaml"
+BEFORE = "2026-10-01T00:00:00Z"  # every upload here is before the release's date, 2026-11-28
+
+
+@pytest.fixture
+def index(monkeypatch):
+    with LoopbackIndex() as served:
+        served.add("pip", "25.3", BEFORE)
+        served.add("torch", "2.10.0", "2026-01-21T00:00:00Z")
+        served.add("app", "1.0", BEFORE, ("dep>=1.0",))
+        served.add("app", "1.1", BEFORE, ("dep>=1.0",))
+        served.add("dep", "0.5", BEFORE)
+        served.add("dep", "1.0", BEFORE)
+        served.add("other", "2.0", BEFORE)
+        monkeypatch.setenv("STACKBUILD_PIP_INDEX_URL", served.url)
+        monkeypatch.delenv("STACKBUILD_PIP_EXTRA_INDEX_URL", raising=False)
+        monkeypatch.setenv("UV_NO_CACHE", "1")  # every resolution reads the index as it is now
+        yield served
+
+
+@pytest.fixture
+def stack(tmp_path):
+    shutil.copy(PROFILE, tmp_path / "relock.yaml")
+    return tmp_path
+
+
+def _versions(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9._-]+)==(\S+)", path.read_text(), re.M))
+
+
+def _lock(cli, stack: Path, *extra: str) -> str:
+    code, out, err = cli("lock", f"{stack / 'relock.yaml'}@2026.11", "-t", "cpu", *extra)
+    assert code == 0, err
+    return out
+
+
+def test_a_relock_keeps_a_transitive_package_that_has_a_newer_candidate_unless_asked(cli, index, stack):
+    out = _lock(cli, stack)
+    lock = stack / "locks" / "relock@2026.11-cpu.txt"
+    assert _versions(lock) == {"pip": "25.3", "torch": "2.10.0", "app": "1.0", "dep": "1.0"}
+    assert "a new lock: no previous one to compare with" in out
+    index.add("dep", "1.1", "2026-11-01T00:00:00Z")  # uploaded before the date, seen by the index only now
+    profile = stack / "relock.yaml"
+    profile.write_text(profile.read_text().replace("app==1.0", "app==1.1"))
+
+    out = _lock(cli, stack)
+    assert _versions(lock) == {"pip": "25.3", "torch": "2.10.0", "app": "1.1", "dep": "1.0"}
+    assert "  [packages] app 1.0 -> 1.1\n" in out and "dep" not in out
+    assert "  layers that rebuild: [packages] (the sections before the first changed one stay cached)" in out
+
+    out = _lock(cli, stack)
+    assert "nothing moved: the same packages, versions and hashes as the previous lock; no layer rebuilds" in out
+
+    code, out, err = cli("lock", "--check", "--resolve", f"{stack / 'relock.yaml'}@2026.11", "-t", "cpu")
+    assert code == 0, err
+    assert "(information) locking afresh today would move: dep 1.0 -> 1.1" in out
+
+    out = _lock(cli, stack, "--upgrade-package", "DEP")
+    assert _versions(lock)["dep"] == "1.1" and "  [packages] dep 1.0 -> 1.1\n" in out
+
+
+def test_upgrade_moves_every_package(cli, index, stack):
+    _lock(cli, stack)
+    index.add("dep", "1.1", "2026-11-01T00:00:00Z")
+    assert _versions(stack / "locks" / "relock@2026.11-cpu.txt")["dep"] == "1.0"
+    out = _lock(cli, stack, "--upgrade")
+    assert _versions(stack / "locks" / "relock@2026.11-cpu.txt")["dep"] == "1.1" and "dep 1.0 -> 1.1" in out
+
+
+def test_upgrade_package_names_a_locked_package(cli, index, stack):
+    _lock(cli, stack)
+    code, _, err = cli("lock", f"{stack / 'relock.yaml'}@2026.11", "-t", "cpu", "--upgrade-package", "nosuch")
+    assert code == 2 and "--upgrade-package nosuch: not in the previous lock of relock@2026.11 (cpu)" in err
+    code, _, err = cli("lock", "--check", "--upgrade", f"{stack / 'relock.yaml'}@2026.11")
+    assert code == 2 and "--upgrade and --upgrade-package go with lock, not with --check" in err
+    code, _, err = cli("lock", "--resolve", f"{stack / 'relock.yaml'}@2026.11")
+    assert code == 2 and "--resolve goes with --check" in err
+
+
+def test_check_resolve_fails_when_the_index_cannot_resolve_the_lock(cli, index, stack):
+    _lock(cli, stack)
+    index.releases.pop("app")
+    code, out, err = cli("lock", "--check", "--resolve", f"{stack / 'relock.yaml'}@2026.11", "-t", "cpu")
+    assert code == 13 and "unresolved relock@2026.11 (cpu): cannot resolve it again to check it" in out
