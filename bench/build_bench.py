@@ -16,7 +16,10 @@ store), which alone can export a registry cache of its own (mode=max) and push z
    mounts (`docker builder prune -f --filter type=exec.cachemount`), so pip downloads everything.
 2. no-change rebuild, twice: as `stackbuild build` does it (the content tag is found: nothing to
    build), and through the engine with every step cached (the build the content tag saves).
-3. rebuild after bumping one top-level pin (a profile copy with the pin changed, locked again):
+3. rebuild after bumping one top-level pin (a profile copy with the pin changed, locked again from
+   the committed lock, as `stackbuild lock` does: its versions preferred; made days earlier, so the
+   index's view of the release's date has grown since; --relock-upgrade locks afresh instead; the
+   table says what the relock moved and which lock sections rebuild):
    seconds, ratio to cold (goal <= 5 %), and what the rebuilt steps downloaded: the bytes the host's
    network interfaces received during the build (builds use host networking: every tool's
    downloads), and the downloads the build log names (pip: "Downloading FILE (12.3 MB)", "Using
@@ -90,8 +93,7 @@ from builder.catalog import list_stacks  # noqa: E402
 from builder.config import Settings, load_settings  # noqa: E402
 from builder.engine_api import BuildEvent, BuildLog  # noqa: E402
 from builder.errors import BuildError  # noqa: E402
-from builder.lock import make_lock  # noqa: E402
-from builder.lockfile import write_lock  # noqa: E402
+from builder.lock import lock_and_write  # noqa: E402
 from builder.plan import lock_path, plan_build  # noqa: E402
 from builder.profile import load_stack, stack_path  # noqa: E402
 from builder.render import SITE_SECRET, BuildContext, prepare  # noqa: E402
@@ -465,8 +467,11 @@ def cpu_images_disk(engine) -> tuple[list[ImageLayers], list[str], str | None]:
 # Builds
 # ---------------------------------------------------------------------------------------------
 
-def bumped_profile(profile: Path, pin: str, folder: Path, release: str | None, target: str, settings: Settings) -> Path:
-    """A copy of the profile with one pin changed (name==old -> name==new), locked again beside it."""
+def bumped_profile(profile: Path, pin: str, folder: Path, release: str | None, target: str, settings: Settings,
+                   upgrade: bool = False) -> tuple[Path, list[str]]:
+    """A copy of the profile with one pin changed (name==old -> name==new), locked again beside it
+    from the committed lock, as `stackbuild lock` does today (its versions preferred; all afresh with
+    ``upgrade``); and what the relock moved, as lines for the table."""
     name, new = pin.split("=", 1)
     text = profile.read_text()
     pattern = re.compile(rf"(- {re.escape(name)}==)([^\s]+)")
@@ -474,9 +479,18 @@ def bumped_profile(profile: Path, pin: str, folder: Path, release: str | None, t
         raise SystemExit(f"{name} is not pinned in {profile}")
     path = folder / profile.name
     path.write_text(pattern.sub(rf"\g<1>{new}", text))
+    original = plan_build(load_stack(str(profile)), release, target, with_lock=False)
     plan = plan_build(load_stack(str(path)), release, target, with_lock=False)
-    write_lock(lock_path(plan), make_lock(plan, settings))  # a bump is a profile edit plus `stackbuild lock`
-    return path
+    if lock_path(original).is_file():  # the committed lock, made earlier: the index's view has grown since
+        lock_path(plan).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lock_path(original), lock_path(plan))
+    relocked = lock_and_write(plan, settings, upgrade=upgrade)  # a bump is a profile edit plus `stackbuild lock`
+    how = "--upgrade: afresh" if upgrade else "preferring the committed lock's versions"
+    if relocked.changes is None:
+        return path, [f"relock ({how}): no committed lock to start from"]
+    moved = [f"[{key}] {n} {a or '-'} -> {b or '-'}" for key, rows in relocked.changes.sections for n, a, b in rows]
+    return path, [f"relock ({how}) moved: {'; '.join(moved) or 'nothing'}",
+                  f"  lock sections that rebuild: {', '.join(relocked.changes.rebuilt) or 'none'}"]
 
 
 def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag: str, **options) -> Run:
@@ -566,6 +580,9 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help="try the bench's mechanics in minutes: a two-step Dockerfile installing only the "
                              "bumped package (figures meaningless)")
+    parser.add_argument("--relock-upgrade", action="store_true",
+                        help="lock the bumped copy afresh (`lock --upgrade`), not from the committed lock's versions: "
+                             "what a bump cost before relocks preferred them")
     parser.add_argument("--skip", action="append", default=[], choices=["buildkit", "classic", "engine26", "disk"],
                         help="leave out a column (buildkit, classic: the default engine's; engine26) or the disk "
                              "figure; repeatable")
@@ -601,8 +618,11 @@ def main() -> None:
         if columns:
             with tempfile.TemporaryDirectory(prefix="stackbuild-bench-") as folder:
                 print(f"locking a copy of the profile with {pin}", flush=True)
-                bumped = prepare(str(bumped_profile(profile, pin, Path(folder), release, args.target, base)),
-                                 release, args.target, ())
+                bumped_path, moved = bumped_profile(profile, pin, Path(folder), release, args.target, base,
+                                                    args.relock_upgrade)
+                print("\n".join(f"  {line}" for line in moved), flush=True)
+                figures += moved
+                bumped = prepare(str(bumped_path), release, args.target, ())
                 if args.tiny:
                     bumped = tiny(bumped, pin.split("=", 1)[0])
                 for column in columns:
