@@ -23,8 +23,7 @@ from .containers import (RunOptions, check_options, default_name, find, list_con
 from .doctor import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from .errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
 from .images import image_of, matches_profile, packages_of
-from .lock import (check_locks, check_upgrade_packages, lock_and_write, lock_check_error, lock_selection,
-                   resolve_checks)
+from .lock import check_locks, lock_check_error, lock_each, lock_selection, lock_usage, resolve_checks
 from .lockfile import package_diff
 from .output import out, print_json
 from .printable import printable_lines
@@ -262,44 +261,20 @@ def lock_command(
     Locking again prefers the previous lock's versions: only what a changed pin strictly requires
     moves (--upgrade and --upgrade-package move more on purpose), and lock prints what moved.
     """
-    if spec is None and not (every or check):
-        raise UsageError("name a stack (stackbuild lock qlora@2023.07), or pass --all or --check")
-    if spec is not None and every:
-        raise UsageError("--all locks every stack: name no stack with it")
-    if strict and not check:
-        raise UsageError("--strict goes with --check")
-    if resolve and not check:
-        raise UsageError("--resolve goes with --check (lock --check --resolve)")
-    if check and (upgrade or upgrade_packages):
-        raise UsageError("--upgrade and --upgrade-package go with lock, not with --check")
+    lock_usage(spec, every, check, strict, resolve, upgrade, upgrade_packages or [])
     name, release = split_spec(spec) if spec else (None, None)
     selected = lock_selection(name, release, target, options or [])
     if check:
         checks = check_locks(selected, spec is None)
-        if resolve:
-            checks = resolve_checks(selected, checks, _settings(ctx))
+        checks = resolve_checks(selected, checks, _settings(ctx)) if resolve else checks
         for item in checks:
             output.print_lock_check(item, user_path(item.path))
-        failed = lock_check_error(checks, strict)
-        if failed:
+        if failed := lock_check_error(checks, strict):
             raise failed
         return
-    settings = _settings(ctx)
-    check_upgrade_packages(selected, upgrade_packages or [])
-    failed_labels = []
-    memo: dict = {}  # uv resolutions the selected locks share (the torch layer's) run once
-    for plan in selected:
-        try:
-            relocked = lock_and_write(plan, settings, upgrade, upgrade_packages or [], memo)
-        except LockError as exc:
-            if len(selected) == 1:
-                raise
-            failed_labels.append(plan.label)
-            print(f"error: {printable_lines(redact(str(exc)))}", file=sys.stderr)
-            continue
-        output.print_locked(plan.label, relocked, user_path(relocked.path))
-    if failed_labels:
-        raise LockError(f"{len(failed_labels)} of {len(selected)} could not be locked: {', '.join(failed_labels)}")
+    lock_each(selected, _settings(ctx), upgrade, upgrade_packages or [],
+              lambda plan, relocked: output.print_locked(plan.label, relocked, user_path(relocked.path)),
+              lambda exc: print(f"error: {printable_lines(redact(str(exc)))}", file=sys.stderr))
 
 
 @app.command("diff")

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,3 +353,39 @@ def check_upgrade_packages(plans: list[BuildPlan], names: list[str]) -> None:
         raise UsageError(f"--upgrade-package {', '.join(unknown)}: not in the previous lock of "
                          f"{', '.join(plan.label for plan in plans[:3])}{' …' if len(plans) > 3 else ''} "
                          "(name a package the lock has; --upgrade moves every package)")
+
+
+def lock_usage(spec: str | None, every: bool, check: bool, strict: bool, resolve: bool, upgrade: bool,
+               upgrade_packages: list[str]) -> None:
+    """UsageError for a combination of `stackbuild lock`'s options that means nothing."""
+    if spec is None and not (every or check):
+        raise UsageError("name a stack (stackbuild lock qlora@2023.07), or pass --all or --check")
+    if spec is not None and every:
+        raise UsageError("--all locks every stack: name no stack with it")
+    if strict and not check:
+        raise UsageError("--strict goes with --check")
+    if resolve and not check:
+        raise UsageError("--resolve goes with --check (lock --check --resolve)")
+    if check and (upgrade or upgrade_packages):
+        raise UsageError("--upgrade and --upgrade-package go with lock, not with --check")
+
+
+def lock_each(plans: list[BuildPlan], settings: Settings | None, upgrade: bool, upgrade_packages: list[str],
+              on_locked: Callable[[BuildPlan, Relocked], None], on_failed: Callable[[LockError], None]) -> None:
+    """`stackbuild lock`: lock every plan in turn, sharing one memo of uv resolutions; a failure of one of
+    several is reported through ``on_failed`` and the rest go on, then one LockError names them all."""
+    check_upgrade_packages(plans, upgrade_packages)
+    failed = []
+    memo: dict = {}  # uv resolutions the selected locks share (the torch layer's) run once
+    for plan in plans:
+        try:
+            relocked = lock_and_write(plan, settings, upgrade, upgrade_packages, memo)
+        except LockError as exc:
+            if len(plans) == 1:
+                raise
+            failed.append(plan.label)
+            on_failed(exc)
+            continue
+        on_locked(plan, relocked)
+    if failed:
+        raise LockError(f"{len(failed)} of {len(plans)} could not be locked: {', '.join(failed)}")

@@ -248,7 +248,7 @@ def test_editing_a_pin_without_locking_again_fails_check_render_and_build(cli, t
     assert code == 13
     assert "stale     qlora@2023.07 (cpu): the profile changed since the lock was made:" in out
     assert "  -# input packages: transformers==4.31.0" in out and "  +# input packages: transformers==4.31.1" in out
-    assert err.startswith("error: locks do not fit their profiles - 1 stale, edited, missing or orphan: qlora@2023.07 (cpu)")
+    assert err.startswith("error: locks do not fit their profiles - 1 stale, edited, forged, missing or orphan: qlora@2023.07 (cpu)")
     code, _, err = cli("render", spec, "-t", "cpu")
     assert code == 13 and "does not fit qlora@2023.07 (cpu) any more" in err
     assert f"run `stackbuild lock qlora@2023.07 --target cpu`" in err
