@@ -87,18 +87,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import engines, schema  # noqa: E402
-from builder.build import BuildResult, build_image  # noqa: E402
-from builder.catalog import list_stacks  # noqa: E402
+from builder.engine import connect as engines
+from builder.plan import labels as schema  # noqa: E402
+from builder.images.build import BuildResult, build_image  # noqa: E402
+from builder.cli.catalog import list_stacks  # noqa: E402
 from builder.config import Settings, load_settings  # noqa: E402
-from builder.engine_api import BuildEvent, BuildLog  # noqa: E402
+from builder.engine.api import BuildEvent, BuildLog  # noqa: E402
 from builder.errors import BuildError  # noqa: E402
-from builder.lock import lock_and_write  # noqa: E402
-from builder.plan import lock_path, plan_build  # noqa: E402
-from builder.profile import load_stack, stack_path  # noqa: E402
-from builder.render import SITE_SECRET, BuildContext, prepare  # noqa: E402
-from builder.site import SiteServer  # noqa: E402
-from builder.site import payload as site_payload  # noqa: E402
+from builder.lock.resolution import lock_and_write  # noqa: E402
+from builder.plan.build_plan import lock_path, plan_build  # noqa: E402
+from builder.profile.load import load_stack, stack_path  # noqa: E402
+from builder.render.dockerfile import SITE_SECRET, BuildContext, prepare  # noqa: E402
+from builder.engine.site_server import SiteServer  # noqa: E402
+from builder.engine.site_server import payload as site_payload  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}
 BUILD_LOCK = "/tmp/stackbuild-build.lock"

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.doctor import diagnose  # noqa: E402
-from builder.knowledge import load_knowledge_base  # noqa: E402
+from builder.doctor.diagnose import diagnose  # noqa: E402
+from builder.profile.knowledge import load_knowledge_base  # noqa: E402
 
 # Clean line templates, each filled with two numbers.
 CLEAN = [
@@ -83,7 +83,7 @@ def hostile_lines(megabytes: float) -> str:
 
 
 def _child(log: Path) -> None:
-    from builder.doctor import diagnose_file
+    from builder.doctor.diagnose import diagnose_file
     load_knowledge_base()
     start = time.perf_counter()
     found = diagnose_file(log)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.profile import available_stacks, load_stack  # noqa: E402
+from builder.profile.load import available_stacks, load_stack  # noqa: E402
 
 
 def cpu_releases() -> list[str]:

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from builder.engine import DockerEngine  # noqa: E402
+from builder.engine.classic import DockerEngine  # noqa: E402
 
 # uv for a lock without it, pinned and hash-checked like the rest of the bootstrap section
 # (https://pypi.org/pypi/uv/0.13.9/json: the manylinux x86_64 wheel and the sdist).

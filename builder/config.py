@@ -18,10 +18,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .names import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
-from .printable import printable
-from .redact import redact
-from .safeio import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
+from .profile.names import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
+from .safety.printable import printable
+from .safety.credentials import redact
+from .safety.files import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,7 +49,7 @@ class Settings:
     engine: str = "auto"
     builder: str | None = None
     compression: str = "gzip"
-    signing_key: Path | None = None  # EC P-256 private key (PEM): push signs what it pushed (builder/signing.py)
+    signing_key: Path | None = None  # EC P-256 private key (PEM): push signs what it pushed (builder/images/signing.py)
     verify_keys: tuple[Path, ...] = ()  # public keys (PEM): pull and pull-or-build take only images they signed
     audit_url: str = "https://pypi.org/pypi"  # PyPI's JSON API, whose `vulnerabilities` audit reads
     sources: dict[str, str] = field(default_factory=dict, compare=False)
@@ -91,7 +91,7 @@ ENV_PREFIX = "STACKBUILD_"
 
 
 def mask_url(url: str) -> str:
-    """https://user:token@host/x -> https://user:***@host/x, in every spelling (see builder/redact.py)."""
+    """https://user:token@host/x -> https://user:***@host/x, in every spelling (see builder/safety/credentials.py)."""
     return redact(url)
 
 

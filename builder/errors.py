@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .printable import printable
+from .safety.printable import printable
 
 
 class StackbuildError(Exception):

@@ -20,14 +20,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from builder import engines
-from builder.build import BuildResult, build_image
-from builder.buildx import buildx_version
+from builder.engine import connect as engines
+from builder.images.build import BuildResult, build_image
+from builder.engine.buildkit import buildx_version
 from builder.config import load_settings
-from builder.engine import DockerEngine
-from builder.engine_api import BuildLog
-from builder.render import prepare
-from builder.site import SiteServer
+from builder.engine.classic import DockerEngine
+from builder.engine.api import BuildLog
+from builder.render.dockerfile import prepare
+from builder.engine.site_server import SiteServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_LABEL = "io.stackbuild.test"

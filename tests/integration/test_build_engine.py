@@ -16,15 +16,15 @@ from dataclasses import replace
 
 import pytest
 
-from builder import engines
-from builder.build import build_image
+from builder.engine import connect as engines
+from builder.images.build import build_image
 from builder.config import load_settings
-from builder.engine_api import BuildLog
+from builder.engine.api import BuildLog
 from builder.errors import BuildError
-from builder.plan import plan_build
-from builder.profile import available_stacks, load_stack
-from builder.render import SITE_SECRET, prepare
-from builder.site import payload as site_payload
+from builder.plan.build_plan import plan_build
+from builder.profile.load import available_stacks, load_stack
+from builder.render.dockerfile import SITE_SECRET, prepare
+from builder.engine.site_server import payload as site_payload
 
 from .conftest import ENGINES, FIXTURES, TEST_LABEL, engine_of, github_reachable, unique
 

@@ -18,8 +18,8 @@ import urllib.request
 
 import pytest
 
-from builder.buildx import BuildxEngine
-from builder.engine_api import BuildLog
+from builder.engine.buildkit import BuildxEngine
+from builder.engine.api import BuildLog
 from builder.errors import BuildError, RegistryError
 
 from .conftest import TEST_LABEL, unique

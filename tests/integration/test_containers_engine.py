@@ -13,7 +13,7 @@ import time
 import docker.errors
 import pytest
 
-from builder.containers import HF_HOME, HF_VOLUME, LABEL
+from builder.images.containers import HF_HOME, HF_VOLUME, LABEL
 
 from .conftest import unique
 

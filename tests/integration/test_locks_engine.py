@@ -14,8 +14,8 @@ from pathlib import Path
 import docker.errors
 import pytest
 
-from builder.build import build_image
-from builder.render import prepare
+from builder.images.build import build_image
+from builder.render.dockerfile import prepare
 
 from .conftest import FIXTURES, TEST_LABEL
 

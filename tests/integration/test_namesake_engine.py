@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.doctor import diagnose
-from builder.profile import available_stacks, load_stack
+from builder.doctor.diagnose import diagnose
+from builder.profile.load import available_stacks, load_stack
 
 from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique
 from .test_build_engine import GIT_ONLY

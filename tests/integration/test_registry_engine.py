@@ -17,9 +17,9 @@ from dataclasses import replace
 import docker.errors
 import pytest
 
-from builder.build import build_image
-from builder.engine import split_ref
-from builder.render import prepare
+from builder.images.build import build_image
+from builder.engine.classic import split_ref
+from builder.render.dockerfile import prepare
 
 from .conftest import FIXTURES, TEST_LABEL
 

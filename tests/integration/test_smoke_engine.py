@@ -14,10 +14,10 @@ import pytest
 import docker
 from testcontainers.core.container import DockerContainer
 
-from builder.checks import CHECKS
-from builder.plan import plan_build
-from builder.profile import load_stack
-from builder.smoke import SMOKE_LIFETIME_S, run_smoke
+from builder.smoke.checks import CHECKS
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
+from builder.smoke.run import SMOKE_LIFETIME_S, run_smoke
 
 from .conftest import TEST_LABEL, github_reachable
 from .test_build_engine import GIT_ONLY, RELEASES

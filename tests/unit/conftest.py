@@ -6,13 +6,13 @@ import pytest
 
 import json
 
-import builder.build
-import builder.engines
-import builder.oci
-from builder.engine import registry_reason, split_ref
-from builder.engine_api import BuildEvent, BuildLog
+import builder.images.build
+import builder.engine.connect
+import builder.images.oci
+from builder.engine.classic import registry_reason, split_ref
+from builder.engine.api import BuildEvent, BuildLog
 from builder.errors import RegistryError
-from builder.site import SiteServer
+from builder.engine.site_server import SiteServer
 
 from .fake_registry import FakeRegistry
 
@@ -143,9 +143,9 @@ def _dockerfile_labels(text: str) -> dict[str, str]:
 
 @pytest.fixture
 def oci_registry(monkeypatch):
-    """A loopback registry v2 API that builder.oci talks to, whatever host an image name gives."""
+    """A loopback registry v2 API that builder.images.oci talks to, whatever host an image name gives."""
     served = FakeRegistry()
-    monkeypatch.setattr(builder.oci.Repository, "base_url",
+    monkeypatch.setattr(builder.images.oci.Repository, "base_url",
                         property(lambda self: f"http://127.0.0.1:{served.port}/v2/{self.path}"))
     yield served
     served.close()
@@ -155,9 +155,9 @@ def oci_registry(monkeypatch):
 def fake(monkeypatch, tmp_path, oci_registry):
     engine = FakeEngine()
     engine.oci = oci_registry
-    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600, kind="classic", builder=None: engine)
+    monkeypatch.setattr(builder.engine.connect, "connect", lambda timeout=600, kind="classic", builder=None: engine)
     # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
-    monkeypatch.setattr(builder.build, "SiteServer", lambda values: SiteServer(values, port=0))
+    monkeypatch.setattr(builder.images.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for name in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CONFIG",

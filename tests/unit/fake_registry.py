@@ -1,5 +1,5 @@
-"""A loopback stand-in for a registry's v2 API: what builder/oci.py uses (manifests and blobs by tag or
-digest, monolithic blob uploads), kept in memory. Unit tests point builder.oci at it."""
+"""A loopback stand-in for a registry's v2 API: what builder/images/oci.py uses (manifests and blobs by tag or
+digest, monolithic blob uploads), kept in memory. Unit tests point builder.images.oci at it."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.audit import VulnerabilitySource, audit
-from builder.stack import AuditAllow
+from builder.supply.audit import VulnerabilitySource, audit
+from builder.profile.resolved import AuditAllow
 
 FIXTURE = Path(__file__).parent / "fixtures" / "audit" / "auditprobe.yaml"
 

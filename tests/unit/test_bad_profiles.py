@@ -30,7 +30,7 @@ CASES = [
      "package, parallel_extensions, requires, targets, why)"),
     ("unknown-check", "title: A good stack", "title: A good stack\nchecks: [lora-saves]", "checks:",
      "checks[0]: there is no smoke check 'lora-saves' (did you mean 'lora-save'? checks are listed in "
-     "builder/checks.py)"),
+     "builder/smoke/checks.py)"),
     ("check-twice", "    era: true", "    era: true\n    checks: [ninja, ninja]", "checks: [ninja",
      "releases.2023.06.checks[1]: check 'ninja' is listed twice (stack and release checks add up) (keep one entry)"),
     ("missing-title", "title: A good stack\n", "", "name:", "title: required field is missing (add 'title')"),
@@ -78,7 +78,7 @@ CASES = [
      "releases.2023.06.cuda: torch 2.0.1 has no CUDA 12.1 build (torch 2.0.1 is built for CUDA 11.7, 11.8)"),
     ("torch-unknown", 'torch: "2.0.1"', 'torch: "1.13.1"', 'torch: "1.13.1"',
      "releases.2023.06.torch: torch 1.13.1 is not in stackbuild's compatibility table (known: 2.0.x, 2.1.x, 2.2.x, "
-     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x; add a row to builder/compat.py with its Python and "
+     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x; add a row to builder/profile/versions.py with its Python and "
      "CUDA support)"),
     ("torch-local-version", 'torch: "2.0.1"', 'torch: "2.0.1+cu118"', 'torch: "2.0.1+cu118"',
      "releases.2023.06.torch: '2.0.1+cu118' has a local version (name the plain release; the CUDA build follows "

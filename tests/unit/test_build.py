@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 
-from builder.engine import context_tar
+from builder.engine.classic import context_tar
 from builder.errors import BuildError
 
 from .conftest import BASE_DIGEST

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.resources import templates_dir
+from builder.safety.paths import templates_dir
 
 HOOK = templates_dir() / "context" / "build_ext"
 

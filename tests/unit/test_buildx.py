@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from builder import buildx, engines
-from builder.buildx import RawJsonProgress
-from builder.engine_api import BuildLog
+from builder.engine import buildkit as buildx
+from builder.engine import connect as engines
+from builder.engine.buildkit import RawJsonProgress
+from builder.engine.api import BuildLog
 from builder.errors import BuildError, ConfigError, EngineUnavailable
-from builder.render import BUILDKIT_MOUNTS, buildkit_dockerfile, prepare
+from builder.render.dockerfile import BUILDKIT_MOUNTS, buildkit_dockerfile, prepare
 
 FIXTURES = Path(__file__).parent / "fixtures" / "buildx"
 RAWJSON = (FIXTURES / "rawjson-cached-then-exit-3.txt").read_text()

@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from builder.catalog import list_stacks
-from builder.profile_yaml import RawStack
+from builder.cli.catalog import list_stacks
+from builder.profile.raw import RawStack
 
 
 def test_list_json_has_every_stack_release_and_target(cli):
@@ -121,7 +121,7 @@ def test_unknown_stack_release_target_option(cli):
     assert cli("show", "qlor") == (4, "", "error: unknown stack 'qlor'; did you mean 'qlora'? stacks: alpaca-lora, "
                                      "deepspeed-zero3-offload, flash-attn-fsdp, qlora\n")
     assert cli("render", "qlora@2022.01") == (4, "", "error: stack 'qlora' has no release '2022.01'; releases: "
-                                              + ", ".join(__import__("builder.profile", fromlist=["x"])
+                                              + ", ".join(__import__("builder.profile.load", fromlist=["x"])
                                                           .load_stack("qlora").releases)
                                               + " (default 2026.11)\n")
     assert cli("render", "qlora", "--target", "rocm") == (4, "", "error: qlora@2026.11 has no target 'rocm'; "
@@ -170,7 +170,7 @@ def test_version(cli):
 def _run(args, **env):
     from typer.testing import CliRunner
 
-    from builder.cli import app
+    from builder.cli.commands import app
 
     result = CliRunner().invoke(app, args, env=env)
     return result.exit_code, result.stdout
@@ -196,7 +196,7 @@ def test_list_in_a_wide_terminal_keeps_the_title_column():
 
 
 def test_show_prints_lock_paths_usable_from_where_it_runs(tmp_path, monkeypatch):
-    from builder.resources import stacks_dir
+    from builder.safety.paths import stacks_dir
 
     lock = stacks_dir().resolve() / "locks" / "qlora@2023.07-cpu.txt"
     monkeypatch.chdir(tmp_path)  # outside the data folder: the absolute path

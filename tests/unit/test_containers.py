@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.containers import (HF_HOME, HF_VOLUME, LABEL, RunOptions, default_name, find, list_containers,
+from builder.images.containers import (HF_HOME, HF_VOLUME, LABEL, RunOptions, default_name, find, list_containers,
                                 parse_binds, parse_env, parse_ports, run_container, running, shell_argv)
 from builder.errors import ContainerError, SelectionError, UsageError
 

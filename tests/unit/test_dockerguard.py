@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import render
-from builder.dockerguard import PLACEHOLDER, check_dockerfile, parse_dockerfile
+from builder.render import dockerfile as render
+from builder.render.guard import PLACEHOLDER, check_dockerfile, parse_dockerfile
 from builder.errors import RenderError
-from builder.plan import plan_build
-from builder.profile import load_stack
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
 
 GOOD = Path(__file__).parent / "fixtures" / "good.yaml"
 

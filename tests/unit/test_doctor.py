@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.doctor import (
+from builder.doctor.diagnose import (
     EngineInfo,
     HostCheck,
     check_host,
@@ -27,8 +27,8 @@ from builder.doctor import (
     strip_ansi,
 )
 from builder.errors import DoctorError, EngineUnavailable, ProfileError
-from builder.knowledge import load_knowledge_base
-from builder.profile import load_stack
+from builder.profile.knowledge import load_knowledge_base
+from builder.profile.load import load_stack
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
 FIXTURES = sorted(LOGS.glob("*--*.log"))
@@ -287,7 +287,7 @@ GOOD = """issues:
          "digits and '-')"),
         (GOOD + "    proven_by: [lora-saves]\n",
          "kb.yaml:11: issues[0].proven_by[0]: there is no smoke check 'lora-saves' (did you mean 'lora-save'? checks "
-         "are listed in builder/checks.py)"),
+         "are listed in builder/smoke/checks.py)"),
         (GOOD.replace("    cause: c\n", "    cause: c\n    patern: x\n"),
          "kb.yaml:8: issues[0].patern: unknown field (did you mean 'patterns'? allowed: cause, context, "
          "context_window, fix, fix_era, fixed_in, generic, id, kind, patterns, prevented_by, prevention, proven_by, "
@@ -400,7 +400,7 @@ def test_old_driver(driver, status, detail, meminfo, tmp_path):
 
 
 def test_small_shm_missing_runtime_and_full_disk(meminfo, tmp_path, monkeypatch):
-    import builder.doctor as doctor
+    import builder.doctor.diagnose as doctor
 
     monkeypatch.setattr(doctor.os, "statvfs", lambda p: SimpleNamespace(f_blocks=16384, f_frsize=4096))
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda p: SimpleNamespace(free=5 * 1024 ** 3))
@@ -507,6 +507,6 @@ def test_model_folder_errors(tmp_path):
 
 
 def test_doctor_does_not_import_docker_or_transformers():
-    source = (Path(__file__).parents[2] / "builder" / "doctor.py").read_text()
+    source = "".join(p.read_text() for p in (Path(__file__).parents[2] / "builder" / "doctor").glob("*.py"))
     assert not re.search(r"^\s*(import|from)\s+(docker|transformers)\b", source, re.M)
     assert os.path.basename(__file__) == "test_doctor.py"

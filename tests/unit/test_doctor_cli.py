@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import builder.doctor
-from builder.doctor import EngineInfo
+import builder.doctor.diagnose
+from builder.doctor.diagnose import EngineInfo
 
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
@@ -37,13 +37,13 @@ def test_doctor_input_errors(cli, tmp_path):
 
 
 def test_doctor_host_json_with_injected_probes(cli, monkeypatch):
-    monkeypatch.setattr(builder.doctor, "default_engine_probe",
+    monkeypatch.setattr(builder.doctor.diagnose, "default_engine_probe",
                         lambda: EngineInfo("20.10.24", "unix:///var/run/docker.sock", ("runc",), "/"))
 
     def no_gpu(args):
         raise FileNotFoundError("nvidia-smi")
 
-    monkeypatch.setattr(builder.doctor, "run_nvidia_smi", no_gpu)
+    monkeypatch.setattr(builder.doctor.diagnose, "run_nvidia_smi", no_gpu)
     code, out, err = cli("doctor", "--host", "--stack", "flash-attn-fsdp", "--json")
     assert code == 0, err
     checks = {c["name"]: c["status"] for c in json.loads(out)["host"]}
@@ -73,8 +73,8 @@ def test_a_failed_build_ends_with_doctors_diagnosis(cli, fake):
 
 
 def test_doctor_image_that_the_engine_does_not_have_is_a_selection_error(cli, monkeypatch):
-    import builder.engines
-    from builder.engine import DockerEngine
+    import builder.engine.connect
+    from builder.engine.classic import DockerEngine
 
     class _NoImages(DockerEngine):
         def __init__(self):
@@ -83,7 +83,7 @@ def test_doctor_image_that_the_engine_does_not_have_is_a_selection_error(cli, mo
         def image(self, ref):
             return None
 
-    monkeypatch.setattr(builder.engines, "connect", lambda *a, **k: _NoImages())
+    monkeypatch.setattr(builder.engine.connect, "connect", lambda *a, **k: _NoImages())
     code, out, err = cli("doctor", str(LOGS / "ds-aio-precompile--1.log"), "--image", "nope:1")
     assert (code, out) == (4, "")
     assert err == ("error: image nope:1 is not on this engine (pull or build it first; `docker images` lists what is "

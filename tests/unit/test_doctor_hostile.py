@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from builder import logscan
-from builder.doctor import check_model, diagnose, diagnose_file
+from builder.doctor import logs as logscan
+from builder.doctor.diagnose import check_model, diagnose, diagnose_file
 
 NINJA = "RuntimeError: Ninja is required to load C++ extensions"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerguard import parse_dockerfile
+from builder.render.guard import parse_dockerfile
 from builder.errors import EXIT_CODES, INTERRUPTED, TERMINATED
-from builder.lockseal import SEAL, seal_lines
+from builder.lock.seal import SEAL, seal_lines
 
 from .test_relock import index, stack  # noqa: F401 - the loopback index and a profile locked against it
 
@@ -143,7 +143,7 @@ def pristine(tmp_path_factory):
     """The instruction keywords of the untouched profile, per target."""
     from typer.testing import CliRunner
 
-    from builder.cli import app
+    from builder.cli.commands import app
     folder = tmp_path_factory.mktemp("pristine")
     (folder / "good.yaml").write_text(GOOD)
     keywords = {}
@@ -534,8 +534,8 @@ class _Containers:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hostile_container_names(name, cli, monkeypatch):
-    import builder.engines
-    monkeypatch.setattr(builder.engines, "connect", lambda timeout=600, kind="classic", builder=None: _Containers())
+    import builder.engine.connect
+    monkeypatch.setattr(builder.engine.connect, "connect", lambda timeout=600, kind="classic", builder=None: _Containers())
     for args in (("stop", name), ("rm", name), ("exec", name, "--", "true"), ("shell", name),
                  ("run", "qlora", "-t", "cpu", "--name", name)):
         code, out, err = cli(*args)
@@ -570,7 +570,7 @@ def test_special_files_never_block_a_real_process(tmp_path):
         assert "Traceback" not in done.stderr
 
 
-_MEASURED = ("import resource, sys\nfrom builder.cli import main\ntry:\n    main()\nfinally:\n"
+_MEASURED = ("import resource, sys\nfrom builder.cli.commands import main\ntry:\n    main()\nfinally:\n"
              "    use = resource.getrusage(resource.RUSAGE_SELF)\n"
              "    print(f'\\nmeasured {use.ru_maxrss} {use.ru_utime + use.ru_stime}', file=sys.stderr)\n")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from builder.identity import content_hash, image_ref
-from builder.plan import plan_build
-from builder.profile import load_stack
-from builder.render import render_context
+from builder.render.identity import content_hash, image_ref
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
+from builder.render.dockerfile import render_context
 
 BASE = "debian:bookworm-slim@sha256:" + "a" * 64
 

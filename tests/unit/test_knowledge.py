@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ProfileError
-from builder.knowledge import load_knowledge_base
-from builder.profile import available_stacks, load_stack
+from builder.profile.knowledge import load_knowledge_base
+from builder.profile.load import available_stacks, load_stack
 
 SEED_ITEMS = {
     "ds-aio-precompile", "ds-sparse-attn-torch2", "ds-era-pin", "fa-build-no-torch", "fastchat-functools-cache",

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from builder.dockerguard import parse_dockerfile
+from builder.render.guard import parse_dockerfile
 from builder.errors import LockError
-from builder.lockfile import LockedPackage, lock_problems, parse_lock, read_lock
-from builder.plan import lock_inputs, lock_path
-from builder.plan import plan_build
-from builder.profile import available_stacks, load_stack
-from builder.render import installs_with_uv, lock_layers, render_context
+from builder.lock.format import LockedPackage, lock_problems, parse_lock, read_lock
+from builder.plan.build_plan import lock_inputs, lock_path
+from builder.plan.build_plan import plan_build
+from builder.profile.load import available_stacks, load_stack
+from builder.render.dockerfile import installs_with_uv, lock_layers, render_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -266,8 +266,8 @@ def test_an_orphan_lock_fails_the_whole_check(cli, tmp_path, monkeypatch):
     stacks = tmp_path / "stacks"
     shutil.copytree(ROOT / "stacks", stacks)
     shutil.copy(stacks / "locks" / "qlora@2023.07-cpu.txt", stacks / "locks" / "qlora@2022.01-cpu.txt")
-    monkeypatch.setattr("builder.profile.stacks_dir", lambda: stacks)
-    monkeypatch.setattr("builder.lock.available_stacks", lambda: sorted(
+    monkeypatch.setattr("builder.profile.load.stacks_dir", lambda: stacks)
+    monkeypatch.setattr("builder.lock.resolution.available_stacks", lambda: sorted(
         p.stem for p in stacks.glob("*.yaml") if p.stem != "known-issues"))
     code, out, err = cli("lock", "--check")
     assert code == 13 and "orphan    " in out and "qlora@2022.01-cpu.txt: no stack, release and target" in out
@@ -349,7 +349,7 @@ def test_building_an_unlocked_target_warns_that_it_may_not_repeat(cli, fake):
 
 
 def test_lock_changes_name_what_moved_per_section_and_every_layer_from_the_first_change_on():
-    from builder.lockfile import lock_changes
+    from builder.lock.format import lock_changes
     lock = parse_lock(SAMPLE, "sample.txt")
     assert not lock_changes(lock, lock).moved and lock_changes(lock, lock).sections == ()
     bumped = parse_lock(SAMPLE.replace("six==1.16.0 \\", "six==1.17.0 \\"), "bumped.txt")

@@ -75,7 +75,7 @@ def test_every_hand_edit_fails_check_render_and_names_the_line(cli, tmp_path, ed
 
 
 def test_the_committed_locks_pass_and_a_resealed_lock_is_the_same_file(cli, tmp_path):
-    from builder.lockfile import read_lock
+    from builder.lock.format import read_lock
     profile, lock = _copy(tmp_path)
     assert cli("lock", f"{profile}@2026.11", "-t", "cpu", "--check")[0] == 0
     assert read_lock(lock).text() == lock.read_text()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.doctor import diagnose
-from builder.knowledge import load_knowledge_base
-from builder.profile import available_stacks, load_stack
+from builder.doctor.diagnose import diagnose
+from builder.profile.knowledge import load_knowledge_base
+from builder.profile.load import available_stacks, load_stack
 
 VENDORED = Path(__file__).parents[1] / "integration" / "fixtures" / "namesake"
 LOGS = Path(__file__).parent / "fixtures" / "logs"

@@ -8,9 +8,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from builder.plan import plan_build
-from builder.profile import load_stack
-from builder.render import render_dockerfile
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
+from builder.render.dockerfile import render_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from builder.redact import redact
+from builder.safety.credentials import redact
 
 SECRET = "s3cr3tTOKEN"
 
@@ -54,7 +54,7 @@ def test_no_setting_prints_a_credential(cli, tmp_path, monkeypatch, url):
 
 
 def test_build_output_is_redacted_before_it_is_shown_or_logged():
-    from builder.engine_api import BuildLog
+    from builder.engine.api import BuildLog
     log, events = BuildLog(), []
     log.record(f"Looking in indexes: https://u:{SECRET}@pypi.example/simple, https://pypi.example/s?token={SECRET}",
                events.append)

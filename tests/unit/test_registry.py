@@ -7,12 +7,12 @@ import json
 import docker.errors
 import pytest
 
-from builder.engine import DockerEngine, registry_reason, split_ref
-from builder.engine_api import BuildEvent
+from builder.engine.classic import DockerEngine, registry_reason, split_ref
+from builder.engine.api import BuildEvent
 from builder.errors import RegistryError, SelectionError
-from builder.images import image_of
-from builder.registry import expected_labels, label_mismatches, locate
-from builder.render import prepare
+from builder.images.lookup import image_of
+from builder.images.registry import expected_labels, label_mismatches, locate
+from builder.render.dockerfile import prepare
 
 from .conftest import BASE_DIGEST, FakeEngine
 
@@ -27,7 +27,7 @@ def registry(monkeypatch, fake):
 
 
 def _ref_and_plan():
-    from builder.identity import image_ref
+    from builder.render.identity import image_ref
     context = prepare("alpaca-lora", "2026.11", "cpu", ())
     ref = image_ref(context, f"{context.plan.target.base.ref}@{BASE_DIGEST}", REGISTRY)
     return ref, context.plan

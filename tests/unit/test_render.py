@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RenderError
-from builder.plan import plan_build
-from builder.profile import available_stacks, load_stack
-from builder.render import dockerfile_string, render_context, render_dockerfile, shell_word
-from builder.resources import templates_dir
+from builder.plan.build_plan import plan_build
+from builder.profile.load import available_stacks, load_stack
+from builder.render.dockerfile import dockerfile_string, render_context, render_dockerfile, shell_word
+from builder.safety.paths import templates_dir
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.safeio import InputRefused, read_bytes, write_output
+from builder.safety.files import InputRefused, read_bytes, write_output
 
 BOMB = "\n".join(["a: &a [" + ",".join(['"lol"'] * 9) + "]"] +
                  [f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join(["*" + chr(96 + i)] * 9) + "]" for i in range(1, 10)])
@@ -135,7 +135,7 @@ def test_a_failed_render_leaves_no_context_behind(cli, tmp_path, specials):
 
 def test_the_junit_report_is_not_written_into_a_fifo(tmp_path, specials):
     from builder.errors import SmokeError
-    from builder.smoke import SmokeReport, write_junit
+    from builder.smoke.run import SmokeReport, write_junit
     report = SmokeReport("img:1", [])
     with pytest.raises(SmokeError, match="FIFO"):
         write_junit(report, specials["fifo"])
@@ -146,7 +146,7 @@ def test_the_junit_report_is_not_written_into_a_fifo(tmp_path, specials):
 @pytest.mark.parametrize("special", ["fifo", "device"])
 def test_a_special_docker_client_config_is_refused_not_read(tmp_path, monkeypatch, special):
     """docker-py reads $DOCKER_CONFIG/config.json when it starts: a FIFO blocked forever, /dev/zero filled memory."""
-    from builder.engine import DockerEngine
+    from builder.engine.classic import DockerEngine
     from builder.errors import EngineUnavailable
     folder = tmp_path / "docker"
     folder.mkdir()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import ConfigError
-from builder.resources import templates_dir
-from builder.site import SITE_PORT, SiteServer
+from builder.safety.paths import templates_dir
+from builder.engine.site_server import SITE_PORT, SiteServer
 
 SITE_SH = templates_dir() / "context" / "site.sh"
 CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----"

@@ -12,10 +12,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from builder.checks import CHECKS, COMMON_CHECKS
+from builder.smoke.checks import CHECKS, COMMON_CHECKS
 from builder.errors import SmokeError
-from builder.resources import templates_dir
-from builder.smoke import KEPT, SMOKE_LIFETIME_S, SmokeReport, SmokeResult, run_smoke
+from builder.safety.paths import templates_dir
+from builder.smoke.run import KEPT, SMOKE_LIFETIME_S, SmokeReport, SmokeResult, run_smoke
 
 SMOKE = templates_dir() / "context" / "smoke"
 

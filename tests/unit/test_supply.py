@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from builder.signing import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, payload, public_pem, verifies
+from builder.images.signing import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, payload, public_pem, verifies
 
 from .test_registry import REGISTRY, SPEC, _ref_and_plan
 
@@ -93,7 +93,7 @@ def test_push_signs_in_cosigns_format_and_attaches_an_sbom_and_provenance(pushed
     assert roles["base image"]["digest"] == {"sha256": "c" * 64}
     assert roles["lock"]["uri"] == "file:alpaca-lora@2026.11-cpu.txt" and len(roles["lock"]["digest"]["sha256"]) == 64
     assert "gitCommit" in roles["profile"]["digest"] or "sha256" in roles["profile"]["digest"]
-    context = __import__("builder.render", fromlist=["prepare"]).prepare("alpaca-lora", "2026.11", "cpu", ())
+    context = __import__("builder.render.dockerfile", fromlist=["prepare"]).prepare("alpaca-lora", "2026.11", "cpu", ())
     import hashlib
     assert statement["predicate"]["runDetails"]["byproducts"] == [
         {"name": "Dockerfile", "digest": {"sha256": hashlib.sha256(context.dockerfile.encode()).hexdigest()}}]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from builder.catalog import list_stacks
+from builder.cli.catalog import list_stacks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,7 +169,7 @@ def test_lock_workflow_locks_everything_on_a_hosted_runner_and_proposes_a_pull_r
 def cli_options(command: str) -> set[str]:
     import typer.main
 
-    from builder.cli import app
+    from builder.cli.commands import app
 
     click_command = typer.main.get_command(app).commands[command]
     return {o for p in click_command.params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])

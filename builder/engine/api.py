@@ -1,0 +1,179 @@
+"""What stackbuild needs from a container engine: the interface, and the events a build reports.
+
+builder/engine/classic.py implements it with Docker (the SDK, the classic builder); the unit tests' fake
+engine is checked against it too (tests/unit/test_engine_api.py). Another engine (BuildKit through
+buildx, Podman) is one more class implementing these methods, chosen in builder/engine/connect.py.
+Nothing here imports an engine's library.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ..errors import BuildError
+from ..safety.credentials import redact
+from ..profile.targets import GpuRequest
+
+STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# The classic builder: "returned a non-zero code: 1"; BuildKit: "... did not complete successfully: exit code: 1".
+NONZERO = re.compile(r"returned a non-zero code: (\d+)|exit code: (\d+)")
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One thing that happened during a build, pull or push, for progress reporters."""
+
+    kind: str  # step | cached | output | done | layer | note | warning
+    text: str = ""
+    step: int = 0
+    total: int = 0
+    layer: str = ""  # layer events: the layer's short id, with bytes done of size
+    done: int = 0
+    size: int = 0
+
+
+OnEvent = Callable[[BuildEvent], None]
+
+
+@dataclass
+class BuildLog:
+    """The whole build output, kept so a failure can show its last lines and write it to a file."""
+
+    lines: list[str] = field(default_factory=list)
+    step: int = 0
+    total: int = 0
+    instruction: str = ""
+    step_start: int = 0
+
+    def tail(self, count: int = 15) -> list[str]:
+        return [line for line in self.lines[self.step_start:] if line.strip()][-count:]
+
+    def record(self, line: str, on_event: OnEvent) -> None:
+        """Keep one line of the classic builder's output and report what it means: a step, a cache hit, or output."""
+        line = redact(line)  # a tool that prints an index URL with its token: never shown, never in the log
+        step = STEP.match(line)
+        if step:
+            self.begin(int(step[1]), int(step[2]), step[3], on_event)
+        elif line.strip() == "---> Using cache":
+            self.lines.append(line)
+            on_event(BuildEvent("cached", self.instruction, self.step, self.total))
+        elif not line.startswith((" ---> ", "Removing intermediate container", "Successfully ")):
+            self.output(line, on_event)
+        else:
+            self.lines.append(line)
+
+    def begin(self, step: int, total: int, instruction: str, on_event: OnEvent, cached: bool = False) -> None:
+        """A step starts (any engine): written to the log as the classic builder writes it."""
+        instruction = redact(instruction)
+        self.step, self.total, self.instruction = step, total, instruction
+        self.lines.append(f"Step {step}/{total} : {instruction}")
+        self.step_start = len(self.lines)
+        on_event(BuildEvent("step", instruction, step, total))
+        if cached:
+            self.lines.append(" ---> Using cache")
+            on_event(BuildEvent("cached", instruction, step, total))
+
+    def output(self, line: str, on_event: OnEvent) -> None:
+        """One line a step printed (any engine)."""
+        line = redact(line)
+        self.lines.append(line)
+        on_event(BuildEvent("output", line, self.step, self.total))
+
+    def step_error(self, message: str) -> BuildError:
+        """The BuildError of the step running now, with the exit status the message names."""
+        code = NONZERO.search(message)
+        status = next((int(group) for group in code.groups() if group), None) if code else None
+        return BuildError(message, step=self.step, total=self.total, instruction=self.instruction,
+                          exit_status=status)
+
+
+@runtime_checkable
+class ImageEngine(Protocol):
+    """Images: inspect, build, tag, and move them to and from registries."""
+
+    address: str
+
+    def image(self, ref: str) -> dict | None:
+        """`image inspect` (Id, Config.Labels, RepoDigests), or None when there is no such image."""
+
+    def labels(self, ref: str) -> dict[str, str]:
+        """An image's labels; SelectionError when there is no such image."""
+
+    def local_identity(self, ref: str) -> str | None:
+        """``ref@digest`` of an image here (its registry digest, else its id), or None."""
+
+    def remote_digest(self, ref: str) -> str | None:
+        """The digest a registry gives ``ref`` now, without pulling; None when it cannot be asked."""
+
+    def base_identity(self, ref: str, pull: bool, on_event: OnEvent | None = None) -> str:
+        """The base reference with its digest, pulling it first when absent or when asked."""
+
+    def pull(self, ref: str, on_event: OnEvent | None = None) -> None:
+        """Pull one image (RegistryError with a reason: not-found, denied, unreachable, other)."""
+
+    def push(self, ref: str, on_event: OnEvent | None = None) -> str:
+        """Push one tag; the manifest digest the registry gave it."""
+
+    def untag(self, ref: str) -> None:
+        """Remove one name of an image."""
+
+    def tag(self, image: str, ref: str) -> None:
+        """Give an image (by id or name) another name."""
+
+    kind: str  # "classic" or "buildkit": which builder `build` goes through
+
+    def build(self, dockerfile: str, files: Iterable[tuple[str, bytes]], tag: str, labels: dict[str, str],
+              network_mode: str | None, nocache: bool, buildargs: dict[str, str], log: BuildLog,
+              on_event: OnEvent, *, secrets: dict[str, bytes] | None = None, cache_from: str | None = None,
+              cache_to: str | None = None, compression: str = "gzip") -> str:
+        """Build and tag one image from a Dockerfile and its context files; its id (BuildError naming the step).
+
+        ``secrets`` (BuildKit only) reach RUN steps as files under /run/secrets, never a layer; the
+        classic builder takes site settings from the loopback server instead (builder/engine/site_server.py).
+        ``cache_from``/``cache_to`` name a registry cache (BuildKit only; the classic builder has none).
+        ``compression`` of the stored layers, which a push sends as they are: gzip, or zstd where the
+        engine keeps images in containerd's store (BuildKit only).
+        """
+
+
+@runtime_checkable
+class ContainerEngine(Protocol):
+    """Containers: start long-lived ones, run commands in them, list, stop and remove them."""
+
+    def start_container(self, image: str, name: str, labels: dict[str, str], gpus: GpuRequest | None,
+                        shm_size: str | None = None, *, network: str = "none", binds: list[str] | None = None,
+                        volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                        workdir: str | None = None, ports: dict[str, int | None] | None = None,
+                        user: str | None = None, ipc_host: bool = False,
+                        ulimits: dict[str, int] | None = None, lifetime_s: int | None = None) -> str:
+        """Start a container whose command only waits (for ever, or ``lifetime_s`` seconds); its id."""
+
+    def containers(self, label: str) -> list[dict]:
+        """The containers carrying ``label``, running or not, as `inspect` gives them."""
+
+    def container(self, name: str) -> dict | None:
+        """`container inspect`, or None when there is no such container."""
+
+    def stop_container(self, container: str, timeout: int = 10) -> None: ...
+
+    def remove_container(self, container: str) -> None: ...
+
+    def exec_stream(self, container: str, command: list[str], workdir: str | None = None
+                    ) -> tuple[Iterable[tuple[bytes | None, bytes | None]], Callable[[], int]]:
+        """Run a command: its (stdout, stderr) chunks as they come, and a function giving its exit code."""
+
+    def exec_lines(self, container: str, command: list[str]) -> tuple[Iterable[str], Callable[[], int]]:
+        """Run a command: its output lines as they come, and a function giving its exit code."""
+
+
+@runtime_checkable
+class Engine(ImageEngine, ContainerEngine, Protocol):
+    """A whole engine, as commands get it from builder/engine/connect.py."""
+
+    def host_info(self) -> dict:
+        """version, address, runtimes and root_dir of the engine (for `stackbuild doctor --host`)."""
+
+    def close(self) -> None: ...

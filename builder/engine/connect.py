@@ -1,0 +1,53 @@
+"""Where commands get their engine: the one place that picks and connects it.
+
+Two engines build: ``classic`` (the Docker SDK's classic builder) and ``buildkit`` (BuildKit through
+the `docker buildx` plugin; the SDK for everything else). ``auto`` (the default of the ``engine``
+setting) is buildkit where `docker buildx` answers, else classic. Commands that only run, inspect,
+pull or push get the SDK engine either way.
+"""
+
+from __future__ import annotations
+
+from .api import Engine
+from ..errors import ConfigError
+from ..profile.names import ENGINE_KINDS
+
+
+def resolve(kind: str = "auto", builder: str | None = None) -> str:
+    """buildkit or classic: what ``kind`` means on this machine (auto asks `docker buildx version`)."""
+    from .buildkit import buildx_version
+
+    if kind not in ENGINE_KINDS:
+        raise ConfigError(f"engine '{kind}' is not one of {', '.join(ENGINE_KINDS)}")
+    if kind == "classic" and builder:
+        raise ConfigError(f"--builder {builder} names a buildx builder, which the classic engine does not use: "
+                          "drop --engine classic (or the builder)")
+    if kind == "auto":
+        return "buildkit" if builder or buildx_version() is not None else "classic"
+    return kind
+
+
+def describe(kind: str = "auto", builder: str | None = None) -> str:
+    """For `config show`: the engine builds go through, and why."""
+    from .buildkit import buildx_version
+
+    chosen = resolve(kind, builder)
+    if chosen == "classic":
+        why = "docker buildx does not answer" if kind == "auto" else "asked for"
+        return f"classic (the Docker SDK's classic builder; {why})"
+    version = buildx_version() or "docker buildx does not answer"
+    return f"buildkit ({version}{', builder ' + builder if builder else ''})"
+
+
+def connect(timeout: int = 600, kind: str = "classic", builder: str | None = None) -> Engine:
+    """The engine commands use: Docker at DOCKER_HOST or the default socket (EngineUnavailable if none).
+
+    ``kind`` picks how builds go (auto, buildkit, classic); ``builder`` is a buildx builder's name.
+    """
+    from .classic import DockerEngine  # imported on use: only commands that need an engine load docker
+
+    if resolve(kind, builder) == "buildkit":
+        from .buildkit import BuildxEngine
+
+        return BuildxEngine.connect(timeout, builder)
+    return DockerEngine.connect(timeout)

@@ -1,0 +1,1 @@
+"""Images as users handle them: building one, finding one by name or profile, pulling and pushing prebuilt ones (with their signatures, through the OCI distribution API) and working containers; imports doctor, config, engine, render, plan, lock, profile, errors and safety only."""

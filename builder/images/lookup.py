@@ -1,0 +1,66 @@
+"""What a user names, found as an image or a package set: the image of a stack (by its content tag)
+or as given, whether an image still matches its profile, and the packages of a lock, a release or
+an image. Used by test, run, inspect and diff."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from ..plan import labels as schema
+from ..engine.api import ImageEngine
+from ..errors import LockError, SelectionError, StackbuildError
+from ..lock.format import read_lock
+from ..plan.build_plan import plan_for
+from .registry import locate
+from ..render.dockerfile import prepare
+from ..profile.spec import is_lock_file, looks_like_image, split_spec
+
+
+def image_of(engine: ImageEngine, what: str, target: str | None, options: list[str], registry: str | None) -> str:
+    """An image reference as given (it must be here), or the content-tagged image of a stack's plan
+    (never downloading anything: the image must have been built or pulled)."""
+    if looks_like_image(what):
+        if engine.image(what) is None:
+            raise SelectionError(f"image {what} is not on this engine (pull or build it first)")
+        return what
+    name, release = split_spec(what)
+    context = prepare(name, release, target, options)
+    plan = context.plan
+    located = locate(engine, context, registry, "known")
+    if located.local is None:
+        raise SelectionError(f"{located.ref.immutable} is not here: run `stackbuild build {what} --target "
+                             f"{plan.target.name}` first (a changed profile or template means a new content tag)")
+    return located.local[0]
+
+
+def matches_profile(engine: ImageEngine, profile: str, info: dict, registry: str | None) -> bool | None:
+    """Whether an image's content hash (``info`` from describe_image) is the one the local profile would
+    build now; None when the local profiles have no such stack, release or target."""
+    try:
+        context = prepare(split_spec(profile)[0], info["release"], info["target"], info["options"])
+    except StackbuildError:
+        return None
+    return locate(engine, context, registry).ref.content_hash == info["content_hash"]
+
+
+def packages_of(what: str, target: str | None, engine: Callable[[], ImageEngine]) -> dict[str, str]:
+    """name -> version of a lock file, a stack release's lock, or an image's lock label (``engine`` is
+    called only for an image)."""
+    if is_lock_file(what):
+        if not Path(what).is_file():
+            raise SelectionError(f"lock file not found: {what}")
+        return read_lock(Path(what)).versions()
+    if looks_like_image(what):
+        labels = engine().labels(what)
+        if schema.LOCK not in labels:
+            raise SelectionError(f"image {what} carries no {schema.LOCK} label (built without a lock, or not "
+                                 "by stackbuild): compare its release instead")
+        return json.loads(labels[schema.LOCK])
+    name, release = split_spec(what)
+    plan = plan_for(name, release, target)
+    if plan.lock is None:
+        raise LockError(f"{plan.spec} ({plan.target.name}) has no lock: run `stackbuild lock {plan.spec} --target "
+                        f"{plan.target.name}` first")
+    return plan.lock.versions()

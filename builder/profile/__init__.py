@@ -1,0 +1,1 @@
+"""Stack profiles, from YAML with line numbers to the raw model, the resolved model and its domain rules, plus the data they name (targets, versions, known issues); imports errors, safety and smoke's check catalog only."""

@@ -1,0 +1,34 @@
+"""What a name may look like: stacks, options, releases, known issues, variables. One rule each."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import StackbuildError
+
+# Every rule matches the whole string: "\Z", never "$", which also accepts a final newline (and a
+# newline is how a value would smuggle an instruction into a Dockerfile).
+# Stack, option and known-issue names: lowercase words joined by '-'.
+KEBAB_TEXT = r"[a-z0-9]+(?:-[a-z0-9]+)*"
+RELEASE_TEXT = r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}"
+KEBAB = re.compile(rf"^{KEBAB_TEXT}\Z")
+RELEASE = re.compile(rf"^{RELEASE_TEXT}\Z")
+# Environment variables and build arguments.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+# A buildx builder (`docker buildx ls`), and the engines a build can go through (builder/engine/connect.py).
+BUILDX_BUILDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+BUILDER_RULE = "letters, digits, '.', '_' and '-'; `docker buildx ls` lists them"
+ENGINE_KINDS = ("auto", "buildkit", "classic")
+# An image reference a user names for a tag or a cache (lowercase, no digest).
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9./_:-]*\Z")
+
+
+def parse_assignments(pairs: list[str], error: type[StackbuildError], message: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs (the value may hold '='); ``message`` (formatted with the pair) when one is not."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not IDENTIFIER.match(name):
+            raise error(message.format(pair))
+        out[name] = value
+    return out

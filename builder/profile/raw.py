@@ -1,0 +1,222 @@
+"""The raw profile model: what a stack's YAML file may say, strictly (unknown keys are errors).
+
+Only the shape is checked here (types, dates, versions, one-line text); builder/profile/load.py resolves
+a file into the frozen ``Stack`` (builder/profile/resolved.py) and checks what a shape cannot say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from . import targets
+from .knowledge import CheckName, IssueId, OneLine
+from .problems import Strict
+
+TARGETS = targets.NAMES
+Target = targets.TargetName
+
+def _to_date(value: Any) -> Any:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _iso_date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a date || write it as YYYY-MM-DD") from None
+    return value
+
+
+def _version_text(value: str) -> str:
+    if value != value.strip() or not value.isprintable():
+        raise ValueError(f"{value!r} has spaces or control characters || write a version such as 2.0.1")
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"'{value}' is not a version || write a version such as 2.0.1") from None
+    if "+" in value:
+        raise ValueError(f"'{value}' has a local version || name the plain release; the CUDA build follows from 'cuda'")
+    return value
+
+
+def _major_minor(value: str) -> str:
+    if not re.fullmatch(r"\d+\.\d+", value):
+        raise ValueError(f"'{value}' is not MAJOR.MINOR || write it like \"3.10\" or \"11.8\" (quoted)")
+    return value
+
+
+IsoDate = Annotated[str, BeforeValidator(_to_date), AfterValidator(_iso_date)]
+VersionText = Annotated[str, AfterValidator(_version_text)]
+MajorMinor = Annotated[str, AfterValidator(_major_minor)]
+
+
+class RawFix(Strict):
+    issue: IssueId
+    via: Literal["apt", "pin", "build-flag", "env", "patch", "python", "base-image", "config", "run-option"]
+    detail: OneLine
+
+
+class RawFile(Strict):
+    description: OneLine
+    document: dict[str, Any] = Field(alias="json", description="The file's content, written as JSON.")
+
+
+class RawPatch(Strict):
+    id: IssueId
+    summary: OneLine
+    package: str
+    file: str
+    find: str
+    replace: str
+    count: int = 1
+    fixes: IssueId
+
+
+class RawCompiled(Strict):
+    package: str
+    why: OneLine
+    targets: list[Target] = list(TARGETS)
+    requires: list[str] = []
+    no_build_isolation: bool
+    memory_per_job_gib: int | None = None
+    parallel_extensions: bool = Field(
+        False, description="Build the package's compiled extensions side by side (setuptools' build_ext -j), each in "
+        "a build folder of its own, sharing the compile jobs that memory_per_job_gib allows (needs it, and "
+        "no_build_isolation); for packages of many extensions, such as DeepSpeed's ops.")
+    env: dict[Target, dict[str, str]] = {}
+
+
+class RawPackage(Strict):
+    requirement: str
+    why: OneLine
+    targets: list[Target] = list(TARGETS)
+
+
+class RawTarget(Strict):
+    base: str
+    python: MajorMinor
+    arch_list: list[str] = []
+    env: dict[str, str] = {}
+
+
+class RawOption(Strict):
+    summary: OneLine
+    targets: list[Target] = list(TARGETS)
+    packages: list[str]
+    fixes: list[RawFix] = []
+
+
+class RawNamesake(Strict):
+    """The project a stack is named after: its own training code is what every release must run."""
+
+    repository: str = Field(description="The project's public repository, as owner/name on GitHub "
+                            "(e.g. tloen/alpaca-lora).")
+    scripts: list[str] = Field(description="Its training scripts, as paths inside the repository "
+                               "(e.g. finetune.py); they are run unchanged.")
+
+
+class RawNamesakeUnable(Strict):
+    """A script that this release cannot run on some targets, said in the profile instead of breaking silently."""
+
+    scripts: list[str] = Field(description="Which of the stack's namesake scripts (paths as in namesake.scripts).")
+    targets: list[Target] = Field(description="The targets it cannot run on.")
+    why: OneLine = Field(description="Why not: the API it calls that this release's libraries removed, the "
+                         "package the target lacks, or what cannot be built here; with the edit that would fix it.")
+    fails_with: OneLine | None = Field(None, description="The error line the unchanged script stops with in this "
+                                       "release's image (checked by the namesake integration test); leave out "
+                                       "where the image cannot be built here.")
+    issue: IssueId | None = Field(None, description="The known issue (stacks/known-issues.yaml) doctor reports for "
+                                  "that failure; its fix for this release names what runs the script.")
+    instead: OneLine = Field(description="What to use instead: another release or target that runs it.")
+
+
+class RawNamesakeRun(Strict):
+    """Which version of the namesake project a release is meant to run, and where it cannot."""
+
+    commit: str = Field(description="The full 40-character commit of the namesake repository whose scripts this "
+                        "release runs.")
+    unable: list[RawNamesakeUnable] = Field([], description="Scripts x targets this release cannot run, each with "
+                                            "why and what to use instead; everything not listed must run.")
+
+
+def _advisory_id(value: str) -> str:
+    if not re.fullmatch(r"[A-Z][A-Z0-9]*-[A-Za-z0-9][A-Za-z0-9._:-]*", value):
+        raise ValueError(f"'{value}' is not an advisory id || write it as PyPI's data names it, e.g. "
+                         "PYSEC-2017-94, GHSA-cq27-v7xp-c356 or CVE-2013-7459")
+    return value
+
+
+def _reason(value: str) -> str:
+    if len(value.split()) < 4:
+        raise ValueError(f"'{value}' is not a reason || say in a sentence why this image may carry it (the "
+                         "vulnerable code is not used, no fix exists for this release's pins, ...)")
+    return value
+
+
+class RawAuditAllow(Strict):
+    """A known vulnerability this release may carry, with why and until when (`stackbuild audit`)."""
+
+    id: Annotated[str, AfterValidator(_advisory_id)] = Field(description="The advisory's id or one of its "
+                                                              "aliases, as PyPI's vulnerability data names it.")
+    reason: Annotated[OneLine, AfterValidator(_reason)] = Field(description="Why the image may carry it, in a "
+                                                                "sentence a reviewer can check.")
+    expires: IsoDate = Field(description="The date after which the entry no longer counts: audit fails on an "
+                             "expired entry until someone looks again.")
+
+
+class RawRelease(Strict):
+    summary: OneLine
+    date: IsoDate
+    era: bool = False
+    notes: list[OneLine] = []
+    torch: VersionText
+    cuda: MajorMinor
+    with_torch: list[str] = []
+    bootstrap: list[str]
+    targets: dict[Target, RawTarget]
+    apt: list[str] = []
+    compiled: list[RawCompiled] = []
+    packages: list[str | RawPackage] = []
+    last_packages: list[str | RawPackage] = Field(
+        default=[], description="The stack's own top-level pins (e.g. peft): installed after every other pin, in a "
+        "layer of their own, so bumping one rebuilds only that layer.")
+    patches: list[RawPatch] = []
+    env: dict[str, str] = {}
+    fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
+                                                     "and those that prove its fixes")
+    options: dict[str, RawOption] = {}
+    namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
+                                           "this release runs (required when the stack names one).")
+    audit_allow: list[RawAuditAllow] = Field([], description="Known vulnerabilities of the locked packages that "
+                                             "this release may carry, each with its reason and expiry date.")
+
+
+class RawStackHead(Strict):
+    name: str
+    title: OneLine
+    description: str
+    requires_python: str | None = None
+    default_release: str
+    notes: list[OneLine] = []
+    apt: list[str] = []
+    files: dict[str, RawFile] = {}
+    fixes: list[RawFix] = []
+    checks: list[CheckName] = Field([], description="Smoke checks every release carries besides the common ones "
+                                                     "and those that prove its fixes")
+    namesake: RawNamesake | None = Field(None, description="The project the stack is named after, whose own "
+                                        "training scripts every release runs (or says why it cannot).")
+    releases: dict[Any, Any]
+
+
+class RawStack(RawStackHead):
+    """The whole file, for `stackbuild schema`."""
+
+    releases: dict[str, RawRelease]  # type: ignore[assignment]

@@ -1,0 +1,173 @@
+"""The resolved, frozen model of a stack profile: what everything downstream of the loader consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import versions as compat
+from ..errors import SelectionError
+from .knowledge import KnownIssue
+
+@dataclass(frozen=True)
+class Pin:
+    """One pinned package: ``name==version`` or ``name @ git+https://…@<commit>``."""
+
+    name: str
+    version: str | None
+    url: str | None
+    requirement: str
+
+    @property
+    def is_git(self) -> bool:
+        return self.url is not None
+
+
+@dataclass(frozen=True)
+class Fix:
+    issue: KnownIssue
+    via: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    name: str
+    description: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Patch:
+    id: str
+    summary: str
+    package: str
+    file: str
+    find: str
+    replace: str
+    count: int
+    fixes: str
+
+
+@dataclass(frozen=True)
+class CompiledPackage:
+    pin: Pin
+    why: str
+    targets: tuple[str, ...]
+    requires: tuple[Pin, ...]
+    no_build_isolation: bool
+    memory_per_job_gib: int | None
+    parallel_extensions: bool
+    env: dict[str, tuple[tuple[str, str], ...]]  # target -> sorted (name, value)
+
+
+@dataclass(frozen=True)
+class PackagePin:
+    pin: Pin
+    why: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    base: compat.BaseImage
+    python: str
+    arch_list: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    torch: Pin
+    torch_index: str | None
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    summary: str
+    targets: tuple[str, ...]
+    packages: tuple[Pin, ...]
+    fixes: tuple[Fix, ...]
+
+
+@dataclass(frozen=True)
+class NamesakeUnable:
+    scripts: tuple[str, ...]
+    targets: tuple[str, ...]
+    why: str
+    fails_with: str | None
+    issue: str | None
+    instead: str
+
+
+@dataclass(frozen=True)
+class Namesake:
+    """The namesake project's scripts at the commit one release runs, and where it cannot."""
+
+    repository: str
+    scripts: tuple[str, ...]
+    commit: str
+    unable: tuple[NamesakeUnable, ...]
+
+    def unable_for(self, script: str, target: str) -> NamesakeUnable | None:
+        """The entry saying ``script`` cannot run on ``target``, or None where it must run."""
+        for entry in self.unable:
+            if script in entry.scripts and target in entry.targets:
+                return entry
+        return None
+
+
+@dataclass(frozen=True)
+class AuditAllow:
+    """A known vulnerability a release may carry (the profile's audit_allow), until ``expires``."""
+
+    id: str
+    reason: str
+    expires: str  # YYYY-MM-DD
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    summary: str
+    date: str
+    era: bool
+    notes: tuple[str, ...]
+    torch: str
+    cuda: str
+    with_torch: tuple[Pin, ...]
+    bootstrap: tuple[Pin, ...]
+    targets: dict[str, TargetSpec]
+    apt: tuple[str, ...]
+    compiled: tuple[CompiledPackage, ...]
+    packages: tuple[PackagePin, ...]
+    last_packages: tuple[PackagePin, ...]
+    patches: tuple[Patch, ...]
+    env: tuple[tuple[str, str], ...]
+    fixes: tuple[Fix, ...]
+    options: dict[str, Option]
+    checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/smoke/checks.py
+    namesake: Namesake | None = None
+    audit_allow: tuple[AuditAllow, ...] = ()
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    title: str
+    description: str
+    requires_python: str | None
+    default_release: str
+    notes: tuple[str, ...]
+    files: tuple[ShippedFile, ...]
+    releases: dict[str, Release]
+    source: str
+    path: Path = Path()  # the profile file (its locks/ folder is beside it)
+
+    def release(self, name: str | None) -> Release:
+        """The named release, or the default; unknown names list the ones that exist."""
+        name = name or self.default_release
+        if name not in self.releases:
+            raise SelectionError(
+                f"stack '{self.name}' has no release '{name}'; releases: {', '.join(self.releases)}"
+                f" (default {self.default_release})"
+            )
+        return self.releases[name]

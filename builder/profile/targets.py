@@ -1,0 +1,161 @@
+"""Targets as data: one entry per target (cuda, cpu), and the only module that knows their names.
+
+A target decides the base image a release builds on, where torch comes from, whether code is
+compiled for GPU archs, which GPUs a container of it gets by default, what platform its lock
+resolves for and what the host needs to run it. Everything else asks the entry; adding a target
+(ROCm, an arm64 platform) is one entry here plus its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from . import versions as compat
+
+GIB = 1024 ** 3
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """The devices a container asks its engine for: every GPU ("all"), a count, or device ids."""
+
+    devices: str  # all | a count | comma-separated ids
+    capabilities: tuple[str, ...] = ("gpu",)
+
+    @property
+    def count(self) -> int | None:
+        """-1 for every GPU, a number for a count, None when ids name the devices."""
+        if self.devices == "all":
+            return -1
+        return int(self.devices) if self.devices.isdigit() else None
+
+    @property
+    def device_ids(self) -> list[str] | None:
+        return None if self.count is not None else self.devices.split(",")
+
+
+@dataclass(frozen=True)
+class TorchSource:
+    """Where one target's torch wheel comes from: its version (with a local build tag) and index."""
+
+    version: str
+    index: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target's rules. Messages are (problem, fix) pairs the profile loader reports."""
+
+    name: str
+    gpu: bool  # images of it run on an accelerator: containers get every GPU by default
+    accelerator: str | None  # the release field naming the accelerator version ("cuda"), None for none
+    base_distro: str | None  # the distribution its base must be (None: the accelerator's own images)
+    base_fix: str
+    image_size: int  # bytes of disk an image of it needs, about
+    lock_machine: str = "x86_64"  # the platform tag's machine its locks resolve wheels for
+
+    @property
+    def compiles_for_archs(self) -> bool:
+        """Whether compiled steps build device code, so the target lists the archs to compile for."""
+        return self.accelerator is not None
+
+    def default_gpus(self) -> str:
+        return "all" if self.gpu else "none"
+
+    def base_problems(self, base: compat.BaseImage, text: str, accelerator_version: str) -> list[tuple[str, str]]:
+        """Why ``base`` (written ``text`` in the profile) cannot carry this target."""
+        if self.base_distro is not None:
+            if base.distro != self.base_distro:
+                return [(f"the {self.name} target builds on a Debian slim base, not '{text}'", self.base_fix)]
+            return []
+        if base.cuda is None:
+            return [(f"the {self.name} target needs an nvidia/cuda base, not '{text}'",
+                     self.base_fix.format(version=accelerator_version))]
+        problems = []
+        if not base.devel:
+            problems.append((f"'{text}' has no nvcc; compiled ops need a -devel image",
+                             "use the -devel flavour of this image"))
+        if base.cuda != accelerator_version:
+            problems.append((f"base image CUDA {base.cuda} does not match the release's CUDA {accelerator_version}",
+                             "nvcc must match the CUDA torch was built with; use a base with the same CUDA"))
+        return problems
+
+    def torch_source(self, torch: str, accelerator_version: str,
+                     line: compat.TorchLine) -> TorchSource | tuple[str, str]:
+        """torch's version and index for this target, or a (problem, fix) when no such build exists."""
+        if self.accelerator is None:
+            return TorchSource(torch, None)
+        if accelerator_version not in line.cuda_builds:
+            return (f"torch {torch} has no CUDA {accelerator_version} build",
+                    f"torch {torch} is built for CUDA {', '.join(line.cuda_builds)}")
+        if accelerator_version == line.pypi_cuda:
+            return TorchSource(torch, None)
+        return TorchSource(f"{torch}+cu{accelerator_version.replace('.', '')}",
+                           compat.torch_index_url(accelerator_version))
+
+    def torch_origin(self, index: str | None, accelerator_version: str) -> str:
+        """Where its torch comes from, in words (the Dockerfile's torch comment)."""
+        return f"from {index} (its CUDA {accelerator_version} build)" if index else "from PyPI"
+
+    def lock_platform(self, glibc: str) -> str:
+        return f"{self.lock_machine}-manylinux_{glibc}"
+
+
+# In order of preference: the first a release has is its default target.
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    # an nvidia/cuda devel base, CUDA ops compiled for an arch list
+    Target("cuda", gpu=True, accelerator="cuda",
+           base_distro=None, base_fix="use nvidia/cuda:{version}.<patch>-cudnn-devel-ubuntu22.04 or similar",
+           image_size=20 * GIB),
+    # a Debian slim base, the same pins minus what needs a GPU to build
+    Target("cpu", gpu=False, accelerator=None,
+           base_distro="debian",
+           base_fix="use debian:bullseye-slim (3.9), bookworm-slim (3.11) or trixie-slim (3.13)",
+           image_size=10 * GIB),
+)}
+NAMES = tuple(TARGETS)
+# What a profile may write where a target is named (the raw model's type).
+TargetName = Literal[NAMES]  # type: ignore[valid-type]
+DEFAULT = NAMES[0]
+
+
+def target(name: str) -> Target:
+    """The entry of a target name the profile model has already checked."""
+    return TARGETS[name]
+
+
+def entry_or_default(name: Optional[str]) -> Target:
+    """The entry of ``name``; the default target's for None or a name not in the table."""
+    return TARGETS.get(name or DEFAULT, TARGETS[DEFAULT])
+
+
+def runs_on_gpu(name: Optional[str]) -> bool:
+    entry = TARGETS.get(name or "")
+    return entry is not None and entry.gpu
+
+
+def default_of(available) -> str:
+    """The preferred target among ``available`` (names)."""
+    return next((name for name in NAMES if name in available), next(iter(available)))
+
+
+def ordered(available) -> list[str]:
+    """``available`` target names in the table's order."""
+    return [name for name in NAMES if name in available]
+
+
+def for_host(has_gpu: bool) -> str:
+    """The target a host can run: the first GPU target when it has a GPU, else the first without."""
+    return next(t.name for t in TARGETS.values() if t.gpu == has_gpu)
+
+
+def gpu_request(target_name: Optional[str], gpus: Optional[str]) -> GpuRequest | None:
+    """What a container asks for: ``gpus`` as given (none, all, a count, ids), else the target's default."""
+    chosen = gpus if gpus is not None else entry_or_default(target_name).default_gpus()
+    return None if not chosen or chosen == "none" else GpuRequest(chosen)
+
+
+def help_text() -> str:
+    """The --target option's help: the names, the default first."""
+    return f"{DEFAULT} (default) or " + " or ".join(NAMES[1:]) + "."

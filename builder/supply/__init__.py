@@ -1,0 +1,1 @@
+"""The supply chain of an image: its SBOM, its SLSA provenance, what travels with a push (signature, SBOM, provenance) and the audit of its locked packages against known vulnerabilities; imports images, config, engine, render, plan, profile, errors and safety only."""
