@@ -16,6 +16,8 @@ import textwrap
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from builder.cli.catalog import list_stacks
 
@@ -57,6 +59,8 @@ def test_the_publish_matrix_is_every_stack_release_and_target():
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 OWNER = "Some-Org"
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode().strip()
 ROW = {"stack": "qlora", "release": "2026.11", "target": "cpu"}
 
 # Options the workflows pass that the lead's BuildKit engine adds to the CLI (builder/, not this
@@ -99,7 +103,7 @@ def run_steps(steps: list[dict], context: dict[str, str], tmp_path: Path) -> lis
             continue  # installs, disk clean-up: nothing to learn here, and not for this machine
         env = {**os.environ, **job_env, **{k: render(str(v)) for k, v in step.get("env", {}).items()},
                "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
-               "GITHUB_ENV": str(github_env), "STACKBUILD_CALLS": str(calls)}
+               "GITHUB_ENV": str(github_env), "STACKBUILD_CALLS": str(calls), "RUNNER_TEMP": str(tmp_path)}
         subprocess.run(["bash", "-e", "-o", "pipefail", "-c", render(script)], env=env, check=True, cwd=tmp_path)
         job_env.update(line.split("=", 1) for line in github_env.read_text().splitlines() if "=" in line)
     return [json.loads(line) for line in calls.read_text().splitlines()]
@@ -108,7 +112,8 @@ def run_steps(steps: list[dict], context: dict[str, str], tmp_path: Path) -> lis
 def publish_calls(tmp_path: Path, row: dict[str, str]) -> tuple[list[list[str]], dict]:
     publish = load_workflow("publish.yml")["jobs"]["publish"]
     context = {f"matrix.{k}": v for k, v in row.items()} | {
-        "github.repository_owner": OWNER, "secrets.GITHUB_TOKEN": "token", "github.actor": "someone"}
+        "github.repository_owner": OWNER, "secrets.GITHUB_TOKEN": "token", "github.actor": "someone",
+        "secrets.STACKBUILD_SIGNING_KEY": SIGNING_KEY}
     return run_steps(publish["steps"], context, tmp_path), publish
 
 
@@ -128,7 +133,44 @@ def test_publish_builds_zstd_images_with_buildkit_and_a_registry_cache(tmp_path)
                      "--cache-from", cache, "--cache-to", cache]
     push = next(c for c in calls if c[0] == "push")
     assert push == ["push", "qlora@2026.11", "--target", "cpu"]
-    assert [c[0] for c in calls] == ["build", "test", "push", "inspect"]
+    assert [c[0] for c in calls] == ["build", "test", "audit", "sbom", "push", "inspect"]
+
+
+def test_publish_audits_then_pushes_signed_with_sbom_and_provenance(tmp_path):
+    calls, publish = publish_calls(tmp_path, ROW)
+    spec = ["qlora@2026.11", "--target", "cpu"]
+    assert ["audit", *spec] in calls and ["sbom", *spec, "-o", "sbom.json"] in calls
+    assert calls.index(["audit", *spec]) < calls.index(["push", *spec])  # the gate comes before anything is pushed
+    steps = publish["steps"]
+    key_step = next(i for i, s in enumerate(steps) if "secrets.STACKBUILD_SIGNING_KEY" in str(s.get("env")))
+    push_step = next(i for i, s in enumerate(steps) if s.get("run", "").startswith("stackbuild push"))
+    assert key_step < push_step
+    # the secret became the signing key push reads, and its public half the key inspect verifies with
+    assert (tmp_path / "cosign.key").read_text().strip() == SIGNING_KEY
+    assert (tmp_path / "cosign.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    assert oct((tmp_path / "cosign.key").stat().st_mode & 0o777) == "0o600"
+    written = (tmp_path / "github_env").read_text()
+    assert f"STACKBUILD_SIGNING_KEY={tmp_path}/cosign.key" in written
+    assert f"STACKBUILD_VERIFY_KEYS={tmp_path}/cosign.pub" in written
+    upload = step_using(steps, "actions/upload-artifact")
+    assert upload["with"]["path"].split() == ["smoke.xml", "sbom.json"]
+
+
+def test_ci_workflow_runs_the_ci_suite_with_its_second_engine():
+    workflow = load_workflow("ci.yml")
+    suite = workflow["jobs"]["suite"]
+    assert suite["container"]["image"] == "debian:bookworm"  # the machine .ci/run is written for
+    assert "--privileged" in suite["container"]["options"]  # it starts two Docker engines inside
+    runs = [s.get("run", "") for s in suite["steps"]]
+    assert "bash .ci/run" in runs
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    for part in ("bash .ci/harness.sh", "bash .ci/engine26.sh", "STACKBUILD_TEST_ENGINE26=",
+                 "stackbuild audit --all", ".venv/bin/python -m pytest"):
+        assert part in ci_run
+    # no job runs a reduced suite of its own beside it: the docker tests run only through .ci/run
+    for name, job in workflow["jobs"].items():
+        for step in job["steps"]:
+            assert "-m docker" not in step.get("run", ""), name
 
 
 def test_each_matrix_row_gets_its_own_build_cache(tmp_path):
