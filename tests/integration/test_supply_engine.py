@@ -23,9 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from builder.profile import available_stacks, load_stack
-from builder.render import prepare
-from builder.sbom import normalise
+from builder.profile.load import available_stacks, load_stack
+from builder.render.dockerfile import prepare
+from builder.supply.sbom import normalise
 
 from .conftest import TEST_LABEL, unique
 
@@ -133,7 +133,8 @@ def test_push_attaches_a_signature_an_sbom_and_a_provenance_statement(pushed, ke
     inspected = _cli("inspect", *SPEC, "--registry", REGISTRY, "--json", STACKBUILD_VERIFY_KEYS=str(keys["good"][1]))
     assert inspected.returncode == 0, inspected.stderr
     [entry] = [a for a in json.loads(inspected.stdout)["attachments"] if a["repository"] == f"{REGISTRY}/{STACK}"]
-    assert entry["digest"] == digest and entry["signatures"] == 1 and entry["verified_by"] == [str(keys["good"][1])]
+    # earlier runs of this test, whose keys are gone, may have signed the same digest too
+    assert entry["digest"] == digest and entry["signatures"] >= 1 and entry["verified_by"] == [str(keys["good"][1])]
     assert entry["sbom"]["format"] == "CycloneDX 1.6" and entry["sbom"]["components"] > 200
     statement = entry["provenance"]["statement"]
     assert entry["provenance"]["verified_by"] == str(keys["good"][1])
