@@ -14,7 +14,7 @@ Three properties, read from the files alone (no GPU, no driver, no network):
    same major version at the same or a lower minor, or PTX at or below it. Their extra archs are
    their vendors' choice and not a failure. A target without an arch list (it compiles nothing:
    qlora, alpaca-lora) holds its prebuilt libraries to the archs torch has kernels for, and a gap
-   there is a warning (bitsandbytes 0.49 has no sm_50/sm_60 code, which torch 2.10 has).
+   there is a warning.
 2. Resolution. Every one of those libraries and torch's own resolves each library it needs, and
    what those need in turn (ldd: no "not found"), the CUDA wheels' libraries that torch loads
    included. Python extensions load after torch, so a library
@@ -345,11 +345,14 @@ def main():
 
     reference = sorted({arch for p in compiled for arch, _ in compiled[p][1]})
     listed = bool(reference)  # the target's arch list; without one, the GPUs torch has kernels for
-    torch_device = [e for p in torch_libs for e in device.get(p) or []]
+    # what torch was built for: libtorch_cuda.so's kernels (its other libraries add third-party code, such as
+    # MAGMA's sm_50/sm_60 in libtorch_cuda_linalg.so, for archs torch itself has no kernels for)
+    core = [p for p in torch_libs if os.path.basename(p) == "libtorch_cuda.so"] or torch_libs
+    torch_device = [e for p in core for e in device.get(p) or []]
     if not listed and accelerator == "cuda":
         reference = sorted({e.arch for e in torch_device if e.kind == KIND_ELF and not e.variant})
     if accelerator == "cuda" and cuda and reference:
-        vendor = {"torch ({})".format(", ".join(sorted({os.path.basename(p) for p in torch_libs if device.get(p)}))):
+        vendor = {"torch ({})".format(", ".join(sorted({os.path.basename(p) for p in core if device.get(p)}))):
                   torch_device} if listed else {}
         for path in sorted(set(device) - set(compiled) - set(torch_libs)):
             if device[path]:
