@@ -28,7 +28,7 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
     SmokeCheck("pip-check", "pip_check.py", "pip check finds no broken requirement"),
     SmokeCheck("lock", "lock.py", "the installed packages are exactly the lock's, no more, no fewer"),
     SmokeCheck("torch-compile", "torch_compile.py", "torch.compile of a tiny function runs"),
-    SmokeCheck("shm", "shm.py", "/dev/shm is large enough (warns under 1 GB)"),
+    SmokeCheck("shm", "shm.py", "/dev/shm is there and holds a shared memory segment; warns under 1 GB"),
     SmokeCheck("gpu-matmul", "gpu_matmul.py", "a matrix product on each GPU matches the CPU", gpu=True),
     SmokeCheck("cuda-binaries", "cuda_binaries.py",
                "compiled extensions hold device code for exactly the arch list; every library resolves; one file "

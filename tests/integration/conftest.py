@@ -161,7 +161,8 @@ def engine(docker_client):
 
 @pytest.fixture(scope="session")
 def derived_image(docker_client, engine, settings):
-    """Build an image FROM a built one with extra RUN lines (to break what a check guards).
+    """Build an image FROM a built one with extra RUN lines (to break what a check guards), or
+    COPY --from=IMAGE lines.
 
     Offline by default; with ``network=True`` the lines run the way stackbuild's own network steps
     do - host network, the site's index/CA served for the duration through /opt/stackbuild/site.sh.
@@ -174,10 +175,12 @@ def derived_image(docker_client, engine, settings):
         if key in made:
             return made[key]
         tag = f"stackbuild-test/{unique('derived')}:latest"
+        # a line "COPY --from=IMAGE ..." is kept as it is (a file of another built image); the rest are RUN lines
         if network:
-            runs = [f"RUN . /opt/stackbuild/site.sh && site_begin && {line} && site_end" for line in lines]
+            runs = [line if line.startswith("COPY --from=") else
+                    f"RUN . /opt/stackbuild/site.sh && site_begin && {line} && site_end" for line in lines]
         else:
-            runs = [f"RUN {line}" for line in lines]
+            runs = [line if line.startswith("COPY --from=") else f"RUN {line}" for line in lines]
         dockerfile = "\n".join([f"FROM {base}", 'SHELL ["/bin/bash", "-o", "pipefail", "-c"]', *runs]) + "\n"
         log = BuildLog()
         with SiteServer(settings.site if network else {}):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -142,6 +145,16 @@ def test_a_pulled_image_proves_itself_without_stackbuild(stack_images):
 
 TORCH_SITE = {"3.9": "/opt/venv/lib/python3.9/site-packages", "3.11": "/opt/venv/lib/python3.11/site-packages"}
 FSDP_UTILS = f"{TORCH_SITE['3.9']}/torch/distributed/fsdp/_state_dict_utils.py"
+FSDP_UTILS_311 = f"{TORCH_SITE['3.11']}/torch/distributed/fsdp/_state_dict_utils.py"
+CUDA_FIXTURES = Path(__file__).parents[1] / "unit" / "fixtures" / "cuda"
+FAKE_GPU = Path(__file__).parent / "fixtures" / "fakegpu"
+
+
+def _write_fixture(name: str, pattern: str) -> str:
+    """A RUN line that writes a CUDA fixture (tests/unit/fixtures/cuda) over each file matching ``pattern``."""
+    data = base64.b64encode((CUDA_FIXTURES / name).read_bytes()).decode()
+    return f"for f in {pattern}; do echo {data} | base64 -d > \"$f\"; done"
+
 
 # Each case breaks what one check guards, in an image derived from a built one (offline unless it
 # needs an index), and names the message the check must then give: (stack, release, check, RUN lines,
@@ -165,9 +178,12 @@ BREAKS = [
     ("flash-attn-fsdp", "2026.11", "functools-cache",
      [f"printf 'import functools; del functools.cache\\n' > {TORCH_SITE['3.11']}/break-cache.pth"], False,
      "from functools import cache fails on Python 3.11"),
+    # where the saved tensors land: the line the era's FSDP patch fixed (.cpu() before .clone()) moves them off the
+    # CPU instead (to the meta device, the only other one a GPU-less host has)
     ("flash-attn-fsdp", "2026.11", "fsdp-save",
-     [f"rm {TORCH_SITE['3.11']}/torch/distributed/fsdp/_state_dict_utils.py"], False,
-     "FSDP training or saving failed on cpu"),
+     [f"sed -i 's/state_dict\\[fqn\\] = state_dict\\[fqn\\].detach().clone()$/&.to(\"meta\")/' {FSDP_UTILS_311} && "
+      f"grep -q 'detach().clone().to(\"meta\")' {FSDP_UTILS_311}"], False,
+     "the full state dict was gathered on meta, not the CPU"),
     # DeepSpeed: the seed's `Unable to pre-compile async_io` (no libaio), ops that would JIT at run time
     ("deepspeed-zero3-offload", "2023.06", "deepspeed-ops", ["apt-get purge -y libaio-dev libaio1"], False,
      "libaio.so.1: cannot open shared object file"),
@@ -188,6 +204,21 @@ BREAKS = [
      "(datasets-fsspec-drift)"),
     ("qlora", "2023.07", "transformers-4bit", ["pip install --no-deps transformers==4.29.2"], True,
      "(qlora-transformers-too-old)"),
+    # without a GPU, 4.31 stops at "No GPU found"; the CPU then proves the layer swap, which bitsandbytes 0.37 (no
+    # 4-bit) breaks: before, any error mentioning a GPU passed
+    ("qlora", "2023.07", "transformers-4bit", ["pip install --no-deps bitsandbytes==0.37.2"], True,
+     "transformers' 4-bit layer swap (replace_with_bnb_linear) failed on the CPU"),
+    # the image's Python is another one: 2023.04's 3.9 where 2026.11 needs 3.11
+    ("alpaca-lora", "2026.11", "python-version",
+     ["COPY --from={image:alpaca-lora@2023.04} /usr/bin/python3.9 /usr/bin/python3.9",
+      "COPY --from={image:alpaca-lora@2023.04} /usr/lib/python3.9 /usr/lib/python3.9",
+      "ln -sf /usr/bin/python3.9 /opt/venv/bin/python"], False, "Python 3.9 in the image, the release needs 3.11"),
+    # a compiled op's library misses what it needs (ldd), and one that holds device code on the cpu target
+    ("deepspeed-zero3-offload", "2023.06", "cuda-binaries", ["apt-get purge -y libaio-dev libaio1"], False,
+     "needs libaio.so.1"),
+    ("deepspeed-zero3-offload", "2026.11", "cuda-binaries",
+     [_write_fixture("image_ext_sm80.so", f"{TORCH_SITE['3.11']}/deepspeed/ops/adam/cpu_adam_op*.so")], False,
+     "holds device code (sm_80) but the cpu target compiles for no GPU"),
 ]
 
 
@@ -196,9 +227,95 @@ BREAKS = [
 def test_each_check_fails_when_what_it_guards_is_broken(stack, release, check, lines, network, message,
                                                         stack_images, engine, derived_image):
     image = stack_images(stack, release).ref.immutable
+    lines = [re.sub(r"\{image:([^@}]+)@([^}]+)\}", lambda m: stack_images(m[1], m[2]).ref.immutable, line)
+             for line in lines]
     # the intact image passes this check (proven above); the broken one fails it, naming the cause
     report = run_smoke(engine, derived_image(image, lines, network), only=[check])
     [result] = report.results
     assert result.check == check and result.status == "fail", result
     assert message in result.detail, result.detail
     assert not report.ok and report.exit_code == 1
+
+
+# /dev/shm is the container's, not the image's: each case runs the image's runner in a container made that way.
+SHM_CASES = [
+    ({"ipc_mode": "none"}, "fail", "/dev/shm is missing"),  # no /dev/shm mounted at all
+    ({"tmpfs": {"/dev/shm": "ro,size=2g"}}, "fail", "cannot hold a shared memory segment"),  # read-only
+    ({"shm_size": "32m"}, "warn", "/dev/shm is 32 MB"),  # too small: the image is fine, the container is not
+    ({"shm_size": "2g"}, "pass", "a shared memory segment is written and read back"),
+]
+
+
+def _result_of(client, image: str, command: list[str], **options) -> dict:
+    """The last JSON line a container of ``image`` printed running ``command`` (it exits 1 when a check fails)."""
+    container = client.containers.run(image, command, detach=True, network_mode="none", labels={TEST_LABEL: "1"},
+                                      **options)
+    try:
+        container.wait(timeout=600)
+        out = container.logs(stdout=True, stderr=False).decode()
+    finally:
+        container.remove(force=True)
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+@pytest.mark.parametrize(("options", "status", "message"), SHM_CASES, ids=["ipc-none", "read-only", "32m", "2g"])
+def test_shm_fails_without_a_usable_dev_shm_and_warns_when_it_is_small(options, status, message, stack_images,
+                                                                         docker_client):
+    image = stack_images("alpaca-lora", "2026.11").ref.immutable
+    result = _result_of(docker_client, image, ["python", "/opt/stackbuild/smoke/run.py", "--only", "shm"], **options)
+    assert result["status"] == status and message in result["detail"], result
+
+
+# The GPU branches, run where no GPU is: each check file of a cpu image runs with its release's cuda-target manifest
+# and tests/integration/fixtures/fakegpu on PYTHONPATH (a stub GPU over the image's real torch; a stub flash-attn).
+# Each case: (stack, release, check, stub GPU settings, root setup command, extra environment, status, message);
+# the pass cases show the stub reaches the GPU branch and that it is the break that fails it.
+UNDEFINED_SYMBOL = (
+    "mkdir -p /tmp/broken && printf 'extern void _ZN3c104cuda20c10_cuda_check_implementationEiPKcS2_ib(void);\\n"
+    "void PyInit_flash_attn_2_cuda(void) { _ZN3c104cuda20c10_cuda_check_implementationEiPKcS2_ib(); }\\n' "
+    "> /tmp/broken/ext.c && gcc -shared -fPIC -o /tmp/broken/flash_attn_2_cuda$(python -c "
+    "'import sysconfig; print(sysconfig.get_config_var(\"EXT_SUFFIX\"))') /tmp/broken/ext.c")
+DS_OPS = f"{TORCH_SITE['3.11']}/deepspeed/ops/adam/cpu_adam_op*.so"
+GPU_CASES = [
+    ("alpaca-lora", "2026.11", "gpu-matmul", {"count": 2}, "", {}, "pass", "matmul matches the CPU on 2 GPU(s)"),
+    ("alpaca-lora", "2026.11", "gpu-matmul", {"count": 2, "corrupt": 0.1}, "", {}, "fail",
+     "GPU 0 (Stub GPU): result differs from the CPU by"),
+    ("flash-attn-fsdp", "2026.11", "gpu-arch", {"capability": [9, 0], "name": "Stub H100"}, "", {}, "pass",
+     "kernels for every GPU: GPU 0 (Stub H100, sm_90)"),
+    # a GTX 1080 (sm_61): torch 2.10's own arch list (sm_70 and up), flash-attn's list and its sm80 floor
+    ("flash-attn-fsdp", "2026.11", "gpu-arch", {"capability": [6, 1], "name": "Stub GTX 1080"}, "", {}, "fail",
+     "torch 2.10.0+cu128 has no kernels for it"),
+    ("flash-attn-fsdp", "2026.11", "flash-attn-import", {}, "", {}, "pass", "flash_attn_2_cuda import"),
+    # an extension built against another torch: a real .so whose import fails with an undefined symbol
+    ("flash-attn-fsdp", "2026.11", "flash-attn-import", {}, UNDEFINED_SYMBOL, {"PYTHONPATH": "/tmp/broken"}, "fail",
+     "undefined symbol: _ZN3c104cuda20c10_cuda_check_implementation"),
+    ("flash-attn-fsdp", "2026.11", "flash-attn-fwd-bwd", {}, "", {}, "pass", "forward+backward, head_dim 128"),
+    ("flash-attn-fsdp", "2026.11", "flash-attn-fwd-bwd", {"flash": "ignore-causal"}, "", {}, "fail",
+     "out differs from reference attention"),
+    # bitsandbytes finds no library for the CUDA it is told (the field notes' CPU fallback)
+    ("qlora", "2026.11", "bitsandbytes-cuda", {}, "", {"BNB_CUDA_VERSION": "999"}, "fail",
+     "bitsandbytes loaded no native library (Configured CUDA binary not found"),
+    # cuda-binaries' cuda rule in the image: DeepSpeed's op replaced by one for the 2026.11 arch list, then sm_80 only
+    ("deepspeed-zero3-offload", "2026.11", "cuda-binaries", {}, _write_fixture(
+        "image_ext_sm80_sm86_sm90_sm100_sm120.so", DS_OPS), {}, "pass",
+     "1 compiled extension(s) hold device code for exactly their arch list"),
+    ("deepspeed-zero3-offload", "2026.11", "cuda-binaries", {}, _write_fixture("image_ext_sm80.so", DS_OPS), {},
+     "fail", "holds sm_80: no cubin for sm_86 sm_90 sm_100 sm_120"),
+]
+
+
+@pytest.mark.parametrize(("stack", "release", "check", "gpu", "setup", "env", "status", "message"), GPU_CASES,
+                         ids=[f"{c[2]}-{c[6]}-{c[0]}@{c[1]}" for c in GPU_CASES])
+def test_gpu_branches_fail_on_a_stub_gpu_when_what_they_guard_is_broken(stack, release, check, gpu, setup, env, status,
+                                                                        message, stack_images, docker_client):
+    image = stack_images(stack, release).ref.immutable
+    manifest = plan_build(load_stack(stack), release, "cuda").manifest()
+    entry = next(c for c in manifest["checks"] if c["name"] == check)
+    argument = json.dumps({"check": entry, "manifest": manifest})
+    command = f"{setup + ' && ' if setup else ''}python /opt/stackbuild/smoke/checks/{entry['file']} \"$0\""
+    environment = {"STACKBUILD_FAKE_GPU": json.dumps(gpu),
+                   "PYTHONPATH": ":".join(filter(None, [env.get("PYTHONPATH"), "/opt/stackbuild-test/fakegpu"])),
+                   **{k: v for k, v in env.items() if k != "PYTHONPATH"}}
+    result = _result_of(docker_client, image, ["bash", "-c", command, argument], environment=environment,
+                        volumes={str(FAKE_GPU): {"bind": "/opt/stackbuild-test/fakegpu", "mode": "ro"}})
+    assert result["status"] == status and message in result["detail"], result

@@ -7,8 +7,11 @@ class, or (4.28/4.29) silently drops the 4-bit fields and loads the model unquan
 (qlora-transformers-too-old). This check proves the config keeps its values and that
 from_pretrained of a tiny saved llama takes it: where the load works here (a GPU, or a
 bitsandbytes with a CPU backend) the linear layers must be Linear4bit and a forward must run and
-stay close to the unquantised model; where the only objection is that there is no GPU, the CPU
-part passes and the detail says the GPU part was skipped.
+stay close to the unquantised model. Where from_pretrained stops with transformers' own "No GPU
+found. A GPU is needed for quantization." (4.30 - 4.4x without a GPU), and only then, the CPU
+proves the next step instead: transformers' replace_with_bnb_linear must turn every Linear but
+lm_head into an NF4, double-quantised, bf16-compute Linear4bit; the detail says the GPU part was
+skipped. Any other error fails.
 """
 
 # smoke-runner: preload torch transformers transformers.models.llama.modeling_llama bitsandbytes
@@ -93,6 +96,46 @@ try:
 except Exception as exc:
     finish("fail", "could not save a tiny llama: {} ({})".format(first_line(exc), versions))
 
+# what transformers 4.30 - 4.4x raise for 4-bit loading without a GPU, and nothing else
+NEEDS_GPU = re.compile(r"No GPU found\. A GPU is needed for quantization")
+
+
+def layer_swap(model_dir):
+    """Without a GPU: transformers' replace_with_bnb_linear, which from_pretrained runs before moving the
+    weights to the GPU, must turn every Linear of the tiny llama but lm_head into a bitsandbytes Linear4bit
+    with the config's NF4, double quantisation and compute dtype. Returns what it made, or fails."""
+    swap = None
+    for where in ("transformers.integrations.bitsandbytes", "transformers.integrations", "transformers.utils.bitsandbytes"):
+        try:
+            swap = getattr(__import__(where, fromlist=["replace_with_bnb_linear"]), "replace_with_bnb_linear")
+            break
+        except (ImportError, AttributeError):
+            continue
+    if swap is None:
+        finish("fail", "transformers {} has no replace_with_bnb_linear: {}".format(transformers.__version__, TOO_OLD))
+    model = LlamaForCausalLM(LlamaConfig.from_pretrained(model_dir))
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    try:
+        model = swap(model, modules_to_not_convert=["lm_head"], quantization_config=quant)
+    except Exception as exc:  # bitsandbytes < 0.39 has no Linear4bit: an AttributeError here
+        finish("fail", "transformers' 4-bit layer swap (replace_with_bnb_linear) failed on the CPU: {} ({}): pin "
+                       "bitsandbytes>=0.39 (4-bit) with the release's transformers".format(first_line(exc), versions))
+    modules = dict(model.named_modules())
+    wrong = []
+    for name in linears:
+        layer = modules.get(name)
+        weight = getattr(layer, "weight", None)
+        got = (type(layer).__name__, getattr(weight, "quant_type", None), getattr(weight, "compress_statistics", None),
+               getattr(layer, "compute_dtype", None))
+        if got != ("Linear4bit", "nf4", True, torch.bfloat16):
+            wrong.append("{}: {}".format(name, got))
+    if wrong:
+        finish("fail", "transformers' 4-bit layer swap did not make NF4 double-quantised Linear4bit layers with bf16 "
+                       "compute ({} of {}: {}) ({}): pin the release's transformers and bitsandbytes>=0.39".format(
+                           len(wrong), len(linears), "; ".join(wrong[:3]), versions))
+    return "{} Linear4bit layers (nf4, double quantisation, bf16 compute)".format(len(linears))
+
+
 gpus = gpu_count()
 kwargs = {"quantization_config": quant, "torch_dtype": torch.bfloat16}
 if gpus:
@@ -105,10 +148,12 @@ except Exception as exc:
             re.search(r"\bGPU\b|CUDA|cuda", text):
         finish("fail", "from_pretrained(quantization_config=<4-bit>) rejected it: {}: {}".format(
             first_line(exc), TOO_OLD))
-    if not gpus and re.search(r"\bGPU\b|CUDA|cuda|compiled without GPU", text):
+    if not gpus and NEEDS_GPU.search(text):
+        # transformers' own answer to 4-bit without a GPU (4.30 - 4.4x): prove on the CPU what it would do next
+        swapped = layer_swap(model_dir)
         finish("pass", "BitsAndBytesConfig keeps load_in_4bit/nf4/double quant/bf16 compute; from_pretrained "
-                       "reads it, then stops for want of a GPU ({}); GPU part skipped: no GPU ({})".format(
-                           first_line(exc), versions))
+                       "reads it and stops for want of a GPU ({}); on the CPU transformers' own layer swap makes "
+                       "{}; GPU part skipped: no GPU ({})".format(first_line(exc), swapped, versions))
     if gpus:
         finish("fail", "loading a tiny llama in 4-bit on the GPU failed: {} ({}): bitsandbytes must load its CUDA "
                        "library (bitsandbytes>=0.39 for 4-bit; see bnb-cpu-lib: LD_LIBRARY_PATH with "
