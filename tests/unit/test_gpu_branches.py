@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.checks import CHECKS
-from builder.plan import plan_build
-from builder.profile import load_stack
-from builder.resources import templates_dir
+from builder.smoke.checks import CHECKS
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
+from builder.safety.paths import templates_dir
 
 CHECK_DIR = templates_dir() / "context" / "smoke" / "checks"
 FIXTURES = Path(__file__).parent / "fixtures" / "cuda"
