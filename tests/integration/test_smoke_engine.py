@@ -146,6 +146,7 @@ def test_a_pulled_image_proves_itself_without_stackbuild(stack_images):
 TORCH_SITE = {"3.9": "/opt/venv/lib/python3.9/site-packages", "3.11": "/opt/venv/lib/python3.11/site-packages"}
 FSDP_UTILS = f"{TORCH_SITE['3.9']}/torch/distributed/fsdp/_state_dict_utils.py"
 FSDP_UTILS_311 = f"{TORCH_SITE['3.11']}/torch/distributed/fsdp/_state_dict_utils.py"
+TF_BNB_39 = f"{TORCH_SITE['3.9']}/transformers/utils/bitsandbytes.py"
 CUDA_FIXTURES = Path(__file__).parents[1] / "unit" / "fixtures" / "cuda"
 FAKE_GPU = Path(__file__).parent / "fixtures" / "fakegpu"
 
@@ -204,10 +205,12 @@ BREAKS = [
      "(datasets-fsspec-drift)"),
     ("qlora", "2023.07", "transformers-4bit", ["pip install --no-deps transformers==4.29.2"], True,
      "(qlora-transformers-too-old)"),
-    # without a GPU, 4.31 stops at "No GPU found"; the CPU then proves the layer swap, which bitsandbytes 0.37 (no
-    # 4-bit) breaks: before, any error mentioning a GPU passed
-    ("qlora", "2023.07", "transformers-4bit", ["pip install --no-deps bitsandbytes==0.37.2"], True,
-     "transformers' 4-bit layer swap (replace_with_bnb_linear) failed on the CPU"),
+    # without a GPU, 4.31 stops at "No GPU found"; the CPU then proves the layer swap, here one that drops the
+    # config's NF4 for FP4 (as 4.28/4.29 drop the 4-bit fields): before, any error mentioning a GPU passed
+    ("qlora", "2023.07", "transformers-4bit",
+     [f"sed -i 's/quant_type=quantization_config.bnb_4bit_quant_type,/quant_type=\"fp4\",/' {TF_BNB_39} && "
+      f"grep -q 'quant_type=\"fp4\"' {TF_BNB_39}"], False,
+     "transformers' 4-bit layer swap did not make NF4 double-quantised Linear4bit layers"),
     # the image's Python is another one: 2023.04's 3.9 where 2026.11 needs 3.11
     ("alpaca-lora", "2026.11", "python-version",
      ["COPY --from={image:alpaca-lora@2023.04} /usr/bin/python3.9 /usr/bin/python3.9",
