@@ -24,6 +24,14 @@ from ..profile.resolved import Fix, Patch, Pin, Release, ShippedFile, Stack, Tar
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
 # (git pins, `pip install git+…`). The same list everywhere keeps the first layers shared.
 IMPLIED_APT = ("build-essential", "ca-certificates", "git", "python3", "python3-dev", "python3-venv")
+# What multi-node training needs in a release marked `multinode`, in one small layer after torch
+# (every stack of a release family shares it): an ssh server and client for DeepSpeed's and MPI-style
+# launchers (host keys are made when a container starts, never in a layer), pdsh (DeepSpeed's
+# default multi-node runner), the RDMA user-space libraries NCCL loads for InfiniBand/RoCE (without
+# them it falls back to TCP sockets), and iproute2 to name the interface NCCL_SOCKET_IFNAME wants.
+# The same names on Debian and on the Ubuntu of nvidia/cuda bases.
+MULTINODE_APT = ("ibverbs-providers", "iproute2", "libibverbs1", "librdmacm1", "openssh-client", "openssh-server",
+                 "pdsh")
 VENV = "/opt/venv"
 STACKBUILD_DIR = "/opt/stackbuild"
 HELD = f"{STACKBUILD_DIR}/held.txt"
@@ -60,6 +68,7 @@ class BuildPlan:
     checks: tuple[SmokeCheck, ...] = COMMON_CHECKS
     lock: Lock | None = None  # every package the image installs, with hashes (None: not locked)
     stack_apt: tuple[str, ...] = ()  # the release's own OS packages: a layer after torch, so torch stays shared
+    multinode_apt: tuple[str, ...] = ()  # MULTINODE_APT where the release is multi-node ready, else nothing
 
     @property
     def spec(self) -> str:
@@ -96,6 +105,7 @@ class BuildPlan:
                         "proves": [f.issue.id for f in self.fixes if c.name in f.issue.proven_by]}
                        for c in self.checks],
             "locked": self.lock is not None,
+            "multinode": bool(self.multinode_apt),
         }
 
     def labels(self) -> dict[str, str]:
@@ -121,6 +131,8 @@ def select_checks(release: Release, fixes: tuple[Fix, ...] | list[Fix]) -> tuple
     names = {c.name for c in COMMON_CHECKS} | {n for f in fixes for n in f.issue.proven_by} | set(release.checks)
     if release.patches:
         names.add("patches")
+    if release.multinode:
+        names.add("multinode")
     return ordered(names)
 
 
@@ -169,7 +181,8 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
     packages.sort(key=lambda p: p.name)
     last_packages = sorted((p.pin for p in rel.last_packages if spec.name in p.targets), key=lambda p: p.name)
 
-    stack_apt = set(rel.apt) - set(IMPLIED_APT)
+    multinode_apt = MULTINODE_APT if rel.multinode else ()
+    stack_apt = set(rel.apt) - set(IMPLIED_APT) - set(multinode_apt)
     all_pins = [spec.torch, *rel.with_torch, *(p for c in compiled for p in (*c.requires, c.pin)), *packages,
                 *last_packages]
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
@@ -180,7 +193,7 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         stack=stack, release=rel, target=spec, options=chosen, apt=IMPLIED_APT, compiled=tuple(compiled),
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
-        checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)),
+        checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)), multinode_apt=multinode_apt,
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan
 

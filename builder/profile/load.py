@@ -404,7 +404,7 @@ class _Resolver:
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
-            namesake=self._namesake(head, raw, at),
+            namesake=self._namesake(head, raw, at), multinode=raw.multinode,
             audit_allow=tuple(AuditAllow(a.id, a.reason, a.expires) for a in raw.audit_allow),
         )
         RuleCheck(self.problem, at, release).run()

@@ -197,6 +197,9 @@ class RawRelease(Strict):
                                            "this release runs (required when the stack names one).")
     audit_allow: list[RawAuditAllow] = Field([], description="Known vulnerabilities of the locked packages that "
                                              "this release may carry, each with its reason and expiry date.")
+    multinode: bool = Field(False, description="Ready for multi-node training: sshd with host keys made when a "
+                            "container starts, pdsh, the RDMA user-space libraries and NCCL defaults, in one small "
+                            "layer after torch, and the multinode smoke check (see README, Multi-node).")
 
 
 class RawStackHead(Strict):

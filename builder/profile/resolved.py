@@ -147,6 +147,7 @@ class Release:
     checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/smoke/checks.py
     namesake: Namesake | None = None
     audit_allow: tuple[AuditAllow, ...] = ()
+    multinode: bool = False  # sshd, pdsh, RDMA user space and NCCL defaults in a layer after torch
 
 
 @dataclass(frozen=True)

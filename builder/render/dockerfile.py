@@ -174,6 +174,10 @@ def render_context(plan: BuildPlan) -> BuildContext:
             body = {"id": patch.id, "package": patch.package, "file": patch.file, "find": patch.find,
                     "replace": patch.replace, "count": patch.count}
             files[f"patches/{patch.id}.json"] = (json.dumps(body, indent=2) + "\n").encode()
+    if plan.multinode_apt:
+        multinode = templates_dir() / "context" / "multinode"
+        for path in sorted(multinode.iterdir()):
+            files[f"multinode/{path.name}"] = path.read_bytes()
     smoke = templates_dir() / "context" / "smoke"
     for path in sorted(smoke.rglob("*.py")):
         files[f"smoke/{path.relative_to(smoke).as_posix()}"] = path.read_bytes()

@@ -57,6 +57,9 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
                "bitsandbytes loads its CUDA library, not the CPU fallback; 8-bit and 4-bit ops run on a GPU"),
     SmokeCheck("lora-save", "lora_save.py",
                "a tiny LoRA trains and saves through the stack's own save path; the adapter is not empty"),
+    SmokeCheck("multinode", "multinode.py",
+               "sshd starts with host keys made now and accepts a key; pdsh reaches this host over ssh; "
+               "the verbs and rdmacm libraries load; the NCCL defaults file is there"),
     SmokeCheck("tokenizer-special-tokens", "tokenizer_special_tokens.py",
                "a llama-style tokenizer keeps its bos/eos ids, slow and fast alike"),
 )}

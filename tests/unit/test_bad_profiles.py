@@ -20,7 +20,7 @@ CASES = [
      "name, namesake, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
      "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, audit_allow, bootstrap, checks, compiled, cuda, "
-     "date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, torch, "
+     "date, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, torch, "
      "with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
@@ -233,7 +233,7 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "not a branch, tag or short hash)"),
     ("namesake-missing", "    namesake:\n      commit:", "    namesakes:\n      commit:", "namesakes:",
      "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, audit_allow, bootstrap, checks, compiled, "
-     "cuda, date, env, era, fixes, last_packages, namesake, notes, options, packages, patches, summary, targets, "
+     "cuda, date, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, "
      "torch, with_torch)"),
     ("namesake-unknown-script", "scripts: [train_mem.py]", "scripts: [train_xformers.py]", "train_xformers.py",
      "releases.2023.06.namesake.unable[0].scripts[0]: 'train_xformers.py' is not one of the namesake scripts "

@@ -57,7 +57,7 @@ def test_each_image_carries_the_proof_of_every_fix_it_claims(stack, release, tar
 def test_profile_checks_add_to_what_the_fixes_imply():
     ds = plan_build(load_stack("deepspeed-zero3-offload"), "2026.11", "cpu")
     assert [c.name for c in ds.checks][len(COMMON_CHECKS):] == [
-        "ninja", "deepspeed-ops", "deepspeed-cpu-adam", "deepspeed-config", "deepspeed-zero3-offload"]
+        "ninja", "deepspeed-ops", "deepspeed-cpu-adam", "deepspeed-config", "deepspeed-zero3-offload", "multinode"]
 
 
 def _run(tmp_path: Path, name: str, manifest: dict, extra_path: Path | None = None) -> dict:
