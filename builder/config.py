@@ -32,6 +32,8 @@ NETWORK_MODES = ("default", "host", "bridge", "none")
 COMPRESSIONS = ("gzip", "zstd")  # of the layers an image is stored, and so pushed, with
 # The settings that take one of a few words.
 CHOICES = {"build_network": NETWORK_MODES, "engine": ENGINE_KINDS, "compression": COMPRESSIONS}
+PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")  # a Slurm partition
+INTERFACE = re.compile(r"^\^?[A-Za-z0-9_.:-]{1,32}(,[A-Za-z0-9_.:-]{1,32})*\Z")  # NCCL_SOCKET_IFNAME's syntax
 REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
@@ -52,6 +54,9 @@ class Settings:
     signing_key: Path | None = None  # EC P-256 private key (PEM): push signs what it pushed (builder/images/signing.py)
     verify_keys: tuple[Path, ...] = ()  # public keys (PEM): pull and pull-or-build take only images they signed
     audit_url: str = "https://pypi.org/pypi"  # PyPI's JSON API, whose `vulnerabilities` audit reads
+    partition: str | None = None  # launch slurm: the partition a job asks for
+    gpus_per_node: int | None = None  # launch: GPUs (processes) per node; default 8 on a GPU image, 1 on cpu
+    network_interface: str | None = None  # launch: NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME of the jobs it writes
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
@@ -118,6 +123,8 @@ def _check(name: str, value: object, origin: str) -> object:
             raise ConfigError(f"{origin}: verify_keys must be a list of public key files (PEM), e.g. "
                               "[\"/etc/stackbuild/cosign.pub\"], or one string of comma-separated paths")
         return tuple(_key_file(name, item, origin) for item in items)
+    if name == "gpus_per_node" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{origin}: {name} must be a non-empty string")
     value = value.strip()
@@ -125,6 +132,20 @@ def _check(name: str, value: object, origin: str) -> object:
         if not REGISTRY.match(value):
             raise ConfigError(f"{origin}: registry '{value}' is not HOST[:PORT][/PATH] "
                               "(e.g. localhost:5000/stackbuild or ghcr.io/org)")
+        return value
+    if name == "gpus_per_node":
+        if not value.isdigit() or not 1 <= int(value) <= 64:
+            raise ConfigError(f"{origin}: gpus_per_node '{printable(value)}' is not a count from 1 to 64")
+        return int(value)
+    if name == "partition":
+        if not PARTITION.match(value):
+            raise ConfigError(f"{origin}: partition '{printable(value)}' is not a Slurm partition name (letters, "
+                              "digits, '_', '.', '-')")
+        return value
+    if name == "network_interface":
+        if not INTERFACE.match(value):
+            raise ConfigError(f"{origin}: network_interface '{printable(value)}' is not an interface list as "
+                              "NCCL_SOCKET_IFNAME takes it (eth0, ib0,ib1 or ^lo,docker)")
         return value
     if name == "builder":
         if not BUILDX_BUILDER.match(value):

@@ -127,6 +127,9 @@ class FakeEngine:
         self.images[tag] = {"Id": image_id, "Config": {"Labels": {**_dockerfile_labels(label_lines), **labels}}}
         return image_id
 
+    def close(self):
+        pass
+
     def tag(self, image, ref):
         self.tags.append((image, ref))
         found = next((info for info in self.images.values() if info["Id"] == image), None)

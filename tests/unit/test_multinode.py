@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 
-from builder.plan import MULTINODE_APT, plan_build
-from builder.profile import available_stacks, load_stack
-from builder.render import render_context
-from builder.resources import templates_dir
+from builder.plan.build_plan import MULTINODE_APT, plan_build
+from builder.profile.load import available_stacks, load_stack
+from builder.render.dockerfile import render_context
+from builder.safety.paths import templates_dir
 
 SSHD = templates_dir() / "context" / "multinode" / "stackbuild-sshd"
 
