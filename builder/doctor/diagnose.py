@@ -278,7 +278,8 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
                engine_probe: Callable[[], EngineInfo] | None = None,
                nvidia_smi: Callable[[list[str]], str] | None = None,
                meminfo_path: str | Path = "/proc/meminfo", shm_path: str | Path = "/dev/shm",
-               disk_path: str | Path | None = None) -> list[HostCheck]:
+               disk_path: str | Path | None = None, sys_path: str | Path = "/sys",
+               ip_addr: Callable[[], str] | None = None) -> list[HostCheck]:
     """Check this host for building and running ``stack`` (a loaded ``Stack``, or None for generic checks).
 
     ``release`` defaults to the stack's default release and ``target`` to cuda when the host has an
@@ -317,7 +318,88 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
     meminfo = _read_meminfo(Path(meminfo_path))
     checks.append(_ram_check(meminfo, meminfo_path))
     checks.append(_disk_check(engine, disk_path, target))
+    checks.append(_rdma_check(Path(sys_path), target))
+    checks.append(_network_check(Path(sys_path), ip_addr if ip_addr is not None else run_ip_addr))
     return checks
+
+
+def _read_sys(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _rdma_check(sys_path: Path, target: str) -> HostCheck:
+    """The RDMA devices NCCL could use between nodes (/sys/class/infiniband: InfiniBand or RoCE)."""
+    folder = sys_path / "class" / "infiniband"
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        names = []
+    if not names:
+        status: Status = "warn" if targets.runs_on_gpu(target) else "ok"
+        return HostCheck("rdma", status, f"no RDMA devices ({folder} is empty or absent): between nodes NCCL uses TCP "
+                         "sockets, gloo always does",
+                         "on an InfiniBand/RoCE cluster load the RDMA drivers (mlx5_ib) and pass /dev/infiniband "
+                         "into the container" if status == "warn" else "")
+    described = []
+    active = 0
+    for name in names:
+        ports = []
+        try:
+            port_dirs = sorted((folder / name / "ports").iterdir())
+        except OSError:
+            port_dirs = []
+        for port in port_dirs:
+            layer = _read_sys(port / "link_layer") or "?"
+            state = _read_sys(port / "state").split(":")[-1].strip() or "?"
+            active += state == "ACTIVE"
+            ports.append(f"port {port.name} {layer} {state}")
+        described.append(f"{name} ({', '.join(ports) or 'no ports'})")
+    if not active:
+        return HostCheck("rdma", "warn", "RDMA devices without an active port: " + "; ".join(described),
+                         "check the cabling and the subnet manager (ibstat); NCCL falls back to TCP sockets")
+    return HostCheck("rdma", "ok", "; ".join(described) + ": NCCL can use them when the container gets "
+                     "/dev/infiniband (docker run --device /dev/infiniband --cap-add IPC_LOCK)")
+
+
+def run_ip_addr() -> str:
+    """`ip -o addr show`: one line per address (empty when iproute2 is missing or fails)."""
+    try:
+        return subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _network_check(sys_path: Path, ip_addr: Callable[[], str]) -> HostCheck:
+    """The interfaces a multi-node job could use (NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME), with addresses."""
+    folder = sys_path / "class" / "net"
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return HostCheck("network", "unknown", f"{folder} cannot be read, so the network interfaces are unknown")
+    addresses: dict[str, list[str]] = {}
+    for line in ip_addr().splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[2] in ("inet", "inet6"):
+            addresses.setdefault(words[1], []).append(words[3])
+    usable, described = [], []
+    for name in names:
+        if name == "lo":
+            continue
+        state = _read_sys(folder / name / "operstate") or "?"
+        mtu = _read_sys(folder / name / "mtu")
+        ips = [a for a in addresses.get(name, []) if not a.startswith("fe80")]
+        if state in ("up", "unknown") and ips:
+            usable.append(name)
+        described.append(f"{name} {' '.join(ips) or 'no address'} ({state}{', mtu ' + mtu if mtu else ''})")
+    if not usable:
+        return HostCheck("network", "warn", "no interface besides loopback is up with an address: " +
+                         ("; ".join(described) or "none"),
+                         "a multi-node job needs an interface the other nodes reach")
+    return HostCheck("network", "ok", "; ".join(described) + f": NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME "
+                     f"(stackbuild launch --interface) would be {usable[0]} here")
 
 
 def _parse_gpus(output: str) -> list[Gpu]:

@@ -81,3 +81,65 @@ def test_sshd_start_script_refuses_bad_arguments(args, expected):
 def test_sshd_start_script_help():
     proc = subprocess.run(["sh", str(SSHD), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "--keys DIR" in proc.stdout and "--foreground" in proc.stdout
+
+
+# -- doctor --host: what a multi-node job would use -----------------------------------------------
+
+def _host_checks(tmp_path, sys_tree: dict[str, str], ip_output: str, target: str = "cuda") -> dict:
+    from builder.doctor import check_host
+    from builder.errors import EngineUnavailable
+
+    for rel, text in sys_tree.items():
+        path = tmp_path / "sys" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "sys" / "class" / "net").mkdir(parents=True, exist_ok=True)
+
+    def no_engine():
+        raise EngineUnavailable("no engine")
+
+    def no_smi(args):
+        raise FileNotFoundError("nvidia-smi")
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 16384000 kB\nMemAvailable: 8192000 kB\n")
+    checks = check_host(None, target=target, engine_probe=no_engine, nvidia_smi=no_smi, meminfo_path=meminfo,
+                        shm_path=tmp_path, disk_path=tmp_path, sys_path=tmp_path / "sys", ip_addr=lambda: ip_output)
+    return {c.name: c for c in checks}
+
+
+IP_OUTPUT = """1: lo    inet 127.0.0.1/8 scope host lo
+2: eth0    inet 10.1.2.3/24 brd 10.1.2.255 scope global eth0
+2: eth0    inet6 fe80::1/64 scope link
+3: ib0    inet 192.168.50.3/24 scope global ib0
+"""
+
+
+def test_doctor_host_reports_rdma_devices_and_interfaces(tmp_path):
+    checks = _host_checks(tmp_path, {
+        "class/infiniband/mlx5_0/ports/1/link_layer": "InfiniBand\n",
+        "class/infiniband/mlx5_0/ports/1/state": "4: ACTIVE\n",
+        "class/infiniband/mlx5_1/ports/1/link_layer": "Ethernet\n",
+        "class/infiniband/mlx5_1/ports/1/state": "1: DOWN\n",
+        "class/net/lo/operstate": "unknown\n",
+        "class/net/eth0/operstate": "up\n", "class/net/eth0/mtu": "1500\n",
+        "class/net/ib0/operstate": "up\n", "class/net/ib0/mtu": "2044\n",
+        "class/net/docker0/operstate": "down\n",
+    }, IP_OUTPUT)
+    rdma, net = checks["rdma"], checks["network"]
+    assert rdma.status == "ok"
+    assert "mlx5_0 (port 1 InfiniBand ACTIVE)" in rdma.detail and "mlx5_1 (port 1 Ethernet DOWN)" in rdma.detail
+    assert net.status == "ok"
+    assert "eth0 10.1.2.3/24 (up, mtu 1500)" in net.detail and "ib0 192.168.50.3/24 (up, mtu 2044)" in net.detail
+    assert "docker0 no address (down)" in net.detail and "lo " not in net.detail
+    assert "would be eth0 here" in net.detail
+
+
+def test_doctor_host_without_rdma_or_a_usable_interface(tmp_path):
+    checks = _host_checks(tmp_path, {"class/net/lo/operstate": "unknown\n", "class/net/eth0/operstate": "down\n"},
+                          "1: lo    inet 127.0.0.1/8 scope host lo\n")
+    assert checks["rdma"].status == "warn" and "NCCL uses TCP sockets" in checks["rdma"].detail
+    assert checks["rdma"].fix
+    assert checks["network"].status == "warn" and "eth0 no address (down)" in checks["network"].detail
+    cpu = _host_checks(tmp_path / "cpu", {}, "", target="cpu")
+    assert cpu["rdma"].status == "ok"
