@@ -204,7 +204,8 @@ def _slurm(spec: JobSpec) -> str:
               'export NNODES=$SLURM_JOB_NUM_NODES']
     for key, value in _net_env(spec):
         lines.append(f"export {key}={shlex.quote(value)}")
-    env_names = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "SLURM_NODEID"]  # _docker_run passes _net_env's values
+    # what the container needs of Slurm's environment (_docker_run passes _net_env's values itself)
+    env_names = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "SLURM_NODEID", "SLURMD_NODENAME", "SLURM_JOB_ID"]
     if spec.launcher == "deepspeed":
         lines += ["# DeepSpeed's launcher on every node by itself (--no_ssh), from a hostfile of the allocation.",
                   "hostfile=$SLURM_SUBMIT_DIR/hostfile-$SLURM_JOB_ID",

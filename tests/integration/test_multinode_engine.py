@@ -13,11 +13,17 @@ Nodes are containers on the host network bound to 127.0.0.2 and 127.0.0.3 (tests
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from .conftest import FIXTURES
+from builder.cli import app
+
+from .conftest import FIXTURES, TEST_LABEL
 from .nodes import (JOB, deepspeed_command, free_port, make_job, run_on_all, start_nodes, stop_nodes,
                     torchrun_command, write_hostfile)
 
@@ -104,3 +110,94 @@ def test_torchrun_two_nodes_train_fsdp_and_save_one_full_state_dict(docker_clien
         assert _saved_shapes(nodes[1], f"{JOB}/out/full.pt") == FULL_SHAPES
     finally:
         stop_nodes(nodes)
+
+
+# -- a real Slurm: slurmctld and two slurmd (node1 on 127.0.0.2, node2 on 127.0.0.3) ------------------
+
+SLURM = SCRIPTS / "slurm"
+SLURM_CONF = """ClusterName=stackbuild-test
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+SwitchType=switch/none
+SchedulerType=sched/builtin
+SelectType=select/linear
+MpiDefault=none
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd-%n
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd-%n.pid
+SlurmctldLogFile=/var/log/slurmctld.log
+SlurmdLogFile=/var/log/slurmd-%n.log
+ReturnToService=2
+NodeName=node1 NodeAddr=127.0.0.2 NodeHostname={host} Port={port1} CPUs=1 State=UNKNOWN
+NodeName=node2 NodeAddr=127.0.0.3 NodeHostname={host} Port={port2} CPUs=1 State=UNKNOWN
+PartitionName=debug Nodes=node1,node2 Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@pytest.fixture(scope="session")
+def slurm_image(docker_client, settings):
+    """Debian's slurm-wlm and munge in an image of its own (test-labelled, removed at session end)."""
+    tag = f"stackbuild-test-slurm:{uuid.uuid4().hex[:10]}"
+    docker_client.images.build(path=str(SLURM), tag=tag, network_mode="host", rm=True, forcerm=True,
+                               labels={TEST_LABEL: "slurm"})
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_slurm_runs_the_generated_batch_script_across_two_nodes(docker_client, stack_images, slurm_image, job,
+                                                                 tmp_path):
+    """`stackbuild launch slurm --container docker` writes the script; a real Slurm (controller and two
+    node daemons) runs it: srun starts one task per node, each runs the image with the host's engine,
+    and torchrun on both nodes meets at the address Slurm gives node1."""
+    image = stack_images("flash-attn-fsdp", "2026.11")
+    host = socket.gethostname()
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(SLURM_CONF.format(host=host, ctld_port=free_port("127.0.0.1"), port1=free_port(),
+                                      port2=free_port("127.0.0.3")))
+    folder = job / "sbatch"
+    engine_args = ["--label", f"{TEST_LABEL}=slurm-job", "--add-host", "node1:127.0.0.2", "--add-host",
+                   "node2:127.0.0.3", "-v", f"{job}/resolv.conf:/etc/resolv.conf:ro", "--shm-size", "1g",
+                   "-e", "OMP_NUM_THREADS=1"]
+    result = CliRunner().invoke(app, [
+        "launch", "slurm", "flash-attn-fsdp", "-t", "cpu", "--container", "docker", "--interface", "lo",
+        "--image", image.ref.immutable, "--port", str(free_port()), "-o", str(folder),
+        *[f"--engine-arg={arg}" for arg in engine_args],
+        "--", f"{job}/fsdp_train.py", "--out", f"{job}/out", "--steps", str(STEPS)])
+    assert result.exit_code == 0, result.output
+    docker_cli = shutil.which("docker")
+    assert docker_cli, "the Docker CLI is needed on the host (the Slurm nodes use it)"
+    cluster = docker_client.containers.run(
+        slurm_image, ["sleep", "infinity"], detach=True, network_mode="host", init=True,
+        name=f"stackbuild-test-slurm-{uuid.uuid4().hex[:8]}", labels={TEST_LABEL: "slurm"},
+        volumes={str(conf): {"bind": "/etc/slurm/slurm.conf", "mode": "ro"},
+                 str(SLURM / "start.sh"): {"bind": "/start.sh", "mode": "ro"},
+                 str(job): {"bind": str(job), "mode": "rw"},
+                 docker_cli: {"bind": "/usr/local/bin/docker", "mode": "ro"},
+                 "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}})
+    try:
+        code, out = cluster.exec_run(["sh", "/start.sh"])
+        assert code == 0, out.decode(errors="replace")
+        assert b"node[1-2]" in out and b"idle" in out
+        code, out = cluster.exec_run(["sbatch", "--wait", f"{folder}/flash-attn-fsdp.sbatch"], workdir=str(job))
+        logs = "\n".join(p.read_text(errors="replace") for p in job.glob("flash-attn-fsdp-*.out"))
+        assert code == 0, out.decode(errors="replace") + logs
+        _check_trained_together(_ranks(job / "out", 2), ["node1", "node2"])
+        assert _saved_shapes_with(docker_client, image.image_id, job, f"{job}/out/full.pt") == FULL_SHAPES
+    finally:
+        cluster.remove(force=True)
+        for leftover in docker_client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=slurm-job"}):
+            leftover.remove(force=True)
+
+
+def _saved_shapes_with(client, image: str, job: Path, path: str) -> dict:
+    out = client.containers.run(image, ["python", "-c", LOAD_SAVED, path], remove=True, network_mode="none",
+                                labels={TEST_LABEL: "multinode"}, volumes={str(job): {"bind": str(job), "mode": "ro"}})
+    return json.loads(out.decode().strip().splitlines()[-1])
