@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 import docker  # noqa: E402
 
-from builder import engines  # noqa: E402
+from builder.engine.connect import connect  # noqa: E402
 from builder.config import load_settings  # noqa: E402
-from builder.images import image_of  # noqa: E402
+from builder.images.lookup import image_of  # noqa: E402
 from tests.integration.nodes import (JOB, deepspeed_command, free_port, make_job, run_on_all,  # noqa: E402
                                      start_nodes, stop_nodes, torchrun_command, write_hostfile)
 
@@ -101,7 +101,7 @@ def main() -> int:
     args = parser.parse_args()
     kinds = args.only or ["deepspeed", "torchrun"]
     client = docker.from_env(version="auto", timeout=900)
-    engine = engines.connect()
+    engine = connect()
     registry = load_settings().registry
     images = {}
     for kind in kinds:

@@ -197,8 +197,9 @@ def _slurm(spec: JobSpec) -> str:
     lines += ["set -euo pipefail", "",
               "# The rendezvous, from Slurm's environment: the allocation's first node is the master, at the",
               "# address Slurm reaches it by (NodeAddr); every task learns its node rank from SLURM_NODEID.",
-              'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              'MASTER_ADDR=$(scontrol show node "$first" | tr " " "\\n" | sed -n "s/^NodeAddr=//p" | head -n 1)',
+              "# (sed -n 1p, not head: head exits early and pipefail turns the writer's SIGPIPE into a failure)",
+              'first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
+              'MASTER_ADDR=$(scontrol show node "$first" | tr " " "\\n" | sed -n "s/^NodeAddr=//p" | sed -n 1p)',
               'export MASTER_ADDR=${MASTER_ADDR:-$first}',
               f"export MASTER_PORT=${{STACKBUILD_MASTER_PORT:-{spec.port}}}",
               'export NNODES=$SLURM_JOB_NUM_NODES']

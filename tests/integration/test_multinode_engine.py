@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from builder.cli import app
+from builder.cli.commands import app
 
 from .conftest import FIXTURES, TEST_LABEL
 from .nodes import (JOB, deepspeed_command, free_port, make_job, run_on_all, start_nodes, stop_nodes,

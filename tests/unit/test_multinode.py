@@ -86,7 +86,7 @@ def test_sshd_start_script_help():
 # -- doctor --host: what a multi-node job would use -----------------------------------------------
 
 def _host_checks(tmp_path, sys_tree: dict[str, str], ip_output: str, target: str = "cuda") -> dict:
-    from builder.doctor import check_host
+    from builder.doctor.diagnose import check_host
     from builder.errors import EngineUnavailable
 
     for rel, text in sys_tree.items():
