@@ -26,7 +26,6 @@ from ..images.containers import (RunOptions, check_options, default_name, find, 
                          shell_argv)
 from ..doctor.diagnose import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
-from ..images.launch import KINDS, LaunchRequest, launch_job
 from ..images.lookup import image_of, matches_profile, packages_of
 from ..lock.resolution import check_locks, lock_check_error, lock_each, lock_selection, lock_usage, resolve_checks
 from ..lock.format import package_diff
@@ -37,6 +36,7 @@ from ..profile.load import load_stack
 from ..supply.publish import attachments, push_and_attach
 from ..images.registry import describe_image, pull_prebuilt, require_registry
 from ..images.signing import trusted_keys
+from .launch import launch_app
 from .supply import supply_app
 from ..render.dockerfile import prepare, write_rendered
 from ..safety.paths import user_path
@@ -135,6 +135,7 @@ def render_command(
 
 
 app.add_typer(supply_app)  # sbom, audit
+app.add_typer(launch_app)  # launch
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -372,63 +373,6 @@ def run_command(
     out.print(f"started {started.name} from {started.image}")
     out.print("enter it with:")
     for line in started.enter_lines():
-        out.print(f"  {line}")
-
-
-@app.command("launch")
-def launch_command(
-    ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(metavar="slurm|k8s|hosts", help="Where the job runs: a Slurm batch script, "
-                                        "Kubernetes manifests (JobSet, PyTorchJob), or plain hosts with an engine.")],
-    spec: StackSpecArg,
-    command: Annotated[Optional[list[str]], typer.Argument(metavar="-- COMMAND...", help="The training script and "
-                                                           "its arguments (torchrun or deepspeed runs it).")] = None,
-    target: TargetOpt = None,
-    options: WithOpt = None,
-    nodes: Annotated[int, typer.Option("--nodes", "-N", help="How many nodes.")] = 2,
-    gpus_per_node: Annotated[Optional[str], typer.Option("--gpus-per-node", help="GPUs (processes) per node "
-                                                         "(default: the gpus_per_node setting, else 8 on a GPU "
-                                                         "image, 1 on cpu).")] = None,
-    launcher: Annotated[str, typer.Option("--launcher", help="torchrun or deepspeed (its own launcher).")] = "torchrun",
-    partition: Annotated[Optional[str], typer.Option("--partition", help="Slurm partition (default: the partition "
-                                                     "setting).")] = None,
-    interface: Annotated[Optional[str], typer.Option("--interface", help="NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME, "
-                                                     "e.g. eth0 or ib0 (default: the network_interface setting).")] = None,
-    registry: RegistryOpt = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="Run this reference instead of the plan's "
-                                                 "(REGISTRY/NAME@sha256:… for Kubernetes and pyxis).")] = None,
-    container: Annotated[str, typer.Option("--container", help="slurm: pyxis (srun --container-image) or docker "
-                                           "(the engine on each node).")] = "pyxis",
-    hosts: Annotated[Optional[list[str]], typer.Option("--host", help="hosts: one per node, the first the master "
-                                                       "(repeatable).")] = None,
-    port: Annotated[int, typer.Option("--port", help="The rendezvous (master) port.")] = 29500,
-    ssh_port: Annotated[int, typer.Option("--ssh-port", help="stackbuild-sshd's port (DeepSpeed's launcher).")] = 2222,
-    name: Annotated[Optional[str], typer.Option("--name", help="Job name (default: the stack's name).")] = None,
-    env: Annotated[Optional[list[str]], typer.Option("--env", "-e", metavar="K=V", help="Set a variable on every "
-                                                     "node (repeatable).")] = None,
-    volumes: Annotated[Optional[list[str]], typer.Option("--volume", "-v", metavar="SRC:DST", help="slurm and "
-                                                         "hosts: mount a node's path (repeatable).")] = None,
-    engine_args: Annotated[Optional[list[str]], typer.Option("--engine-arg", help="slurm --container docker and "
-                                                             "hosts: an extra `docker run` argument (repeatable).")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output", "-o", help="A new or empty folder for the job's "
-                                                       "files (default: ./NAME-KIND).")] = None,
-) -> None:
-    """Write a multi-node job for Slurm, Kubernetes or plain hosts that runs a built image's training command."""
-    if kind not in KINDS:
-        raise UsageError(f"launch kind '{kind}' is not one of {', '.join(KINDS)}")
-    settings = _settings(ctx, registry=registry, gpus_per_node=gpus_per_node, partition=partition,
-                         network_interface=interface)
-    request = LaunchRequest(kind=kind, stack=spec, target=target, options=tuple(options or ()),
-                            command=tuple(command or ()), folder=output_dir, name=name, image=image, nodes=nodes,
-                            launcher=launcher, container=container, hosts=tuple(hosts or ()), port=port,
-                            ssh_port=ssh_port, env=tuple(env or ()), volumes=tuple(volumes or ()),
-                            engine_args=tuple(engine_args or ()))
-    written = launch_job(request, settings, engines.connect)
-    out.print(f"wrote {written.spec.kind} job {written.spec.name} for {written.spec.image} into {written.folder}:")
-    for path in written.files:
-        out.print(f"  {path}")
-    out.print("next:")
-    for line in written.next_steps():
         out.print(f"  {line}")
 
 
