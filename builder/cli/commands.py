@@ -21,7 +21,7 @@ from ..plan import labels as schema
 from ..profile import targets
 from ..images.build import build_image, parse_build_args
 from .catalog import describe_stack, list_stacks, profile_schema
-from ..config import config_path, load_settings
+from ..config import config_path
 from ..images.containers import (RunOptions, check_options, default_name, find, list_containers, run_container, running,
                          shell_argv)
 from ..doctor.diagnose import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
@@ -38,6 +38,9 @@ from ..images.registry import describe_image, pull_prebuilt, require_registry
 from ..images.signing import trusted_keys
 from .launch import launch_app
 from .supply import supply_app
+from .options import (ImageSpecArg, JsonOpt, NameArg, NamesArg, ProgressJsonOpt, QuietOpt, RegistryOpt, StackSpecArg,
+                      TargetOpt, WithOpt, WorkdirOpt)
+from .options import settings as _settings
 from ..render.dockerfile import prepare, write_rendered
 from ..safety.paths import user_path
 from ..smoke.run import SmokeResult, run_smoke, write_junit
@@ -55,22 +58,6 @@ app = typer.Typer(
     epilog="Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
 )
 
-# Options and arguments shared by several commands, declared once.
-TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help=targets.help_text())]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-ImageSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE", help="A stack (its built image is "
-                                             "found by content tag) or an image name.")]
-StackSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]", help="A stack, stack@release, or a profile "
-                                             "path.")]
-WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable), e.g. "
-                                                      "xformers.")]
-RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="Registry for prebuilt images, "
-                                                    "HOST[:PORT][/PATH] (default: the registry setting).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")]
-ProgressJsonOpt = Annotated[bool, typer.Option("--json", help="Print progress and the result as JSON lines.")]
-NameArg = Annotated[str, typer.Argument(metavar="NAME", help="A container started by stackbuild run.")]
-NamesArg = Annotated[list[str], typer.Argument(metavar="NAME...", help="stackbuild containers.")]
-WorkdirOpt = Annotated[Optional[str], typer.Option("--workdir", "-w", help="Working directory inside.")]
 
 
 def _version(value: bool) -> None:
@@ -93,10 +80,6 @@ def root(
 ) -> None:
     """stackbuild: render, build, test and diagnose LLM training images."""
     ctx.obj = {"config": config}
-
-
-def _settings(ctx: typer.Context, **overrides):
-    return load_settings(ctx.obj["config"], overrides or None)
 
 
 @app.command("list")

@@ -11,30 +11,18 @@ import typer
 
 from ..engine import connect as engines
 from . import output
-from ..profile import targets
 from ..supply.audit import VulnerabilitySource, audit_what
 from ..supply.audit import failure as audit_failure
-from ..config import load_settings
 from ..errors import RenderError, UsageError
 from ..images.lookup import image_of
+from .options import ImageSpecArg, JsonOpt, RegistryOpt, TargetOpt, WithOpt
+from .options import settings as _settings
 from .output import print_json
 from ..safety.printable import printable
 from ..safety.files import write_output
 from ..supply.sbom import sbom_json
 
 supply_app = typer.Typer()
-
-TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help=targets.help_text())]
-WithOpt = Annotated[Optional[list[str]], typer.Option("--with", help="Enable a release option (repeatable).")]
-ImageSpecArg = Annotated[str, typer.Argument(metavar="STACK[@RELEASE]|IMAGE", help="A stack (its built image is "
-                                             "found by content tag) or an image name.")]
-RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="Registry of the image's name "
-                                                    "(default: the registry setting).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _settings(ctx: typer.Context, **overrides):
-    return load_settings(ctx.obj["config"], overrides or None)
 
 
 @supply_app.command("sbom")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..plan import labels as schema
 from ..config import Settings
 from ..engine.api import BuildEvent, Engine, ImageEngine, OnEvent
 from ..errors import RegistryError, StackbuildError

@@ -183,3 +183,16 @@ def test_allow_entries_match_ids_and_aliases_until_they_expire():
 def test_audit_needs_a_subject(cli):
     code, _, err = cli("audit")
     assert code == 2 and "name a stack release or an image" in err
+
+
+def test_an_image_is_audited_from_its_lock_label_with_its_releases_allowlist(cli, fake, pypi):
+    from builder.plan import labels as schema
+
+    fake.images["example.org/team/qlora:2026.11-cpu"] = {"Id": "sha256:" + "a" * 64, "Config": {"Labels": {
+        schema.STACK: "qlora", schema.RELEASE: "2026.11", schema.LOCK: json.dumps({"pycrypto": "2.6.1"})}}}
+    code, out, err = cli("audit", "example.org/team/qlora:2026.11-cpu")
+    assert code == 14 and out.startswith("FAIL   example.org/team/qlora:2026.11-cpu (qlora@2026.11): 1 packages, "
+                                         "2 known vulnerabilities (2 not allowed)")
+    fake.images["example.org/team/other:1"] = {"Id": "sha256:" + "b" * 64, "Config": {"Labels": {}}}
+    code, _, err = cli("audit", "example.org/team/other:1")
+    assert code == 4 and "carries no io.stackbuild.lock label" in err
