@@ -67,7 +67,17 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "patches": [{"id": p.id, "summary": p.summary, "package": p.package, "file": p.file, "find": p.find,
                      "replace": p.replace, "count": p.count, "fixes": p.fixes} for p in rel.patches],
         "options": [{"name": o.name, "summary": o.summary, "targets": list(o.targets),
-                     "packages": [p.requirement for p in o.packages]} for o in rel.options.values()],
+                     "packages": [p.requirement for p in (*o.packages, *o.last_packages)],
+                     "last_packages": [p.requirement for p in o.last_packages],
+                     "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail,
+                                "proven_by": list(f.issue.proven_by)} for f in o.fixes],
+                     "advisories": [{"issue": a.id, "title": a.title, "fix": " ".join(a.fix.split())}
+                                    for a in o.advisories],
+                     "checks": [c.name for c in select_checks(rel, (*rel.fixes, *o.fixes))
+                                if c not in select_checks(rel, rel.fixes)]}
+                    for o in rel.options.values()],
+        "declined": [{"name": d.name, "summary": d.summary, "why": d.why, "instead": d.instead,
+                      "references": list(d.references)} for d in rel.declined.values()],
         "env": dict(rel.env),
         "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail,
                    "proven_by": list(f.issue.proven_by)} for f in rel.fixes],

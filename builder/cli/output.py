@@ -219,7 +219,21 @@ def print_stack(info: dict) -> None:
             out.print(f"  patch {patch['id']} ({patch['package']}/{patch['file']}): {patch['summary']}")
         for option in rel["options"]:
             out.print(f"  option --with {option['name']} ({', '.join(option['targets'])}): {option['summary']}")
-            out.print(f"    adds: {' '.join(option['packages'])}")
+            last = " (in the release's last layer: every earlier layer is the plain image's)" if all(
+                p in option["last_packages"] for p in option["packages"]) else ""
+            out.print(f"    adds: {' '.join(option['packages'])}{last}")
+            for fix in option["fixes"]:
+                out.print(f"    {fix['issue']:28} [{fix['via']}] {fix['detail']}")
+                out.print(f"    {'':28} {fix['title']}")
+            for advice in option["advisories"]:
+                out.print(f"    not preventable: {advice['issue']} - {advice['title']}")
+                out.print(f"    {'':28} {advice['fix']}")
+            if option["checks"]:
+                out.print(f"    smoke checks: {', '.join(option['checks'])}")
+        for dec in rel["declined"]:
+            out.print(f"  option {dec['name']} not shipped: {dec['summary']}")
+            out.print(f"    why: {dec['why']}")
+            out.print(f"    instead: {dec['instead']}")
         out.print("  fixes:")
         for fix in rel["fixes"]:
             out.print(f"    {fix['issue']:28} [{fix['via']}] {fix['detail']}")

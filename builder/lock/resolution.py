@@ -241,8 +241,14 @@ class Relocked:
 
 
 def previous_lock(plan: BuildPlan) -> tuple[Lock | None, str]:
-    """The plan's committed lock (its seal and format checked), or None and why not."""
+    """The plan's committed lock (its seal and format checked), or None and why not.
+
+    An option's first lock prefers the plain image's: the option adds packages and moves none, so
+    every layer before the one that installs it is the plain image's, shared.
+    """
     path = lock_path(plan)
+    if not os.path.lexists(path) and plan.options:
+        path = lock_path(plan_build(plan.stack, plan.release.name, plan.target.name, (), with_lock=False))
     if not os.path.lexists(path):
         return None, ""
     try:

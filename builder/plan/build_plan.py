@@ -155,6 +155,10 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
     spec = select_target(stack, rel, target)
     chosen = tuple(sorted(set(options)))
     for name in chosen:
+        if name in rel.declined:
+            dec = rel.declined[name]
+            raise SelectionError(f"{stack.name}@{rel.name} does not ship option '{name}' ({dec.summary}): {dec.why}; "
+                                 f"instead: {dec.instead}")
         if name not in rel.options:
             known = ", ".join(rel.options) or "none"
             raise SelectionError(f"{stack.name}@{rel.name} has no option '{name}'; options: {known}")
@@ -179,7 +183,10 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         packages.extend(rel.options[name].packages)
         fixes.extend(rel.options[name].fixes)
     packages.sort(key=lambda p: p.name)
-    last_packages = sorted((p.pin for p in rel.last_packages if spec.name in p.targets), key=lambda p: p.name)
+    last = [p.pin for p in rel.last_packages if spec.name in p.targets]
+    for name in chosen:
+        last.extend(rel.options[name].last_packages)
+    last_packages = sorted(last, key=lambda p: p.name)
 
     multinode_apt = MULTINODE_APT if rel.multinode else ()
     stack_apt = set(rel.apt) - set(IMPLIED_APT) - set(multinode_apt)

@@ -33,7 +33,7 @@ from .raw import (TARGETS, RawCompiled, RawFile, RawFix, RawNamesake, RawPackage
                            RawTarget)
 from ..safety.paths import display_path, stacks_dir
 from .spec import is_profile_path
-from .resolved import (AuditAllow, CompiledPackage, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
+from .resolved import (AuditAllow, CompiledPackage, Declined, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
                     ShippedFile, Stack, TargetSpec)
 from .problems import dotted, problems_from_validation
 from .source import PathKey, YamlSource, load_yaml
@@ -302,6 +302,18 @@ class _Resolver:
             out.append(Fix(issue, fix.via, fix.detail))
         return tuple(out)
 
+    def _advisories(self, ids: list[str], path: PathKey) -> tuple[KnownIssue, ...]:
+        out = []
+        for index, issue_id in enumerate(ids):
+            issue = self.kb.get(issue_id)
+            if issue is None or issue.kind != "advisory":
+                what = "an unknown known-issue id" if issue is None else "not an advisory (a failure goes under fixes)"
+                self.problem((*path, index), f"'{issue_id}' is {what}",
+                             "name an entry of stacks/known-issues.yaml with kind: advisory")
+                continue
+            out.append(issue)
+        return tuple(out)
+
     # -- one release ----------------------------------------------------------------------
 
     def _release(self, head: RawStackHead, name: str, raw: RawRelease,
@@ -353,8 +365,21 @@ class _Resolver:
             if not NAME.match(oname):
                 self.problem(opath, f"'{oname}' is not an option name", "use lowercase words joined by '-'")
                 continue
+            if not opt.packages and not opt.last_packages:
+                self.problem(opath, f"option '{oname}' installs nothing", "give it packages or last_packages")
             options[oname] = Option(oname, opt.summary, tuple(opt.targets), self.pins(opt.packages, (*opath, "packages")),
-                                    self._fixes(opt.fixes, (*opath, "fixes")))
+                                    self._fixes(opt.fixes, (*opath, "fixes")),
+                                    self.pins(opt.last_packages, (*opath, "last_packages")),
+                                    self._advisories(opt.advisories, (*opath, "advisories")))
+        declined = {}
+        for dname, dec in raw.declined.items():
+            dpath = (*at, "declined", dname)
+            if not NAME.match(dname):
+                self.problem(dpath, f"'{dname}' is not an option name", "use lowercase words joined by '-'")
+            elif dname in options:
+                self.problem(dpath, f"option '{dname}' is both shipped and declined", "keep one of the two")
+            else:
+                declined[dname] = Declined(dname, dec.summary, dec.why, dec.instead, tuple(dec.references))
 
         patches = []
         for index, p in enumerate(raw.patches):
@@ -404,7 +429,7 @@ class _Resolver:
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
-            namesake=self._namesake(head, raw, at), multinode=raw.multinode,
+            namesake=self._namesake(head, raw, at), multinode=raw.multinode, declined=declined,
             audit_allow=tuple(AuditAllow(a.id, a.reason, a.expires) for a in raw.audit_allow),
         )
         RuleCheck(self.problem, at, release).run()

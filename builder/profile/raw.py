@@ -109,8 +109,24 @@ class RawTarget(Strict):
 class RawOption(Strict):
     summary: OneLine
     targets: list[Target] = list(TARGETS)
-    packages: list[str]
+    packages: list[str] = []
+    last_packages: list[str] = Field(
+        default=[], description="Pins installed with the release's own last layer instead of [packages], so the "
+        "option's image shares every layer before that one with the image without it.")
     fixes: list[RawFix] = []
+    advisories: list[IssueId] = Field([], description="Known issues (kind: advisory) that come with the option and "
+                                      "no image can prevent, e.g. a training setting it does not combine with; "
+                                      "`stackbuild show` prints each with its fix.")
+
+
+class RawDeclined(Strict):
+    """An option this release does not ship, said in the profile (and `stackbuild show`) with what to use instead."""
+
+    summary: OneLine = Field(description="What the option would have been.")
+    why: OneLine = Field(description="Why it is not shipped: what could not be pinned or would not be stood behind.")
+    instead: OneLine = Field(description="What to use instead.")
+    references: list[str] = Field([], description="Public threads or repositories behind the decision "
+                                  "(owner/repo or owner/repo#N).")
 
 
 class RawNamesake(Strict):
@@ -193,6 +209,8 @@ class RawRelease(Strict):
     checks: list[CheckName] = Field([], description="Smoke checks this release carries besides the common ones "
                                                      "and those that prove its fixes")
     options: dict[str, RawOption] = {}
+    declined: dict[str, RawDeclined] = Field({}, description="Options asked for but not shipped, each with why and "
+                                             "what to use instead; --with NAME names them.")
     namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
                                            "this release runs (required when the stack names one).")
     audit_allow: list[RawAuditAllow] = Field([], description="Known vulnerabilities of the locked packages that "

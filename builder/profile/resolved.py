@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import versions as compat
@@ -86,6 +86,19 @@ class Option:
     targets: tuple[str, ...]
     packages: tuple[Pin, ...]
     fixes: tuple[Fix, ...]
+    last_packages: tuple[Pin, ...] = ()  # installed in the release's last layer (every earlier layer shared)
+    advisories: tuple[KnownIssue, ...] = ()  # what comes with it that no image prevents (shown, not claimed fixed)
+
+
+@dataclass(frozen=True)
+class Declined:
+    """An option the release does not ship: why, and what to use instead."""
+
+    name: str
+    summary: str
+    why: str
+    instead: str
+    references: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ class Release:
     namesake: Namesake | None = None
     audit_allow: tuple[AuditAllow, ...] = ()
     multinode: bool = False  # sshd, pdsh, RDMA user space and NCCL defaults in a layer after torch
+    declined: dict[str, Declined] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

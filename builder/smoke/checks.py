@@ -62,6 +62,12 @@ CHECKS: dict[str, SmokeCheck] = {c.name: c for c in (
                "the verbs and rdmacm libraries load; the NCCL defaults file is there"),
     SmokeCheck("tokenizer-special-tokens", "tokenizer_special_tokens.py",
                "a llama-style tokenizer keeps its bos/eos ids, slow and fast alike"),
+    SmokeCheck("lomo-trainer", "lomo_trainer.py",
+               "Trainer steps with optim=\"lomo\" on a tiny llama: the loss falls, no gradient is held at the "
+               "optimizer step and no optimizer state is kept"),
+    SmokeCheck("adalomo-trainer", "lomo_trainer.py",
+               "Trainer steps with optim=\"adalomo\" on a tiny llama: the loss falls, no gradient is held, only "
+               "factored second moments are kept", gpu=True),
 )}
 
 # Every image carries these, in this order; the rest follow in CHECKS' order.

@@ -107,17 +107,18 @@ def buildx_available():
 
 @pytest.fixture(scope="session")
 def stack_images(docker_client, settings, buildx_available):
-    """Build each (stack, release) cpu image at most once per session, with engine_of(release)."""
-    built: dict[tuple[str, str], BuildResult] = {}
+    """Build each (stack, release, options) cpu image at most once per session, with engine_of(release)."""
+    built: dict[tuple[str, str, tuple[str, ...]], BuildResult] = {}
 
-    def get(stack: str, release: str) -> BuildResult:
-        if (stack, release) not in built:
+    def get(stack: str, release: str, options: tuple[str, ...] = ()) -> BuildResult:
+        key = (stack, release, tuple(options))
+        if key not in built:
             engine = engines.connect(900, kind=engine_of(release))
             try:
-                built[stack, release] = build_image(prepare(stack, release, "cpu", ()), settings, engine=engine)
+                built[key] = build_image(prepare(stack, release, "cpu", options), settings, engine=engine)
             finally:
                 engine.close()
-        return built[stack, release]
+        return built[key]
 
     return get
 

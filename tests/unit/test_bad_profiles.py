@@ -20,7 +20,7 @@ CASES = [
      "name, namesake, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
      "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, audit_allow, bootstrap, checks, compiled, cuda, "
-     "date, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, torch, "
+     "date, declined, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, torch, "
      "with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
@@ -233,7 +233,7 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "not a branch, tag or short hash)"),
     ("namesake-missing", "    namesake:\n      commit:", "    namesakes:\n      commit:", "namesakes:",
      "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, audit_allow, bootstrap, checks, compiled, "
-     "cuda, date, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, "
+     "cuda, date, declined, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, "
      "torch, with_torch)"),
     ("namesake-unknown-script", "scripts: [train_mem.py]", "scripts: [train_xformers.py]", "train_xformers.py",
      "releases.2023.06.namesake.unable[0].scripts[0]: 'train_xformers.py' is not one of the namesake scripts "
@@ -255,6 +255,20 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "trixie-slim (3.13))"),
     ("apt-duplicate", "  - libaio-dev", "  - libaio-dev\n  - libaio-dev", "  - libaio-dev\n  - libaio-dev",
      "apt[1]: 'libaio-dev' is listed twice (remove the duplicate)"),
+    ("option-installs-nothing", "        packages:\n          - einops==0.6.1\n", "        packages: []\n", "      extra:",
+     "releases.2023.06.options.extra: option 'extra' installs nothing (give it packages or last_packages)"),
+    ("option-advisory-unknown", "          - einops==0.6.1\n", "          - einops==0.6.1\n        advisories: [lomo-grad-acum]\n",
+     "advisories:", "releases.2023.06.options.extra.advisories[0]: 'lomo-grad-acum' is an unknown known-issue id (name an "
+     "entry of stacks/known-issues.yaml with kind: advisory)"),
+    ("option-advisory-is-a-failure", "          - einops==0.6.1\n",
+     "          - einops==0.6.1\n        advisories: [lomo-optim-missing]\n", "advisories:",
+     "releases.2023.06.options.extra.advisories[0]: 'lomo-optim-missing' is not an advisory (a failure goes under "
+     "fixes) (name an entry of stacks/known-issues.yaml with kind: advisory)"),
+    ("declined-and-shipped", "    options:\n", "    declined:\n      extra: {summary: s, why: w, instead: i}\n    options:\n",
+     "      extra: {summary", "releases.2023.06.declined.extra: option 'extra' is both shipped and declined (keep one of "
+     "the two)"),
+    ("declined-without-instead", "    options:\n", "    declined:\n      other: {summary: s, why: w}\n    options:\n",
+     "      other: {summary", "releases.2023.06.declined.other.instead: required field is missing (add 'instead')"),
 ]
 
 

@@ -89,11 +89,14 @@ def _manifests() -> dict[str, list[dict]]:
         stack = load_stack(stack_name)
         for release_name, release in stack.releases.items():
             for target in release.targets:
-                manifest = plan_build(stack, release_name, target).manifest()
-                for check in manifest["checks"]:
-                    carried = found.setdefault(check["name"], [])
-                    if not any(m["target"] == target and m["release"][:4] == release_name[:4] for m in carried):
-                        carried.append(manifest)
+                # the plain image, then each option's (an option's checks are carried only with it)
+                choices = [()] + [(o,) for o, spec in release.options.items() if target in spec.targets]
+                for options in choices:
+                    manifest = plan_build(stack, release_name, target, options).manifest()
+                    for check in manifest["checks"]:
+                        carried = found.setdefault(check["name"], [])
+                        if not any(m["target"] == target and m["release"][:4] == release_name[:4] for m in carried):
+                            carried.append(manifest)
     return found
 
 
@@ -166,7 +169,8 @@ CHECK_NAMES = sorted(CHECKS)
 
 # the checks whose GPU branch imports something besides torch (the stub torch has nothing but its GPU count)
 FAKE_GPU_CHECKS = ("flash-attn-import", "flash-attn-fwd-bwd", "bitsandbytes-cuda", "transformers-4bit",
-                   "deepspeed-ops", "deepspeed-cpu-adam", "deepspeed-config", "deepspeed-zero3-offload")
+                   "deepspeed-ops", "deepspeed-cpu-adam", "deepspeed-config", "deepspeed-zero3-offload",
+                   "adalomo-trainer")
 CASES = [(name, mode) for name in CHECK_NAMES for mode in ("missing", "broken")] + [
     (name, "fake-gpu") for name in FAKE_GPU_CHECKS]
 

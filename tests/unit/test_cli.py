@@ -127,7 +127,9 @@ def test_unknown_stack_release_target_option(cli):
     assert cli("render", "qlora", "--target", "rocm") == (4, "", "error: qlora@2026.11 has no target 'rocm'; "
                                                           "targets: cuda, cpu\n")
     assert cli("render", "qlora", "--with", "xformers") == (4, "", "error: qlora@2026.11 has no option "
-                                                            "'xformers'; options: none\n")
+                                                            "'xformers'; options: lomo\n")
+    assert cli("render", "qlora@2023.07", "--with", "lomo") == (4, "", "error: qlora@2023.07 has no option "
+                                                                "'lomo'; options: none\n")
     assert cli("render", "flash-attn-fsdp", "-t", "cpu", "--with", "xformers") == (
         4, "", "error: option 'xformers' of flash-attn-fsdp@2026.11 is for targets cuda, not cpu\n")
     assert cli("show", "qlora@") == (4, "", "error: 'qlora@' is not STACK or STACK@RELEASE\n")
@@ -225,3 +227,28 @@ def _catches_sigterm(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status").read_text()
     caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
     return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_declined_option_says_why_and_what_instead(cli):
+    code, out, err = cli("render", "alpaca-lora", "--with", "mezo")
+    assert (code, out) == (4, "")
+    assert err.startswith("error: alpaca-lora@2026.11 does not ship option 'mezo' (MeZO zeroth-order fine-tuning ")
+    assert "no maintained package implements it" in err and "instead: --with lomo" in err
+    code, out, _ = cli("show", "qlora@2026.11")
+    assert code == 0
+    assert "option mezo not shipped: MeZO zeroth-order fine-tuning" in out and "    instead: --with lomo" in out
+
+
+def test_show_prints_an_options_fixes_advisories_and_checks(cli):
+    code, out, _ = cli("show", "alpaca-lora@2026.11")
+    assert code == 0
+    option = out[out.index("option --with lomo"):out.index("option mezo not shipped")]
+    assert "adds: lomo-optim==0.1.1 (in the release's last layer" in option
+    assert "lomo-optim-missing           [pin]" in option
+    for advisory in ("lomo-grad-accum", "lomo-grad-clip", "lomo-distributed", "adalomo-cuda-only"):
+        assert f"not preventable: {advisory} - " in option
+    assert "smoke checks: lomo-trainer, adalomo-trainer" in option
+    code, out, _ = cli("show", "alpaca-lora@2026.11", "--json")
+    [release] = json.loads(out)["releases"]
+    [lomo] = release["options"]
+    assert lomo["last_packages"] == ["lomo-optim==0.1.1"] and lomo["checks"] == ["lomo-trainer", "adalomo-trainer"]
