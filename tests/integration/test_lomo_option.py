@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from builder.plan import plan_build
-from builder.profile import load_stack
-from builder.smoke import run_smoke
+from builder.plan.build_plan import plan_build
+from builder.profile.load import load_stack
+from builder.smoke.run import run_smoke
 
 from .conftest import TEST_LABEL
 
