@@ -56,6 +56,31 @@ RUN . /opt/stackbuild/site.sh && site_begin \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
+# Multi-node: an ssh server and client (DeepSpeed's and MPI-style launchers), pdsh, the RDMA
+# user-space libraries NCCL needs for InfiniBand/RoCE, and NCCL's defaults (/etc/nccl.conf).
+# Small, after torch (which stays shared) and before anything stack-specific (so every stack of
+# the release family shares it too). Host keys are deleted here and made by stackbuild-sshd when
+# a container starts: no two containers of this image may share one.
+COPY multinode/ /opt/stackbuild/multinode/
+# hadolint ignore=DL3008
+RUN . /opt/stackbuild/site.sh && site_begin \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      ibverbs-providers \
+      iproute2 \
+      libibverbs1 \
+      librdmacm1 \
+      openssh-client \
+      openssh-server \
+      pdsh \
+ && rm -rf /var/lib/apt/lists/* \
+ && rm -f /etc/ssh/ssh_host_* \
+ && install -m 0755 /opt/stackbuild/multinode/stackbuild-sshd /usr/local/bin/stackbuild-sshd \
+ && install -m 0644 /opt/stackbuild/multinode/nccl.conf /etc/nccl.conf \
+ && install -m 0644 /opt/stackbuild/multinode/ssh_config /etc/ssh/ssh_config.d/stackbuild.conf \
+ && site_end
+ENV PDSH_RCMD_TYPE=ssh
+
 # The remaining pins and what they need as of the release's date (the lock's [packages] section),
 # installed without a resolver, every file hash-checked. Bumping one rebuilds from here on.
 COPY lock/4-packages.txt /opt/stackbuild/lock/
