@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .profile.names import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
+from .engine.connect import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
 from .safety.printable import printable
 from .safety.credentials import redact
 from .safety.files import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text

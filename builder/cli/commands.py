@@ -24,7 +24,7 @@ from .catalog import describe_stack, list_stacks, profile_schema
 from ..config import config_path
 from ..images.containers import (RunOptions, check_options, default_name, find, list_containers, run_container, running,
                          shell_argv)
-from ..doctor.diagnose import check_host, check_model, diagnose, diagnose_file, diagnosis_lines
+from ..doctor.diagnose import EngineInfo, check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
 from ..images.lookup import image_of, matches_profile, packages_of
 from ..lock.resolution import check_locks, lock_check_error, lock_each, lock_selection, lock_usage, resolve_checks
@@ -457,7 +457,8 @@ def doctor_command(
     if log is not None:
         report["diagnoses"] = [d.to_dict() for d in diagnose_file(log, loaded.name if loaded else None, release)]
     if host:
-        report["host"] = [c.to_dict() for c in check_host(loaded, release, target)]
+        probe = lambda: EngineInfo(**engines.host_info())  # noqa: E731 - doctor asks through the engine package
+        report["host"] = [c.to_dict() for c in check_host(loaded, release, target, engine_probe=probe)]
     if model is not None:
         report["model"] = [c.to_dict() for c in check_model(model)]
     if as_json:

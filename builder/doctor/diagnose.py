@@ -245,17 +245,6 @@ class EngineInfo:
     root_dir: str | None = None
 
 
-def default_engine_probe() -> EngineInfo:
-    """Ask the Docker engine for its version, runtimes and data root (raises EngineUnavailable)."""
-    from ..engine import connect as engines  # imported late: doctor works where no engine library loads
-
-    engine = engines.connect(timeout=15)
-    try:
-        return EngineInfo(**engine.host_info())
-    finally:
-        engine.close()
-
-
 def run_nvidia_smi(args: list[str]) -> str:
     """Run nvidia-smi with ``args``; FileNotFoundError when it is not installed."""
     exe = shutil.which("nvidia-smi")
@@ -284,10 +273,14 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
 
     ``release`` defaults to the stack's default release and ``target`` to cuda when the host has an
     NVIDIA GPU, else cpu. Every check either runs or reports ``unknown`` with the reason, so this
-    works on a host with no GPU and no engine. ``engine_probe`` and ``nvidia_smi`` are injectable
-    for tests (defaults: ``default_engine_probe`` and ``run_nvidia_smi``).
+    works on a host with no GPU and no engine. ``engine_probe`` asks the engine for its host info
+    (the caller's: doctor never imports an engine; none given, the engine checks say unknown);
+    ``nvidia_smi`` is injectable for tests (default: ``run_nvidia_smi``).
     """
-    probe = engine_probe if engine_probe is not None else default_engine_probe
+    def unasked() -> EngineInfo:
+        raise EngineUnavailable("no engine was asked (check_host got no engine_probe)")
+
+    probe = engine_probe if engine_probe is not None else unasked
     smi = nvidia_smi if nvidia_smi is not None else run_nvidia_smi
     rel = stack.release(release) if stack is not None else None
     checks: list[HostCheck] = []

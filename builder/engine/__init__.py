@@ -1,1 +1,1 @@
-"""Container engines: the interface, the classic Docker and BuildKit implementations, the factory that connects one and the loopback site server; imports render, profile, errors and safety only."""
+"""Container engines: the interface (with each engine's dialect as data), the classic Docker and BuildKit implementations, the factory that names and connects one, and the loopback site server; imports errors and safety only."""

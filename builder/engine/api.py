@@ -1,9 +1,13 @@
 """What stackbuild needs from a container engine: the interface, and the events a build reports.
 
-builder/engine/classic.py implements it with Docker (the SDK, the classic builder); the unit tests' fake
-engine is checked against it too (tests/unit/test_engine_api.py). Another engine (BuildKit through
-buildx, Podman) is one more class implementing these methods, chosen in builder/engine/connect.py.
-Nothing here imports an engine's library.
+builder/engine/classic.py implements it with Docker (the SDK, the classic builder) and
+builder/engine/buildkit.py with BuildKit; the unit tests' fake engine is checked against it too
+(tests/unit/test_architecture.py). Another engine (Podman, a remote builder) is one more class
+implementing these methods, registered in builder/engine/connect.py. Each engine owns its dialect:
+how site settings reach a build (a build secret, or the loopback site server), which download
+caches its network steps mount, and what it refuses (``check_options``). It says so as data
+(``Dialect``), which the build orchestration hands to render; nothing here imports render, a
+plan or a profile, nor an engine's library.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import BuildError
 from ..safety.credentials import redact
-from ..profile.targets import GpuRequest
 
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 # The classic builder: "returned a non-zero code: 1"; BuildKit: "... did not complete successfully: exit code: 1".
@@ -36,6 +39,62 @@ class BuildEvent:
 
 
 OnEvent = Callable[[BuildEvent], None]
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """The devices a container asks its engine for: every GPU ("all"), a count, or device ids."""
+
+    devices: str  # all | a count | comma-separated ids
+    capabilities: tuple[str, ...] = ("gpu",)
+
+    @classmethod
+    def of(cls, devices: str | None, capabilities: tuple[str, ...] = ("gpu",)) -> GpuRequest | None:
+        """The request for ``devices`` (none, all, a count, ids; a target's default when the user named none)."""
+        return None if not devices or devices == "none" else cls(devices, tuple(capabilities))
+
+    @property
+    def count(self) -> int | None:
+        """-1 for every GPU, a number for a count, None when ids name the devices."""
+        if self.devices == "all":
+            return -1
+        return int(self.devices) if self.devices.isdigit() else None
+
+    @property
+    def device_ids(self) -> list[str] | None:
+        return None if self.count is not None else self.devices.split(",")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How an engine wants a Dockerfile's network steps written: data render reads, never code it runs."""
+
+    site_secret: str | None = None  # the build secret site settings arrive as; None: the loopback site server
+    cache_mounts: tuple[tuple[str, str], ...] = ()  # (cache id, target) mounted into every network step
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build, whatever the image: the engine checks them before anything runs (``check_options``)."""
+
+    network: str | None = None  # the build network (None: the engine's default)
+    nocache: bool = False
+    buildargs: dict[str, str] = field(default_factory=dict)
+    site: dict[str, str] = field(default_factory=dict)  # site settings: the engine decides how they arrive
+    cache_from: str | None = None  # a registry cache to read (an image reference)
+    cache_to: str | None = None  # a registry cache to write
+    compression: str = "gzip"  # of the stored layers, which a push sends as they are: gzip or zstd
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build: the Dockerfile (in the engine's dialect), its context files, the tag and labels, the options."""
+
+    dockerfile: str
+    files: tuple[tuple[str, bytes], ...]
+    tag: str
+    labels: dict[str, str] = field(default_factory=dict)
+    options: BuildOptions = field(default_factory=BuildOptions)
 
 
 @dataclass
@@ -123,19 +182,18 @@ class ImageEngine(Protocol):
     def tag(self, image: str, ref: str) -> None:
         """Give an image (by id or name) another name."""
 
-    kind: str  # "classic" or "buildkit": which builder `build` goes through
+    kind: str  # its name in the ``engine`` setting ("classic", "buildkit"): shown, never branched on outside
+    dialect: Dialect  # how its builds want network steps written (render reads it)
 
-    def build(self, dockerfile: str, files: Iterable[tuple[str, bytes]], tag: str, labels: dict[str, str],
-              network_mode: str | None, nocache: bool, buildargs: dict[str, str], log: BuildLog,
-              on_event: OnEvent, *, secrets: dict[str, bytes] | None = None, cache_from: str | None = None,
-              cache_to: str | None = None, compression: str = "gzip") -> str:
-        """Build and tag one image from a Dockerfile and its context files; its id (BuildError naming the step).
+    def check_options(self, options: BuildOptions) -> None:
+        """ConfigError, naming the fix, for options this engine cannot honour; before anything runs."""
 
-        ``secrets`` (BuildKit only) reach RUN steps as files under /run/secrets, never a layer; the
-        classic builder takes site settings from the loopback server instead (builder/engine/site_server.py).
-        ``cache_from``/``cache_to`` name a registry cache (BuildKit only; the classic builder has none).
-        ``compression`` of the stored layers, which a push sends as they are: gzip, or zstd where the
-        engine keeps images in containerd's store (BuildKit only).
+    def build(self, request: BuildRequest, log: BuildLog, on_event: OnEvent) -> str:
+        """Build and tag one image; its id (BuildError naming the step).
+
+        Site settings (``request.options.site``) reach RUN steps as this engine's dialect says,
+        never a layer, `docker history` or the content tag: a build secret under /run/secrets, or
+        the loopback site server (builder/engine/site_server.py) for as long as the build runs.
         """
 
 

@@ -7,7 +7,8 @@ steps, cache hits, each step's output, and a BuildError naming the failing step.
 images, pushes and pulls stay with the SDK (DockerEngine).
 
 What BuildKit adds here: site settings as a build secret (no loopback server, any build network),
-pip's and uv's download caches as cache mounts (render.buildkit_dockerfile), any buildx builder
+pip's and uv's download caches as cache mounts (its Dialect: render writes both into every network
+step), any buildx builder
 (`--builder`: remote, docker-container or kubernetes drivers), and a registry cache: exported as
 its own cache manifest (mode=max) by builders that can, and by the engine's own builder (the
 docker driver, which cannot export one) as the image itself with its cache inline, pushed under
@@ -24,16 +25,16 @@ import re
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from .classic import DockerEngine
-from .api import BuildEvent, BuildLog
+from .api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Dialect
 from ..errors import BuildError, EngineUnavailable
-from ..profile.names import BUILDER_RULE, BUILDX_BUILDER
+from .connect import BUILDER_RULE, BUILDX_BUILDER
 from ..safety.printable import printable
 from ..safety.credentials import redact
-from ..render.dockerfile import buildkit_dockerfile
+from .site_server import payload as site_payload
 
 # "[stage-0 3/9] RUN ..." (BuildKit 0.8) or "[3/9] RUN ..." (later; padded to the total's width
 # from BuildKit 0.10 on: "[ 3/12] RUN ...", "[stage-0  3/12] RUN ..."): a Dockerfile step.
@@ -213,6 +214,11 @@ class BuildxEngine(DockerEngine):
     """DockerEngine whose builds go through BuildKit (`docker buildx build`)."""
 
     kind = "buildkit"
+    # Site settings arrive as this build secret; pip's and uv's download caches are cache mounts, so a
+    # rebuilt layer downloads again only what it has never downloaded. Render writes them into every
+    # network step; the content tag hashes the classic rendering: the image is the same.
+    dialect = Dialect(site_secret="stackbuild-site",
+                      cache_mounts=(("stackbuild-pip", "/root/.cache/pip"), ("stackbuild-uv", "/root/.cache/uv")))
 
     def __init__(self, client, address: str, builder: str | None = None, docker: str | None = None):
         super().__init__(client, address)
@@ -255,26 +261,16 @@ class BuildxEngine(DockerEngine):
             self._driver = found.group(1) if found else "docker"
         return self._driver
 
-    def build(
-        self,
-        dockerfile: str,
-        files: Iterable[tuple[str, bytes]],
-        tag: str,
-        labels: dict[str, str],
-        network_mode: str | None,
-        nocache: bool,
-        buildargs: dict[str, str],
-        log: BuildLog,
-        on_event: Callable[[BuildEvent], None],
-        *,
-        secrets: dict[str, bytes] | None = None,
-        cache_from: str | None = None,
-        cache_to: str | None = None,
-        compression: str = "gzip",
-    ) -> str:
+    def check_options(self, options: BuildOptions) -> None:
+        """BuildKit takes every option (zstd's needs are checked when the build asks the builder's driver)."""
+
+    def build(self, request: BuildRequest, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> str:
         """Build and tag one image with BuildKit; returns its id. Raises BuildError with the failing step."""
         # The engine's own builder exports a registry cache only on containerd's image store; elsewhere
         # its cache goes inline into the image, which is then pushed under the cache's name.
+        options = request.options
+        tag, cache_from, cache_to, compression = request.tag, options.cache_from, options.cache_to, options.compression
+        secrets = {self.dialect.site_secret: site_payload(options.site)} if options.site else {}
         inline_cache = bool(cache_to) and self.driver() == "docker" and not self.containerd_store()
         if compression == "zstd" and (self.driver() != "docker" or not self.containerd_store()):
             where = (f"builder {self.builder} is not the engine's own" if self.driver() != "docker"
@@ -285,8 +281,8 @@ class BuildxEngine(DockerEngine):
         with tempfile.TemporaryDirectory(prefix="stackbuild-buildx-") as work:
             context = Path(work) / "context"
             context.mkdir()
-            (context / "Dockerfile").write_text(buildkit_dockerfile(dockerfile), encoding="utf-8")
-            for rel, content in files:
+            (context / "Dockerfile").write_text(request.dockerfile, encoding="utf-8")
+            for rel, content in request.files:
                 path = context / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
@@ -297,13 +293,13 @@ class BuildxEngine(DockerEngine):
             output = ["--output", zstd.format(tag)] if compression == "zstd" else ["--load", "-t", tag]
             command = [self.docker, "buildx", "build", *self._builder_args(), "--progress=rawjson", "--provenance=false",
                        *output, "-f", str(context / "Dockerfile")]
-            for key, value in labels.items():
+            for key, value in request.labels.items():
                 command += ["--label", f"{key}={value}"]
-            for key, value in buildargs.items():
+            for key, value in options.buildargs.items():
                 command += ["--build-arg", f"{key}={value}"]
-            if network_mode:
-                command += ["--network", "default" if network_mode == "bridge" else network_mode]
-            if nocache:
+            if options.network:
+                command += ["--network", "default" if options.network == "bridge" else options.network]
+            if options.nocache:
                 command.append("--no-cache")
             if cache_from:
                 command += ["--cache-from", f"type=registry,ref={cache_from}"]
@@ -314,7 +310,7 @@ class BuildxEngine(DockerEngine):
                             else f"type=registry,ref={cache_to},mode=max{packed}"]
             # Secrets as files in this private folder (a CA bundle is too long for an environment
             # variable), outside the context, gone when the build ends.
-            for number, (name, value) in enumerate(sorted((secrets or {}).items())):
+            for number, (name, value) in enumerate(sorted(secrets.items())):
                 path = Path(work) / f"secret-{number}"
                 path.touch(mode=0o600)
                 path.write_bytes(value)

@@ -21,12 +21,12 @@ import docker.types
 import docker.utils.config
 import requests.exceptions
 
-from .api import BuildEvent, BuildLog
-from ..errors import BuildError, ContainerError, EngineUnavailable, RegistryError, SelectionError
+from .api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Dialect, GpuRequest
+from ..errors import BuildError, ConfigError, ContainerError, EngineUnavailable, RegistryError, SelectionError
 from ..safety.printable import printable
 from ..safety.credentials import redact
 from ..safety.files import MAX_JSON_BYTES, open_regular, read_text
-from ..profile.targets import GpuRequest
+from .site_server import SiteServer
 
 # How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).
 NOT_FOUND = re.compile(r"manifest unknown|not found|does not exist|name unknown|no such image", re.I)
@@ -122,6 +122,7 @@ class DockerEngine:
     """A connected Docker engine: implements builder/engine/api.py's Engine (builds: the classic builder)."""
 
     kind = "classic"
+    dialect = Dialect()  # site settings from the loopback site server; no cache mounts
 
     def __init__(self, client: docker.APIClient, address: str):
         self.client = client
@@ -284,35 +285,37 @@ class DockerEngine:
         digests = [d for d in info.get("RepoDigests") or [] if "@" in d]
         return f"{ref}@{digests[0].split('@', 1)[1]}" if digests else f"{ref}@{info['Id']}"
 
-    def build(
-        self,
-        dockerfile: str,
-        files: Iterable[tuple[str, bytes]],
-        tag: str,
-        labels: dict[str, str],
-        network_mode: str | None,
-        nocache: bool,
-        buildargs: dict[str, str],
-        log: BuildLog,
-        on_event: Callable[[BuildEvent], None],
-        *,
-        secrets: dict[str, bytes] | None = None,
-        cache_from: str | None = None,
-        cache_to: str | None = None,
-        compression: str = "gzip",
-    ) -> str:
+    def check_options(self, options: BuildOptions) -> None:
+        """The classic builder has no build secrets, registry cache or zstd layers; site settings need host networking."""
+        if options.site and options.network != "host":
+            raise ConfigError(
+                f"site settings ({', '.join(sorted(options.site))}) reach a classic build from a loopback server, "
+                f"which needs host networking, but build_network is '{options.network or 'default'}': set "
+                "STACKBUILD_BUILD_NETWORK=host or pass --network host (or build with --engine buildkit, which "
+                "passes them as a build secret)")
+        if options.cache_from or options.cache_to:
+            raise ConfigError("--cache-from/--cache-to need the BuildKit engine (--engine buildkit, with the "
+                              "`docker buildx` plugin); the classic builder has no registry cache")
+        if options.compression != "gzip":
+            raise ConfigError(f"compression {options.compression} needs the BuildKit engine on containerd's image "
+                              "store (--engine buildkit); the classic builder stores gzip layers")
+
+    def build(self, request: BuildRequest, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> str:
         """Build and tag one image; returns its id. Raises BuildError with the failing step.
 
-        The classic builder has neither build secrets, a registry cache nor zstd layers: asking for
-        them is an error (builder/images/build.py serves site settings from the loopback server instead).
+        Site settings are served by the loopback site server for as long as the build runs.
         """
-        if secrets or cache_from or cache_to or compression != "gzip":
-            raise BuildError("the classic builder takes no build secrets, registry cache or zstd layers: build "
-                             "with --engine buildkit (the `docker buildx` plugin)")
+        self.check_options(request.options)
+        with SiteServer(request.options.site):
+            return self._build(request, log, on_event)
+
+    def _build(self, request: BuildRequest, log: BuildLog, on_event: Callable[[BuildEvent], None]) -> str:
+        options = request.options
         stream = self._call(
             "build", self.client.build,
-            fileobj=context_tar(dockerfile, files), custom_context=True, encoding=None, tag=tag, labels=labels,
-            network_mode=network_mode, nocache=nocache, rm=True, forcerm=True, decode=True, buildargs=buildargs,
+            fileobj=context_tar(request.dockerfile, request.files), custom_context=True, encoding=None,
+            tag=request.tag, labels=request.labels, network_mode=options.network, nocache=options.nocache, rm=True,
+            forcerm=True, decode=True, buildargs=options.buildargs,
         )
         image_id = ""
         try:
@@ -352,7 +355,7 @@ class DockerEngine:
                         ulimits: dict[str, int] | None = None, lifetime_s: int | None = None) -> str:
         """Start a long-lived container (its command just waits) and return its id.
 
-        ``gpus`` is what the target's entry asks for (targets.gpu_request), None for no GPU.
+        ``gpus`` is the device request (from the target's entry, or --gpus), None for no GPU.
         ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
         limit's name to its soft and hard value (-1: unlimited). ``lifetime_s`` bounds the wait: the
         container stops by itself after that many seconds (None: it waits until stopped). Nothing

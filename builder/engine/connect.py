@@ -1,16 +1,22 @@
-"""Where commands get their engine: the one place that picks and connects it.
+"""Where commands get their engine: the one place that picks, names and connects it.
 
 Two engines build: ``classic`` (the Docker SDK's classic builder) and ``buildkit`` (BuildKit through
 the `docker buildx` plugin; the SDK for everything else). ``auto`` (the default of the ``engine``
 setting) is buildkit where `docker buildx` answers, else classic. Commands that only run, inspect,
-pull or push get the SDK engine either way.
+pull or push get the SDK engine either way. Adding an engine: its module, and its name here.
 """
 
 from __future__ import annotations
 
+import re
+
 from .api import Engine
 from ..errors import ConfigError
-from ..profile.names import ENGINE_KINDS
+
+ENGINE_KINDS = ("auto", "buildkit", "classic")
+# A buildx builder's name (`docker buildx ls`).
+BUILDX_BUILDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+BUILDER_RULE = "letters, digits, '.', '_' and '-'; `docker buildx ls` lists them"
 
 
 def resolve(kind: str = "auto", builder: str | None = None) -> str:
@@ -51,3 +57,12 @@ def connect(timeout: int = 600, kind: str = "classic", builder: str | None = Non
 
         return BuildxEngine.connect(timeout, builder)
     return DockerEngine.connect(timeout)
+
+
+def host_info(timeout: int = 15) -> dict:
+    """version, address, runtimes and root_dir of the engine at DOCKER_HOST (EngineUnavailable if none)."""
+    engine = connect(timeout=timeout)
+    try:
+        return engine.host_info()
+    finally:
+        engine.close()

@@ -1,11 +1,11 @@
 """`stackbuild build` as a library call: render, name, then reuse, pull or build; tag, label.
 
 profile -> plan -> render -> identity; then the first of: the image of that content tag is here
-already; a registry has it (pull-or-build, its labels checked against the plan); engine.build
-through the classic builder (site settings from the loopback server, up for the build's duration)
-or BuildKit (site settings as a build secret; optionally a registry cache). A registry that cannot be reached or denies
-access is a warning, never a failed build. A failed build writes its whole log to a file and
-raises BuildError naming the step.
+already; a registry has it (pull-or-build, its labels checked against the plan); a build
+(``build_context``: the Dockerfile rendered in the engine's dialect, one BuildRequest; the engine
+decides how site settings arrive and refuses what it cannot do before anything runs). A registry
+that cannot be reached or denies access is a warning, never a failed build. A failed build writes
+its whole log to a file and raises BuildError naming the step.
 """
 
 from __future__ import annotations
@@ -20,16 +20,14 @@ from ..engine import connect as engines
 from ..plan import labels as schema
 from ..config import Settings
 from ..doctor.diagnose import diagnose, diagnosis_lines
-from ..engine.api import BuildEvent, BuildLog, Engine, OnEvent
+from ..engine.api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Engine, OnEvent
 from ..errors import BuildError, ConfigError, RegistryError
 from ..render.identity import ImageRef
 from ..profile.names import IMAGE_REF, parse_assignments
 from ..safety.printable import printable
 from .registry import locate, pull_verified
-from ..render.dockerfile import SITE_SECRET, BuildContext
+from ..render.dockerfile import BuildContext, dockerfile_for
 from .signing import trusted_keys
-from ..engine.site_server import SiteServer
-from ..engine.site_server import payload as site_payload
 
 # SIMD features that decide whether code compiled with -march=native runs on another CPU.
 CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -101,27 +99,14 @@ def build_image(
     name a registry cache (BuildKit): an image reference, or ``registry`` for
     ``<registry>/<stack>:cache-<release>-<target>``.
     """
-    network = None if settings.build_network == "default" else settings.build_network
-    site = settings.site
     for tag in extra_tags:
         if not IMAGE_REF.match(tag) or tag.endswith(":"):
             raise ConfigError(f"--tag '{printable(tag)}' is not an image name")
     cache_from, cache_to = (cache_ref(context, settings.registry, flag, value)
                             for flag, value in (("--cache-from", cache_from), ("--cache-to", cache_to)))
+    options = build_options(settings, nocache=nocache, buildargs=buildargs, cache_from=cache_from, cache_to=cache_to)
     engine = engine or engines.connect(kind=settings.engine, builder=settings.builder)
-    if engine.kind == "classic":
-        if site and network != "host":
-            raise ConfigError(
-                f"site settings ({', '.join(sorted(site))}) reach a classic build from a loopback server, which "
-                f"needs host networking, but build_network is '{settings.build_network}': set "
-                "STACKBUILD_BUILD_NETWORK=host or pass --network host (or build with --engine buildkit, which "
-                "passes them as a build secret)")
-        if cache_from or cache_to:
-            raise ConfigError("--cache-from/--cache-to need the BuildKit engine (--engine buildkit, with the "
-                              "`docker buildx` plugin); the classic builder has no registry cache")
-        if settings.compression != "gzip":
-            raise ConfigError(f"compression {settings.compression} needs the BuildKit engine on containerd's image "
-                              "store (--engine buildkit); the classic builder stores gzip layers")
+    engine.check_options(options)
     plan = context.plan
     started = time.monotonic()
     located = locate(engine, context, settings.registry, "fresh" if pull else "fetch", on_event)
@@ -162,15 +147,7 @@ def build_image(
 
     on_event(BuildEvent("note", f"building with the {engine.kind} engine"))
     try:
-        if engine.kind == "classic":
-            with SiteServer(site):
-                image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
-                                        buildargs or {}, log, count)
-        else:
-            image_id = engine.build(context.dockerfile, context.files, ref.immutable, labels, network, nocache,
-                                    buildargs or {}, log, count, secrets={SITE_SECRET: site_payload(site)} if site
-                                    else None, cache_from=cache_from, cache_to=cache_to,
-                                    compression=settings.compression)
+        image_id = build_context(engine, context, ref.immutable, labels, options, log, count)
     except BuildError as exc:
         found = diagnose("\n".join(log.lines), plan.stack.name, plan.release.name)
         raise exc.with_log(tuple(log.tail()), _write_log(plan.spec, plan.target.name, log),
@@ -179,6 +156,26 @@ def build_image(
         _write_log(plan.spec, plan.target.name, log)
         raise
     return _finish(engine, image_id, ref, extra_tags, log.total, cached, started, "built")
+
+
+def build_options(settings: Settings, *, nocache: bool = False, buildargs: dict[str, str] | None = None,
+                  cache_from: str | None = None, cache_to: str | None = None) -> BuildOptions:
+    """How builds go with these settings: network, site settings, compression, and the build's own flags."""
+    return BuildOptions(network=None if settings.build_network == "default" else settings.build_network,
+                        nocache=nocache, buildargs=dict(buildargs or {}), site=dict(settings.site),
+                        cache_from=cache_from, cache_to=cache_to, compression=settings.compression)
+
+
+def build_context(engine: Engine, context: BuildContext, tag: str, labels: dict[str, str], options: BuildOptions,
+                  log: BuildLog, on_event: OnEvent) -> str:
+    """Build one rendered context on one engine, in the engine's dialect; the image id.
+
+    The one way a context is built: ``build_image`` after its reuse-or-pull, the benches and the
+    integration tests all come here, so each engine's dialect is applied in one place.
+    """
+    dialect = engine.dialect
+    dockerfile = dockerfile_for(context, dialect.site_secret, dialect.cache_mounts)
+    return engine.build(BuildRequest(dockerfile, context.files, tag, labels, options), log, on_event)
 
 
 def cache_ref(context: BuildContext, registry: str | None, flag: str, value: str | None) -> str | None:

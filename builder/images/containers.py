@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plan import labels as schema
-from ..engine.api import ContainerEngine
+from ..engine.api import ContainerEngine, GpuRequest
 from ..errors import ContainerError, SelectionError, UsageError
 from ..profile.names import parse_assignments
 from ..safety.printable import printable
-from ..profile.targets import gpu_request
+from ..profile import targets
 
 LABEL = schema.CONTAINER
 HF_VOLUME = "stackbuild-hf-cache"
@@ -117,7 +117,7 @@ def run_container(engine: ContainerEngine, image: str, labels: dict[str, str], n
     binds = parse_binds(options.volumes)
     env = parse_env(options.env)
     ports = parse_ports(options.ports)
-    gpus = gpu_request(target, options.gpus)
+    gpus = GpuRequest.of(targets.gpu_devices(target, options.gpus), targets.entry_or_default(target).gpu_capabilities)
     volumes = {}
     if options.hf_cache:
         volumes[HF_VOLUME] = HF_HOME

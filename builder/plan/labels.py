@@ -22,6 +22,7 @@ CONTENT_HASH = PREFIX + "content-hash"
 BASE = PREFIX + "base"
 BUILD_HOST_CPU = PREFIX + "build-host-cpu"
 BUILD_ENGINE = PREFIX + "build-engine"  # the builder (classic or buildkit) and the engine version that built it
+BUILT = (CONTENT_HASH, BASE, BUILD_HOST_CPU, BUILD_ENGINE)  # what a build adds to the plan's own labels
 # On containers stackbuild starts
 CONTAINER = PREFIX + "container"
 SMOKE = PREFIX + "smoke"

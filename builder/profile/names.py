@@ -15,10 +15,6 @@ KEBAB = re.compile(rf"^{KEBAB_TEXT}\Z")
 RELEASE = re.compile(rf"^{RELEASE_TEXT}\Z")
 # Environment variables and build arguments.
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-# A buildx builder (`docker buildx ls`), and the engines a build can go through (builder/engine/connect.py).
-BUILDX_BUILDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-BUILDER_RULE = "letters, digits, '.', '_' and '-'; `docker buildx ls` lists them"
-ENGINE_KINDS = ("auto", "buildkit", "classic")
 # An image reference a user names for a tag or a cache (lowercase, no digest).
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9./_:-]*\Z")
 

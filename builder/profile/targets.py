@@ -17,25 +17,6 @@ GIB = 1024 ** 3
 
 
 @dataclass(frozen=True)
-class GpuRequest:
-    """The devices a container asks its engine for: every GPU ("all"), a count, or device ids."""
-
-    devices: str  # all | a count | comma-separated ids
-    capabilities: tuple[str, ...] = ("gpu",)
-
-    @property
-    def count(self) -> int | None:
-        """-1 for every GPU, a number for a count, None when ids name the devices."""
-        if self.devices == "all":
-            return -1
-        return int(self.devices) if self.devices.isdigit() else None
-
-    @property
-    def device_ids(self) -> list[str] | None:
-        return None if self.count is not None else self.devices.split(",")
-
-
-@dataclass(frozen=True)
 class TorchSource:
     """Where one target's torch wheel comes from: its version (with a local build tag) and index."""
 
@@ -54,6 +35,7 @@ class Target:
     base_fix: str
     image_size: int  # bytes of disk an image of it needs, about
     lock_machine: str = "x86_64"  # the platform tag's machine its locks resolve wheels for
+    gpu_capabilities: tuple[str, ...] = ("gpu",)  # what its containers' device request asks the engine for
 
     @property
     def compiles_for_archs(self) -> bool:
@@ -150,10 +132,13 @@ def for_host(has_gpu: bool) -> str:
     return next(t.name for t in TARGETS.values() if t.gpu == has_gpu)
 
 
-def gpu_request(target_name: Optional[str], gpus: Optional[str]) -> GpuRequest | None:
-    """What a container asks for: ``gpus`` as given (none, all, a count, ids), else the target's default."""
+def gpu_devices(target_name: Optional[str], gpus: Optional[str]) -> str:
+    """The devices a container asks for: ``gpus`` as given (none, all, a count, ids), else the target's default.
+
+    The engine's ``GpuRequest.of`` turns it into a device request.
+    """
     chosen = gpus if gpus is not None else entry_or_default(target_name).default_gpus()
-    return None if not chosen or chosen == "none" else GpuRequest(chosen)
+    return chosen or "none"
 
 
 def help_text() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from .guard import check_dockerfile, checked_value, skeleton_value
+from .guard import Composed, check_dockerfile, checked_value, skeleton_value
 from ..errors import RenderError
 from ..safety.atomic import write_atomic, write_folder_atomic
 from ..safety.printable import printable, visible
@@ -82,6 +82,7 @@ def _environment(skeleton: bool = False) -> jinja2.Environment:
     env.filters["comment"] = comment_text
     env.filters["dq"] = dockerfile_string
     env.filters["sh"] = shell_word
+    env.filters["composed"] = Composed
     return env
 
 
@@ -147,11 +148,23 @@ def lock_layers(lock: Lock | None) -> tuple[dict[str, LockLayer], dict[str, byte
     return layers, files
 
 
-def render_dockerfile(plan: BuildPlan) -> str:
-    """The Dockerfile text of a plan, refused unless its instructions are exactly the plan's."""
+def dialect_mounts(site_secret: str | None = None, cache_mounts: tuple[tuple[str, str], ...] = ()) -> str:
+    """What an engine's dialect adds to each network step's RUN: its secret and cache mounts ("" for none)."""
+    flags = [f"--mount=type=secret,id={site_secret},required=false"] if site_secret else []
+    flags += [f"--mount=type=cache,id={cache},target={target}" for cache, target in cache_mounts]
+    return "".join(f"{flag} " for flag in flags)
+
+
+def render_dockerfile(plan: BuildPlan, *, site_secret: str | None = None,
+                      cache_mounts: tuple[tuple[str, str], ...] = ()) -> str:
+    """The Dockerfile text of a plan, refused unless its instructions are exactly the plan's.
+
+    ``site_secret`` and ``cache_mounts`` are an engine's dialect (its ``Dialect``): BuildKit's network
+    steps mount them; the default, none, is the classic Dockerfile that goldens and content tags hold.
+    """
     try:
         values = dict(plan=plan, venv=VENV, sbdir=STACKBUILD_DIR, held=HELD, locked=lock_layers(plan.lock)[0],
-                      uv=installs_with_uv(plan.lock))
+                      uv=installs_with_uv(plan.lock), mounts=dialect_mounts(site_secret, cache_mounts))
         text = _environment().get_template("Dockerfile.j2").render(**values)
         skeleton = _environment(skeleton=True).get_template("Dockerfile.j2").render(**values)
     except jinja2.TemplateError as exc:
@@ -240,19 +253,12 @@ def write_rendered(context: BuildContext, dockerfile: str | None, folder: Path |
             raise
 
 
-# BuildKit's dialect of a rendered Dockerfile: every step that reaches the network (they all start
-# by sourcing site.sh) gets the site settings as a build secret, and pip's and uv's download caches
-# as cache mounts, so a rebuilt layer downloads again only what it has never downloaded. The
-# rendered Dockerfile (golden files, content tags) stays the classic one: the image is the same.
-SITE_SECRET = "stackbuild-site"
-NETWORK_STEP = f"RUN . {STACKBUILD_DIR}/site.sh && site_begin"
-BUILDKIT_MOUNTS = (f"--mount=type=secret,id={SITE_SECRET},required=false",
-                   "--mount=type=cache,id=stackbuild-pip,target=/root/.cache/pip",
-                   "--mount=type=cache,id=stackbuild-uv,target=/root/.cache/uv")
+def dockerfile_for(context: BuildContext, site_secret: str | None = None,
+                   cache_mounts: tuple[tuple[str, str], ...] = ()) -> str:
+    """The Dockerfile an engine builds: the context's own for the classic dialect, else its plan in that dialect.
 
-
-def buildkit_dockerfile(dockerfile: str) -> str:
-    """The Dockerfile BuildKit builds: the same instructions, network steps with secret and cache mounts."""
-    mounted = f"RUN {' '.join(BUILDKIT_MOUNTS)} {NETWORK_STEP[len('RUN '):]}"
-    return "".join(mounted + line[len(NETWORK_STEP):] if line.startswith(NETWORK_STEP) else line
-                   for line in dockerfile.splitlines(keepends=True))
+    Both have the same instructions and build the same image; only the classic one is hashed.
+    """
+    if site_secret is None and not cache_mounts:
+        return context.dockerfile
+    return render_dockerfile(context.plan, site_secret=site_secret, cache_mounts=cache_mounts)

@@ -38,6 +38,11 @@ class Instruction:
     line: int
 
 
+class Composed(str):
+    """Template text a macro composed (the ``composed`` filter): its own values went through ``finalize``
+    already, one by one, so it passes as it is. Only templates/partials/ apply it, to a macro's output."""
+
+
 _UNSAFE_IN_VALUE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -47,6 +52,8 @@ def checked_value(value: object) -> object:
     The first line of defence, before the instruction comparison: it names the value itself.
     Whitespace-only values are the templates' own layout (see ``skeleton_value``).
     """
+    if isinstance(value, Composed):
+        return value
     if isinstance(value, str) and value.strip() and _UNSAFE_IN_VALUE.search(value):
         raise RenderError(f"refusing to render {value[:80]!r} into a Dockerfile: it holds a line break or control "
                           "character (a profile value that validation missed; please report it)")
@@ -59,7 +66,7 @@ def skeleton_value(value: object) -> object:
     Whitespace-only values stay as they are: the templates use them for layout (a newline and
     indentation after a continuation), and they cannot carry an instruction.
     """
-    if isinstance(value, str) and not value.strip():
+    if isinstance(value, Composed) or (isinstance(value, str) and not value.strip()):
         return value
     return PLACEHOLDER
 

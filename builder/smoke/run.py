@@ -17,10 +17,9 @@ from xml.etree import ElementTree
 
 from ..plan import labels as schema
 from .checks import CHECKS
-from ..engine.api import ContainerEngine
+from ..engine.api import ContainerEngine, GpuRequest
 from ..errors import SmokeError
 from ..safety.atomic import write_atomic
-from ..profile.targets import gpu_request
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None, k
     report = SmokeReport(image, swept=sweep_leftovers(engine))
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
     container = engine.start_container(image, name, {schema.SMOKE: KEPT if keep else "1"},
-                                       gpu_request(None, gpus or "none"),
+                                       GpuRequest.of(gpus),
                                        lifetime_s=None if keep else SMOKE_LIFETIME_S)
     report.container = name if keep else None
     try:

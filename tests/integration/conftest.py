@@ -25,9 +25,8 @@ from builder.images.build import BuildResult, build_image
 from builder.engine.buildkit import buildx_version
 from builder.config import load_settings
 from builder.engine.classic import DockerEngine
-from builder.engine.api import BuildLog
+from builder.engine.api import BuildLog, BuildOptions, BuildRequest
 from builder.render.dockerfile import prepare
-from builder.engine.site_server import SiteServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_LABEL = "io.stackbuild.test"
@@ -183,10 +182,8 @@ def derived_image(docker_client, engine, settings):
         else:
             runs = [line if line.startswith("COPY --from=") else f"RUN {line}" for line in lines]
         dockerfile = "\n".join([f"FROM {base}", 'SHELL ["/bin/bash", "-o", "pipefail", "-c"]', *runs]) + "\n"
-        log = BuildLog()
-        with SiteServer(settings.site if network else {}):
-            engine.build(dockerfile, (), tag, {TEST_LABEL: "1"}, "host" if network else "none", False, {}, log,
-                         lambda event: None)
+        options = BuildOptions(network="host" if network else "none", site=settings.site if network else {})
+        engine.build(BuildRequest(dockerfile, (), tag, {TEST_LABEL: "1"}, options), BuildLog(), lambda event: None)
         made[key] = tag
         return tag
 

@@ -19,18 +19,22 @@ import urllib.request
 import pytest
 
 from builder.engine.buildkit import BuildxEngine
-from builder.engine.api import BuildLog
+from builder.engine.api import BuildLog, BuildOptions, BuildRequest
+from builder.engine.site_server import payload as site_payload
 from builder.errors import BuildError, RegistryError
 
 from .conftest import TEST_LABEL, unique
 
 REGISTRY = "localhost:5000"
 SECRET = "s3cr3t-" + os.urandom(6).hex()
+# A site setting: the engine hands it to the build as its dialect's secret, in site.sh's format.
+PAYLOAD = site_payload({"PROBE": SECRET})
+SITE = BuildxEngine.dialect.site_secret
 # The step fails unless the secret is there (compared by its hash: the Dockerfile is in the history);
 # it writes only its length, never the secret.
 CHECKS_SECRET = ('FROM debian:bookworm-slim\n'
-                 'RUN --mount=type=secret,id=probe test "$(sha256sum < /run/secrets/probe | cut -d" " -f1)" = '
-                 f'"{hashlib.sha256(SECRET.encode()).hexdigest()}" && wc -c < /run/secrets/probe > /secret-length\n'
+                 f'RUN --mount=type=secret,id={SITE} test "$(sha256sum < /run/secrets/{SITE} | cut -d" " -f1)" = '
+                 f'"{hashlib.sha256(PAYLOAD).hexdigest()}" && wc -c < /run/secrets/{SITE} > /secret-length\n'
                  'RUN echo {salt} > /salt && sleep 1\n')
 
 
@@ -76,8 +80,8 @@ def _docker(engine: BuildxEngine, *args: str) -> str:
 
 def _build(engine, dockerfile, tag, **kwargs):
     log, events = BuildLog(), []
-    image_id = engine.build(dockerfile, (), tag, {TEST_LABEL: "1"}, "host", False, {}, log, events.append,
-                            secrets={"probe": SECRET.encode()}, **kwargs)
+    options = BuildOptions(network="host", site={"PROBE": SECRET}, **kwargs)
+    image_id = engine.build(BuildRequest(dockerfile, (), tag, {TEST_LABEL: "1"}, options), log, events.append)
     return image_id, log, events
 
 
@@ -105,10 +109,11 @@ def test_a_secret_reaches_its_step_and_nothing_else(host_engine):
         image_id, log, events = _build(host_engine, CHECKS_SECRET.format(salt=unique("s")), tag)
         assert [e.step for e in events if e.kind == "step"] == [1, 2, 3]
         history = _docker(host_engine, "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
-        assert SECRET not in history and SECRET not in "\n".join(log.lines)
-        assert SECRET not in json.dumps(host_engine.image(image_id))
+        encoded = PAYLOAD.decode().split()[1]  # base64, as site.sh reads it
+        assert SECRET not in history and SECRET not in "\n".join(log.lines) and encoded not in history
+        assert SECRET not in json.dumps(host_engine.image(image_id)) and encoded not in "\n".join(log.lines)
         assert _docker(host_engine, "run", "--rm", "--network", "none", "--label", f"{TEST_LABEL}=1", tag,
-                       "cat", "/secret-length").strip() == str(len(SECRET))
+                       "cat", "/secret-length").strip() == str(len(PAYLOAD))
     finally:
         _remove(host_engine, tag)
 

@@ -6,13 +6,12 @@ import pytest
 
 import json
 
-import builder.images.build
 import builder.engine.connect
 import builder.images.oci
-from builder.engine.classic import registry_reason, split_ref
-from builder.engine.api import BuildEvent, BuildLog
+from builder.engine.api import BuildEvent, BuildLog, BuildOptions, BuildRequest
+from builder.engine.buildkit import BuildxEngine
+from builder.engine.classic import DockerEngine, registry_reason, split_ref
 from builder.errors import RegistryError
-from builder.engine.site_server import SiteServer
 
 from .fake_registry import FakeRegistry
 
@@ -109,11 +108,20 @@ class FakeEngine:
         self.untagged.append(ref)
         self.images.pop(ref, None)
 
-    def build(self, dockerfile, files, tag, labels, network_mode, nocache, buildargs, log: BuildLog, on_event, *,
-              secrets=None, cache_from=None, cache_to=None, compression="gzip"):
-        self.builds.append(dict(dockerfile=dockerfile, files=dict(files), tag=tag, labels=labels,
-                                network_mode=network_mode, nocache=nocache, buildargs=buildargs, secrets=secrets,
-                                cache_from=cache_from, cache_to=cache_to, compression=compression))
+    @property
+    def dialect(self):
+        """The real engine's of this kind: what it asks render for is the engine's to say."""
+        return {"classic": DockerEngine, "buildkit": BuildxEngine}[self.kind].dialect
+
+    def check_options(self, options: BuildOptions) -> None:
+        {"classic": DockerEngine, "buildkit": BuildxEngine}[self.kind].check_options(self, options)
+
+    def build(self, request: BuildRequest, log: BuildLog, on_event):
+        dockerfile, tag, options = request.dockerfile, request.tag, request.options
+        self.builds.append(dict(dockerfile=dockerfile, files=dict(request.files), tag=tag, labels=request.labels,
+                                network_mode=options.network, nocache=options.nocache, buildargs=options.buildargs,
+                                site=options.site, cache_from=options.cache_from, cache_to=options.cache_to,
+                                compression=options.compression))
         steps = [line for line in dockerfile.splitlines() if line.startswith(("FROM", "RUN", "COPY", "ENV", "LABEL"))]
         for n, instruction in enumerate(steps, 1):
             log.record(f"Step {n}/{len(steps)} : {instruction}", on_event)
@@ -124,7 +132,7 @@ class FakeEngine:
         image_id = "sha256:" + "d" * 64
         on_event(BuildEvent("done", image_id))
         label_lines = dockerfile[dockerfile.index("LABEL"):] if "LABEL" in dockerfile else ""
-        self.images[tag] = {"Id": image_id, "Config": {"Labels": {**_dockerfile_labels(label_lines), **labels}}}
+        self.images[tag] = {"Id": image_id, "Config": {"Labels": {**_dockerfile_labels(label_lines), **request.labels}}}
         return image_id
 
     def close(self):
@@ -159,8 +167,6 @@ def fake(monkeypatch, tmp_path, oci_registry):
     engine = FakeEngine()
     engine.oci = oci_registry
     monkeypatch.setattr(builder.engine.connect, "connect", lambda timeout=600, kind="classic", builder=None: engine)
-    # a fake build reads nothing from the site server: any free port will do (a real build may hold 47391)
-    monkeypatch.setattr(builder.images.build, "SiteServer", lambda values: SiteServer(values, port=0))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     for name in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CONFIG",

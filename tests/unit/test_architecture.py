@@ -30,7 +30,20 @@ def _lint_imports() -> str:
 def test_the_declared_layers_and_the_docker_contract_hold():
     done = subprocess.run([_lint_imports()], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "builder's layers KEPT" in done.stdout and "only builder.engine.classic imports docker KEPT" in done.stdout
+    for contract in ("builder's layers", "engines know nothing of profiles, plans or rendering",
+                     "doctor never imports an engine", "only builder.engine.classic imports docker"):
+        assert f"{contract} KEPT" in done.stdout, done.stdout
+
+
+def test_the_layers_are_few_and_every_package_has_its_place():
+    import tomllib
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in config if c["type"] == "layers")["layers"]
+    assert len(layers) <= 10
+    placed = {name.strip().split(".")[0] for layer in layers for name in layer.split("|")}
+    packages = {p.parent.name for p in (ROOT / "builder").glob("*/__init__.py")}
+    modules = {p.stem for p in (ROOT / "builder").glob("*.py")} - {"__init__", "__main__"}
+    assert packages | modules == placed
 
 
 def test_lint_imports_fails_a_broken_layer_contract(tmp_path):
@@ -41,6 +54,42 @@ def test_lint_imports_fails_a_broken_layer_contract(tmp_path):
     done = subprocess.run([_lint_imports(), "--config", str(config)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode != 0 and "upside down BROKEN" in done.stdout
+
+
+def test_lint_imports_fails_a_broken_forbidden_contract(tmp_path):
+    # every engine module imports builder.errors: forbidding it must break
+    config = tmp_path / "contracts.toml"
+    config.write_text('[tool.importlinter]\nroot_package = "builder"\n\n[[tool.importlinter.contracts]]\n'
+                      'name = "engines without errors"\ntype = "forbidden"\nsource_modules = ["builder.engine"]\n'
+                      'forbidden_modules = ["builder.errors"]\n')
+    done = subprocess.run([_lint_imports(), "--config", str(config)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0 and "engines without errors BROKEN" in done.stdout
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return [p for folder in folders for p in sorted((ROOT / folder).rglob("*.py"))
+            if "fixtures" not in p.relative_to(ROOT).parts]
+
+
+def test_no_engine_kind_branch_outside_the_engine_package():
+    """What differs between engines is each engine's to say (its dialect, check_options, build)."""
+    branch = re.compile(r"\bengine\.kind\s*(==|!=)|\.kind\s*(==|!=)\s*[\"'](classic|buildkit)[\"']")
+    offenders = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+                 for path in _python_files("builder", "bench", "tests")
+                 if (ROOT / "builder" / "engine") not in path.parents
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert offenders == []
+    sample = "if engine.kind " + '== "classic":'  # (spelt in two: this file holds no such branch either)
+    assert branch.search(sample) and branch.search("x.kind " + "!= 'buildkit'")
+
+
+def test_only_the_buildkit_module_runs_docker_buildx():
+    runs = re.compile(r"[\"']buildx[\"']\s*,")
+    offenders = [str(path.relative_to(ROOT)) for path in _python_files("builder")
+                 if runs.search(path.read_text()) and path != ROOT / "builder" / "engine" / "buildkit.py"]
+    assert offenders == []
+    assert runs.search((ROOT / "builder" / "engine" / "buildkit.py").read_text())
 
 
 def _problems(cls: type, protocol: type) -> list[str]:
@@ -78,7 +127,7 @@ def test_the_docker_engine_implements_the_whole_engine_interface():
 
 def test_the_buildkit_engine_implements_the_whole_engine_interface():
     assert _problems(BuildxEngine, engine_api.Engine) == []
-    assert BuildxEngine.kind == "buildkit" and DockerEngine.kind == "classic"
+    assert (BuildxEngine.kind, DockerEngine.kind) == ("buildkit", "classic")
 
 
 def test_the_unit_tests_fake_engine_implements_the_image_interface():
@@ -131,8 +180,10 @@ def test_every_target_entry_answers_what_the_rest_asks():
         assert entry.name == name and entry.image_size > 0 and entry.default_gpus() in ("all", "none")
         assert entry.lock_platform("2_35").endswith("-manylinux_2_35")
     assert targets.default_of({"cpu": 1, "cuda": 2}) == "cuda" and targets.default_of({"cpu": 1}) == "cpu"
-    assert targets.gpu_request("cpu", None) is None and targets.gpu_request("cuda", None).count == -1
-    assert targets.gpu_request("cuda", "0,1").device_ids == ["0", "1"] and targets.gpu_request(None, "2").count == 2
+    assert targets.gpu_devices("cpu", None) == "none" and targets.gpu_devices("cuda", None) == "all"
+    assert engine_api.GpuRequest.of(targets.gpu_devices("cpu", None)) is None
+    assert engine_api.GpuRequest.of(targets.gpu_devices("cuda", None)).count == -1
+    assert engine_api.GpuRequest.of("0,1").device_ids == ["0", "1"] and engine_api.GpuRequest.of("2").count == 2
 
 
 def test_the_cli_is_a_thin_shell():
@@ -193,3 +244,42 @@ def test_builder_is_walkable():
     assert clashes == set()
     assert ("engine", "engines") in {(a, b) for a in ["engine", "engines"] for b in ["engine", "engines"]
                                      if a != b and b.startswith(a)}
+
+
+def test_a_new_stack_is_one_profile_file(tmp_path):
+    """A fifth stack is data: its profile alone loads, plans and renders every target (no module changes)."""
+    from builder.plan.build_plan import plan_build
+    from builder.profile.load import load_stack
+    from builder.render.dockerfile import render_context
+
+    profile = tmp_path / "my-new-stack.yaml"
+    profile.write_text((ROOT / "stacks" / "qlora.yaml").read_text().replace("name: qlora", "name: my-new-stack", 1))
+    stack = load_stack(str(profile))
+    rendered = [render_context(plan_build(stack, rel.name, target, (), with_lock=False))
+                for rel in stack.releases.values() for target in rel.targets]
+    assert stack.name == "my-new-stack" and len(rendered) >= 2
+    assert all("# my-new-stack@" in context.dockerfile for context in rendered)
+
+
+def test_an_engine_is_its_module_and_its_name():
+    """What the build orchestration asks of an engine is its dialect, check_options and build: nothing else.
+
+    So a new engine is one module implementing builder/engine/api.py plus its name in connect.py.
+    """
+    from builder.engine import connect
+    from builder.images import build as orchestration
+
+    lines = (ROOT / "builder" / "images" / "build.py").read_text().splitlines()
+    asked = set(re.findall(r"(?<![.\w])engine\.(\w+)", "\n".join(l for l in lines if not l.startswith("from "))))
+    assert asked <= {"dialect", "check_options", "build", "kind", "address", "version", "tag", "close"}, asked
+    assert set(connect.ENGINE_KINDS) == {"auto", DockerEngine.kind, BuildxEngine.kind}
+    assert callable(orchestration.build_context)
+
+
+def test_every_network_step_is_the_macros_one():
+    """site_begin ... site_end is written once (templates/partials/macros.j2), so every network step gets the
+    engine's dialect: a partial that spelt it out would build without BuildKit's secret and cache mounts."""
+    spelt = [path.name for path in (ROOT / "templates").rglob("*.j2")
+             if path.name != "macros.j2" and re.search(r"site_begin|site_end", path.read_text())]
+    assert spelt == []
+    assert "site_begin" in (ROOT / "templates" / "partials" / "macros.j2").read_text()

@@ -16,9 +16,12 @@ import pytest
 from builder.engine import buildkit as buildx
 from builder.engine import connect as engines
 from builder.engine.buildkit import RawJsonProgress
-from builder.engine.api import BuildLog
+from builder.engine.api import BuildLog, BuildOptions, BuildRequest, Dialect
 from builder.errors import BuildError, ConfigError, EngineUnavailable
-from builder.render.dockerfile import BUILDKIT_MOUNTS, buildkit_dockerfile, prepare
+from builder.images.build import build_context
+from builder.render.dockerfile import dialect_mounts, dockerfile_for, prepare
+
+from tests.unit.test_render import VARIANTS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "buildx"
 RAWJSON = (FIXTURES / "rawjson-cached-then-exit-3.txt").read_text()
@@ -62,16 +65,45 @@ def test_garbage_and_credentials_in_the_stream_are_survived_and_masked():
     assert "s3cr3tz" not in shown and "idx.example" in shown
 
 
+MOUNTS = ("--mount=type=secret,id=stackbuild-site,required=false --mount=type=cache,id=stackbuild-pip,"
+          "target=/root/.cache/pip --mount=type=cache,id=stackbuild-uv,target=/root/.cache/uv")
+
+
 def test_the_buildkit_dialect_mounts_the_secret_and_caches_on_every_network_step_only():
+    """Rendered in BuildKit's dialect, each network step (and nothing else) carries its mounts; same instructions."""
+    dialect = buildx.BuildxEngine.dialect
+    assert dialect_mounts(dialect.site_secret, dialect.cache_mounts) == MOUNTS + " "
+    for variant in VARIANTS:  # every stack x release x target (+ option)
+        context = prepare(*variant)
+        mounted = dockerfile_for(context, dialect.site_secret, dialect.cache_mounts)
+        classic, lines = context.dockerfile.splitlines(), mounted.splitlines()
+        assert len(classic) == len(lines)
+        changed = [(a, b) for a, b in zip(classic, lines) if a != b]
+        assert changed and all(a.startswith("RUN . /opt/stackbuild/site.sh && site_begin") for a, _ in changed)
+        assert all(b == "RUN " + MOUNTS + " " + a[len("RUN "):] for a, b in changed)
+        assert len(changed) == sum(line.startswith("RUN . /opt/stackbuild/site.sh") for line in classic)
+    assert dockerfile_for(context, *vars(Dialect()).values()) == context.dockerfile  # the classic dialect: as hashed
+
+
+def test_one_entry_point_builds_a_context_in_the_engines_dialect():
+    """build_context hands each engine the Dockerfile in its own dialect and one BuildRequest."""
+    class Recorder:
+        def __init__(self, dialect):
+            self.dialect, self.requests = dialect, []
+
+        def build(self, request, log, on_event):
+            self.requests.append(request)
+            return "sha256:1"
+
     context = prepare("qlora", "2026.11", "cpu", ())
-    dialect = buildkit_dockerfile(context.dockerfile)
-    classic, mounted = context.dockerfile.splitlines(), dialect.splitlines()
-    assert len(classic) == len(mounted)
-    changed = [(a, b) for a, b in zip(classic, mounted) if a != b]
-    assert changed and all(a.startswith("RUN . /opt/stackbuild/site.sh && site_begin") for a, _ in changed)
-    assert all(b == "RUN " + " ".join(BUILDKIT_MOUNTS) + " " + a[len("RUN "):] for a, b in changed)
-    assert len(changed) == sum(line.startswith("RUN . /opt/stackbuild/site.sh") for line in classic)
-    assert "id=stackbuild-site,required=false" in dialect and "target=/root/.cache/pip" in dialect
+    options = BuildOptions(site={"PIP_INDEX_URL": "https://idx.example/simple"})
+    for dialect, mounted in ((Dialect(), False), (buildx.BuildxEngine.dialect, True)):
+        engine = Recorder(dialect)
+        assert build_context(engine, context, "t:1", {"a": "b"}, options, BuildLog(), lambda event: None) == "sha256:1"
+        request = engine.requests[0]
+        assert isinstance(request, BuildRequest) and request.files == context.files and request.tag == "t:1"
+        assert request.options.site == {"PIP_INDEX_URL": "https://idx.example/simple"}
+        assert (request.dockerfile != context.dockerfile) is mounted and (MOUNTS in request.dockerfile) is mounted
 
 
 def fake_docker(tmp_path: Path, script: str) -> str:
@@ -116,7 +148,7 @@ def test_steps_buildkit_never_loads_under_cached_ones_count_as_cache_hits():
 
 
 def test_steps_are_shown_as_the_rendered_dockerfile_has_them():
-    name = "[3/9] RUN " + " ".join(BUILDKIT_MOUNTS) + " . /opt/stackbuild/site.sh && site_begin && pip install x"
+    name = "[3/9] RUN " + MOUNTS + " . /opt/stackbuild/site.sh && site_begin && pip install x"
     progress, events, _ = parse(json.dumps({"vertexes": [{"digest": "a", "name": name, "started": "t"}]}), 50)
     progress.settle()
     assert [e.text for e in events if e.step == 3] == ["RUN . /opt/stackbuild/site.sh && site_begin && pip install x"]
@@ -126,7 +158,7 @@ def test_an_unknown_builder_is_a_clear_engine_error(tmp_path):
     script = fake_docker(tmp_path, 'echo "ERROR: no builder \\"farm\\" found" >&2; exit 1\n')
     engine = buildx.BuildxEngine(object(), "unix:///run/x.sock", builder="farm", docker=script)
     with pytest.raises(BuildError, match=r'docker buildx build failed: ERROR: no builder "farm" found'):
-        engine.build("FROM scratch\n", (), "t:1", {}, None, False, {}, BuildLog(), lambda event: None)
+        engine.build(BuildRequest("FROM scratch\n", (), "t:1"), BuildLog(), lambda event: None)
     with pytest.raises(EngineUnavailable, match=r'buildx builder farm is not usable: ERROR: no builder "farm" found'):
         engine.driver()
     with pytest.raises(EngineUnavailable, match="is not a buildx builder name"):

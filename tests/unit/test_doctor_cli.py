@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import builder.doctor.diagnose
+import builder.engine.connect
 from builder.doctor.diagnose import EngineInfo
 
 
@@ -37,8 +38,8 @@ def test_doctor_input_errors(cli, tmp_path):
 
 
 def test_doctor_host_json_with_injected_probes(cli, monkeypatch):
-    monkeypatch.setattr(builder.doctor.diagnose, "default_engine_probe",
-                        lambda: EngineInfo("20.10.24", "unix:///var/run/docker.sock", ("runc",), "/"))
+    monkeypatch.setattr(builder.engine.connect, "host_info",
+                        lambda: vars(EngineInfo("20.10.24", "unix:///var/run/docker.sock", ("runc",), "/")))
 
     def no_gpu(args):
         raise FileNotFoundError("nvidia-smi")
