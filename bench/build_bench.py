@@ -67,7 +67,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import os
@@ -84,12 +83,11 @@ import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _shared import build_lock as host_build_lock  # (importing _shared puts the checkout on sys.path)
 
 from builder.engine import connect as engines
 from builder.plan import labels as schema  # noqa: E402
-from builder.images.build import BuildResult, build_image  # noqa: E402
+from builder.images.build import BuildResult, build_context, build_image, build_options  # noqa: E402
 from builder.cli.catalog import list_stacks  # noqa: E402
 from builder.config import Settings, load_settings  # noqa: E402
 from builder.engine.api import BuildEvent, BuildLog  # noqa: E402
@@ -97,12 +95,9 @@ from builder.errors import BuildError  # noqa: E402
 from builder.lock.resolution import lock_and_write  # noqa: E402
 from builder.plan.build_plan import lock_path, plan_build  # noqa: E402
 from builder.profile.load import load_stack, stack_path  # noqa: E402
-from builder.render.dockerfile import SITE_SECRET, BuildContext, prepare  # noqa: E402
-from builder.engine.site_server import SiteServer  # noqa: E402
-from builder.engine.site_server import payload as site_payload  # noqa: E402
+from builder.render.dockerfile import BuildContext, prepare  # noqa: E402
 
 LABEL = {"io.stackbuild.bench": "1"}
-BUILD_LOCK = "/tmp/stackbuild-build.lock"
 ENGINE26 = "unix:///run/stackbuild-engine26/docker.sock"
 # pip's download log: "Downloading torch-2.10.0-...whl (104.1 MB)" / "Using cached six-1.17.0-...whl (11 kB)";
 # uv's (the locked layers after [bootstrap]): "Downloading torch (868.7MiB)", files over 1 MiB only, and no
@@ -225,23 +220,10 @@ def host_load() -> str:
     return f"{os.cpu_count()} cores; {uptime}; {mb(free)} free on /"
 
 
-@contextlib.contextmanager
-def build_lock(kind: str):
-    """The host's one-classic-build-at-a-time lock (flock, as `flock /tmp/stackbuild-build.lock` takes it)."""
-    if kind != "classic":
-        yield 0.0
-        return
-    started = time.monotonic()
-    with open(BUILD_LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"  (waiting for {BUILD_LOCK}: another classic build holds it)", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield time.monotonic() - started
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def build_lock(engine) -> contextlib.AbstractContextManager:
+    """The host's build lock for an engine whose builds serve site settings from the loopback server
+    (one port: one such build at a time on a host); nothing for an engine that passes them as a secret."""
+    return host_build_lock() if engine.dialect.site_secret is None else contextlib.nullcontext(0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +492,7 @@ def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag
     address = bench.address(engine)
     bench.made[address].append(tag)
     started = time.monotonic()
-    with build_lock(engine.kind), bench.window(engine):
+    with build_lock(engine), bench.window(engine):
         started, before = time.monotonic(), received_bytes()
         result = build_image(context, settings, engine=engine, extra_tags=(tag,), extra_labels=LABEL,
                              use_registry=False, on_event=on_event, **options)
@@ -521,22 +503,15 @@ def build(bench: Engines, engine, context: BuildContext, settings: Settings, tag
 
 def cached_rebuild(bench: Engines, engine, context: BuildContext, settings: Settings, image: str, tag: str) -> Run:
     """The engine's build of an unchanged context (what the content tag spares `stackbuild build`):
-    engine.build with the arguments build_image gives it and the labels of the image built before."""
+    build_image's own build step (build_context, with build_image's options) and the labels of the image
+    built before."""
     labels = engine.labels(image)
-    labels = {key: labels[key] for key in (schema.CONTENT_HASH, schema.BASE, schema.BUILD_HOST_CPU) if key in labels}
-    network = None if settings.build_network == "default" else settings.build_network
+    labels = {key: labels[key] for key in schema.BUILT if key in labels}
     bench.made[bench.classic.address].append(tag)
     log, events = BuildLog(), []
-    with build_lock(engine.kind), bench.window(engine):
+    with build_lock(engine), bench.window(engine):
         started = time.monotonic()
-        if engine.kind == "classic":
-            with SiteServer(settings.site):
-                engine.build(context.dockerfile, context.files, tag, {**labels, **LABEL}, network, False, {}, log,
-                             events.append)
-        else:
-            site = settings.site
-            engine.build(context.dockerfile, context.files, tag, {**labels, **LABEL}, network, False, {}, log,
-                         events.append, secrets={SITE_SECRET: site_payload(site)} if site else None)
+        build_context(engine, context, tag, {**labels, **LABEL}, build_options(settings), log, events.append)
         seconds = time.monotonic() - started
     steps = [e for e in events if e.kind == "step"]
     cached = sum(e.kind == "cached" for e in events)

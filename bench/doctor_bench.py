@@ -24,8 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import _shared  # noqa: F401 - puts the checkout on sys.path
 
 from builder.doctor.diagnose import diagnose  # noqa: E402
 from builder.profile.knowledge import load_knowledge_base  # noqa: E402

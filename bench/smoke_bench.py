@@ -22,8 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _shared import ROOT  # the checkout on sys.path
 
 from builder.profile.load import available_stacks, load_stack  # noqa: E402
 

@@ -25,7 +25,6 @@ printed before and after each build: the figures only mean something on a quiet 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _shared import build_lock  # the checkout on sys.path; the host's build lock
 from builder.engine.classic import DockerEngine  # noqa: E402
 
 # uv for a lock without it, pinned and hash-checked like the rest of the bootstrap section
@@ -127,8 +126,7 @@ def prune_own_cache() -> None:
 
 def build(context: Path, dockerfile: str, tag: str, ca: str, log: Path, lock: Path) -> dict:
     (context / "Dockerfile.bench").write_text(dockerfile)
-    with lock.open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # no other stackbuild build on this host meanwhile
+    with build_lock(lock, say_waiting=False):  # no other stackbuild build on this host meanwhile
         return timed_build(context, tag, ca, log)
 
 
