@@ -168,7 +168,7 @@ class Registry:
         digest = sha256_digest(body)
         if DIGEST.match(reference) and digest != reference:
             raise RegistryError(f"{self.repository}@{reference}: the registry sent a manifest whose digest is {digest}")
-        media_type = headers.get("content-type", "").split(";")[0] or json.loads(body).get("mediaType", "")
+        media_type = headers.get("content-type", "").split(";")[0]
         return digest, media_type, body
 
     def digest_of(self, reference: str) -> str | None:
@@ -244,7 +244,9 @@ def artifact_layers(registry: Registry, tag: str) -> list[tuple[dict, bytes]] | 
         return None
     try:
         layers = json.loads(found[2]).get("layers") or []
-    except ValueError:
+    except (ValueError, AttributeError):
         raise RegistryError(f"{registry.repository}:{tag} is not a JSON manifest") from None
+    if not isinstance(layers, list):
+        raise RegistryError(f"{registry.repository}:{tag} is not an image manifest (its layers are no list)")
     return [(layer, registry.blob(layer["digest"])) for layer in layers
             if isinstance(layer, dict) and DIGEST.match(str(layer.get("digest", "")))]

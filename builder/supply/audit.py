@@ -131,13 +131,17 @@ class VulnerabilitySource:
         url = f"{self.base}/{path}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as answer:  # noqa: S310 - http(s) setting
-                return json.loads(answer.read(MAX_ANSWER_BYTES))
+                data = json.loads(answer.read(MAX_ANSWER_BYTES))
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
             raise AuditUnavailable(f"{url}: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise AuditUnavailable(f"{url}: {getattr(exc, 'reason', exc)}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("info") or {}, dict) or not isinstance(
+                data.get("vulnerabilities") or [], list):
+            raise AuditUnavailable(f"{url}: not PyPI's JSON API (no info object and vulnerabilities list)")
+        return data
 
     def lookup(self, name: str, version: str) -> tuple[list[Vulnerability] | None, str]:
         """(the vulnerabilities of name==version, or None when they cannot be seen; why not)."""

@@ -80,6 +80,9 @@ def attachments(engine: ImageEngine, image: str, settings: Settings) -> list[dic
             found.append(_attachments(Registry(repository, timeout=20), repository, digest, keys))
         except StackbuildError as exc:
             found.append({"repository": str(repository), "digest": digest, "error": str(exc)})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a document that is not what it says
+            found.append({"repository": str(repository), "digest": digest,
+                          "error": f"an attachment is not a CycloneDX document or a DSSE envelope ({exc!r:.200})"})
     return found
 
 

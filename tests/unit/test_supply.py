@@ -215,3 +215,26 @@ def test_sbom_prints_cyclonedx_json(cli, fake, tmp_path, monkeypatch):
     assert json.loads(target.read_text())["components"] == document["components"]
     code, _, err = cli("sbom", *SPEC, "-o", str(tmp_path))
     assert code == 5 and "cannot write" in err
+
+
+def test_verify_keys_from_the_config_file_is_a_list_of_key_files(cli, fake, tmp_path, keys, monkeypatch):
+    config = tmp_path / "config.toml"
+    config.write_text(f'verify_keys = ["{keys["good"][1]}", "{keys["other"][1]}"]\n')
+    code, out, err = cli("--config", str(config), "config", "show", "--json")
+    assert code == 0, err
+    assert json.loads(out)["verify_keys"] == {"value": f"{keys['good'][1]}, {keys['other'][1]}",
+                                              "source": str(config)}
+    config.write_text("verify_keys = 3\n")
+    code, _, err = cli("--config", str(config), "config", "show")
+    assert code == 6 and "verify_keys must be a list of public key files (PEM)" in err
+
+
+def test_a_signature_tag_that_is_not_a_manifest_is_a_refusal_not_a_traceback(pushed, fake, keys, cli, monkeypatch):
+    ref, digest, _ = pushed
+    _forget_local(fake, ref)
+    fake.oci.manifests[PATH, digest.replace(":", "-") + ".sig"] = ("application/vnd.oci.image.manifest.v1+json",
+                                                                   b"\x00 not json")
+    monkeypatch.setenv("STACKBUILD_VERIFY_KEYS", keys["good"][1])
+    code, _, err = cli("pull", *SPEC)
+    assert code == 12 and f"error: {REGISTRY}/alpaca-lora:{digest.replace(':', '-')}.sig is not a JSON manifest" in err
+    assert "Traceback" not in err and fake.pulls == []
