@@ -35,11 +35,11 @@ from ..profile import targets
 from ..config import Settings
 from ..errors import LockError, UsageError
 from ..safety.credentials import redact
-from .format import (FORMAT, Lock, LockChanges, LockedPackage, LockInputs, lock_changes, lock_problems,
+from .format import (FORMAT, Lock, LockChanges, LockedPackage, LockInputs, lock_changes, lock_file, lock_problems,
                        package_diff, parse_lock, read_lock, resolution_problems, write_lock)
 from ..plan.build_plan import BuildPlan, lock_inputs, lock_path, lock_required, plan_build
 from ..profile.load import available_stacks, load_stack
-from ..safety.paths import display_path
+from ..safety.paths import display_path, stacks_dir
 
 
 def uv_binary() -> str:
@@ -241,20 +241,30 @@ class Relocked:
 
 
 def previous_lock(plan: BuildPlan) -> tuple[Lock | None, str]:
-    """The plan's committed lock (its seal and format checked), or None and why not.
+    """The lock to prefer and compare with (its seal and format checked), or None and why not.
 
-    An option's first lock prefers the plain image's: the option adds packages and moves none, so
-    every layer before the one that installs it is the plain image's, shared.
+    The plan's own lock beside its profile. Without one: an option's first lock prefers the plain
+    image's (the option adds packages and moves none, so every layer before the one that installs it
+    is the plain image's, shared); and a copy of a shipped stack (a profile of a shipped stack's name
+    elsewhere) prefers the shipped stack's lock of the same release, target and options (or the plain
+    one): a user who copies stacks/qlora.yaml and bumps one pin gets only that pin moved, as the image
+    built from the shipped lock caches every earlier layer.
     """
-    path = lock_path(plan)
-    if not os.path.lexists(path) and plan.options:
-        path = lock_path(plan_build(plan.stack, plan.release.name, plan.target.name, (), with_lock=False))
-    if not os.path.lexists(path):
+    own = lock_path(plan)
+    plain = lock_path(plan_build(plan.stack, plan.release.name, plan.target.name, (), with_lock=False)) \
+        if plan.options else None
+    shipped = [lock_file(stacks_dir() / f"{plan.stack.name}.yaml", plan.stack.name, plan.release.name,
+                         plan.target.name, options) for options in (plan.options, ())[:2 if plan.options else 1]]
+    candidates = [own, *([plain] if plain else []), *(s for s in shipped if s not in (own, plain))]
+    path = next((c for c in candidates if os.path.lexists(c)), None)
+    if path is None:
         return None, ""
+    what = "the previous lock" if path in (own, plain) else f"the shipped lock {display_path(path)}"
     try:
-        return read_lock(path), ""
+        lock = read_lock(path)
     except LockError as exc:
-        return None, f"the previous lock is not used as preferences: {exc}"
+        return None, f"{what} is not used as preferences: {exc}"
+    return lock, "" if path in (own, plain) else f"no lock beside the profile: preferring the versions of {what}"
 
 
 def lock_and_write(plan: BuildPlan, settings: Settings | None, upgrade: bool = False,

@@ -96,3 +96,19 @@ def test_check_resolve_fails_when_the_index_cannot_resolve_the_lock(cli, index, 
     index.releases.pop("app")
     code, out, err = cli("lock", "--check", "--resolve", f"{stack / 'relock.yaml'}@2026.11", "-t", "cpu")
     assert code == 13 and "unresolved relock@2026.11 (cpu): cannot resolve it again to check it" in out
+
+
+def test_a_copy_of_a_shipped_stack_without_a_lock_prefers_the_shipped_lock(cli, index, stack, tmp_path, monkeypatch):
+    """The issue's repro: copy a shipped profile alone, bump one pin, lock: only that pin moves."""
+    _lock(cli, stack)  # `stack` plays the shipped stacks folder, with its committed lock
+    monkeypatch.setattr("builder.lock.resolution.stacks_dir", lambda: stack)
+    index.add("dep", "1.1", "2026-11-01T00:00:00Z")
+    copy = tmp_path / "mine"
+    copy.mkdir()
+    (copy / "relock.yaml").write_text((stack / "relock.yaml").read_text().replace("app==1.0", "app==1.1"))
+    out = _lock(cli, copy)
+    assert _versions(copy / "locks" / "relock@2026.11-cpu.txt") == {"pip": "25.3", "torch": "2.10.0", "app": "1.1",
+                                                                      "dep": "1.0"}
+    assert "no lock beside the profile: preferring the shipped lock" in out and "[packages] app 1.0 -> 1.1" in out
+    out = _lock(cli, copy)  # now its own lock is the previous one
+    assert "preferring the shipped lock" not in out and "nothing moved" in out
