@@ -69,6 +69,10 @@ class BuildPlan:
     lock: Lock | None = None  # every package the image installs, with hashes (None: not locked)
     stack_apt: tuple[str, ...] = ()  # the release's own OS packages: a layer after torch, so torch stays shared
     multinode_apt: tuple[str, ...] = ()  # MULTINODE_APT where the release is multi-node ready, else nothing
+    # the accelerator's compiler from wheels (a slim base that compiles): its requirements, and the
+    # folder they fill, which becomes CUDA_HOME; empty where the base brings the toolkit
+    toolkit: tuple[str, ...] = ()
+    toolkit_home: str | None = None
 
     @property
     def spec(self) -> str:
@@ -194,13 +198,17 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
                 *last_packages]
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
 
-    runtime_env = dict(rel.env)
+    entry = targets.target(spec.name)
+    toolkit = entry.toolkit_requirements(spec.base, bool(compiled))
+    runtime_env = dict(entry.runtime_env(spec.base))
+    runtime_env.update(rel.env)
     runtime_env.update(spec.env)
     plan = BuildPlan(
         stack=stack, release=rel, target=spec, options=chosen, apt=IMPLIED_APT, compiled=tuple(compiled),
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
         checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)), multinode_apt=multinode_apt,
+        toolkit=toolkit, toolkit_home=entry.toolkit_home(spec.python, rel.cuda) if toolkit else None,
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan
 
@@ -231,6 +239,7 @@ def lock_inputs(plan: BuildPlan) -> LockInputs:
     """Each layer's top-level requirements, in layer order, with the Python, platform and date."""
     groups = [("bootstrap", tuple(p.requirement for p in plan.release.bootstrap)),
               ("torch", tuple(p.requirement for p in (plan.target.torch, *plan.release.with_torch)))]
+    groups += [("toolkit", plan.toolkit)]
     groups += [(f"compiled:{step.pin.name}", tuple(p.requirement for p in (*step.requires, step.pin)))
                for step in plan.compiled]
     groups += [("packages", tuple(p.requirement for p in plan.packages)),

@@ -498,7 +498,8 @@ class _Resolver:
         entry = targets.target(tname)
         accelerator = raw.cuda  # the accelerator version field of a release (only CUDA so far)
         ok = True
-        for message, fix in entry.base_problems(base, traw.base, accelerator):
+        compiles = any(tname in c.targets for c in raw.compiled)
+        for message, fix in entry.base_problems(base, traw.base, accelerator, compiles):
             self.problem((*at, "base"), message, fix)
             ok = False
         if traw.python != base.python:
@@ -523,7 +524,6 @@ class _Resolver:
                              "use an older Python (e.g. debian:bullseye-slim, ubuntu22.04) or a newer torch")
                 ok = False
         arch_list = tuple(traw.arch_list)
-        compiles = any(tname in c.targets for c in raw.compiled)
         if not entry.compiles_for_archs:
             if arch_list:
                 self.problem((*at, "arch_list"), f"the {tname} target compiles no CUDA code", "remove arch_list")

@@ -36,6 +36,10 @@ class Target:
     image_size: int  # bytes of disk an image of it needs, about
     lock_machine: str = "x86_64"  # the platform tag's machine its locks resolve wheels for
     gpu_capabilities: tuple[str, ...] = ("gpu",)  # what its containers' device request asks the engine for
+    # A slim base of this distribution may carry an accelerator target: the accelerator's libraries
+    # are then the wheels torch depends on, and its compiler (where code is compiled) the wheels of
+    # the same toolkit release; None: only the accelerator's own images (nvidia/cuda).
+    wheel_base_distro: str | None = None
 
     @property
     def compiles_for_archs(self) -> bool:
@@ -45,15 +49,31 @@ class Target:
     def default_gpus(self) -> str:
         return "all" if self.gpu else "none"
 
-    def base_problems(self, base: compat.BaseImage, text: str, accelerator_version: str) -> list[tuple[str, str]]:
-        """Why ``base`` (written ``text`` in the profile) cannot carry this target."""
+    def libraries_from_wheels(self, base: compat.BaseImage) -> bool:
+        """Whether an image on ``base`` takes its accelerator from PyPI wheels (one source: torch's own)."""
+        return self.accelerator is not None and base.cuda is None
+
+    def base_problems(self, base: compat.BaseImage, text: str, accelerator_version: str,
+                      compiles: bool = False) -> list[tuple[str, str]]:
+        """Why ``base`` (written ``text`` in the profile) cannot carry this target (``compiles``: a
+        package of the release is compiled on this target)."""
         if self.base_distro is not None:
             if base.distro != self.base_distro:
                 return [(f"the {self.name} target builds on a Debian slim base, not '{text}'", self.base_fix)]
             return []
         if base.cuda is None:
-            return [(f"the {self.name} target needs an nvidia/cuda base, not '{text}'",
-                     self.base_fix.format(version=accelerator_version))]
+            if self.wheel_base_distro is None or base.distro != self.wheel_base_distro:
+                slim = f"a {self.wheel_base_distro} slim or " if self.wheel_base_distro else "an "
+                return [(f"the {self.name} target needs {slim}nvidia/cuda base, not '{text}'",
+                         self.base_fix.format(version=accelerator_version))]
+            if compiles and compat.version_tuple(accelerator_version) < compat.NVCC_WHEEL_MIN_CUDA:
+                need = compat.fmt_version(compat.NVCC_WHEEL_MIN_CUDA)
+                return [(f"'{text}' has no CUDA compiler, and PyPI has none for CUDA {accelerator_version} "
+                         f"(its nvidia-cuda-nvcc-cu12 wheels hold only ptxas); a compiled package needs CUDA >= {need} "
+                         "on a slim base",
+                         f"use nvidia/cuda:{accelerator_version}.<patch>-cudnn-devel-ubuntu24.04 (NVIDIA's toolkit), "
+                         f"or a torch built for CUDA >= {need} (torch >= 2.11)")]
+            return []
         problems = []
         if not base.devel:
             problems.append((f"'{text}' has no nvcc; compiled ops need a -devel image",
@@ -62,6 +82,26 @@ class Target:
             problems.append((f"base image CUDA {base.cuda} does not match the release's CUDA {accelerator_version}",
                              "nvcc must match the CUDA torch was built with; use a base with the same CUDA"))
         return problems
+
+    def toolkit_requirements(self, base: compat.BaseImage, compiles: bool) -> tuple[str, ...]:
+        """What an image on ``base`` installs to compile for this target beside torch's own libraries:
+        on a slim base, the compiler wheels of the toolkit release torch depends on (its lock holds the
+        version); nothing where the base image brings the toolkit or nothing is compiled."""
+        if not compiles or not self.libraries_from_wheels(base):
+            return ()
+        return (compat.CUDA_WHEEL_COMPILER,)
+
+    def toolkit_home(self, python: str, accelerator_version: str) -> str:
+        """Where the compiler wheels put the toolkit (bin/, include/, lib/) in the image's venv."""
+        major = compat.version_tuple(accelerator_version)[0]
+        return f"/opt/venv/lib/python{python}/site-packages/nvidia/cu{major}"
+
+    def runtime_env(self, base: compat.BaseImage) -> tuple[tuple[str, str], ...]:
+        """What a container runtime reads from an image on ``base`` to hand it the GPUs and driver
+        libraries (NVIDIA's images set the same; a slim base must say it itself)."""
+        if not self.libraries_from_wheels(base):
+            return ()
+        return (("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"), ("NVIDIA_VISIBLE_DEVICES", "all"))
 
     def torch_source(self, torch: str, accelerator_version: str,
                      line: compat.TorchLine) -> TorchSource | tuple[str, str]:
@@ -86,9 +126,13 @@ class Target:
 
 # In order of preference: the first a release has is its default target.
 TARGETS: dict[str, Target] = {t.name: t for t in (
-    # an nvidia/cuda devel base, CUDA ops compiled for an arch list
+    # a Debian slim base with CUDA from the wheels torch depends on (and, where code is compiled,
+    # the compiler wheels of the same toolkit release), or an nvidia/cuda devel base; CUDA ops
+    # compiled for an arch list
     Target("cuda", gpu=True, accelerator="cuda",
-           base_distro=None, base_fix="use nvidia/cuda:{version}.<patch>-cudnn-devel-ubuntu22.04 or similar",
+           base_distro=None, wheel_base_distro="debian",
+           base_fix="use debian:bookworm-slim (CUDA from torch's wheels) or "
+                    "nvidia/cuda:{version}.<patch>-cudnn-devel-ubuntu24.04 (NVIDIA's toolkit)",
            image_size=20 * GIB),
     # a Debian slim base, the same pins minus what needs a GPU to build
     Target("cpu", gpu=False, accelerator=None,

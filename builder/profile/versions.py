@@ -37,7 +37,20 @@ TORCH_LINES: dict[str, TorchLine] = {
     "2.8": TorchLine((3, 9), (3, 13), (3, 13), ("12.6", "12.8", "12.9"), "12.8"),
     "2.9": TorchLine((3, 10), (3, 14), (3, 13), ("12.6", "12.8", "13.0"), "12.8"),
     "2.10": TorchLine((3, 10), (3, 14), (3, 13), ("12.6", "12.8", "13.0"), "12.8"),
+    # PyPI's 2.11.0 depends on cuda-toolkit==13.0.2's wheels (cp310-cp314); only its CUDA 13.0 build
+    # was read here (the PyTorch index is out of reach).
+    "2.11": TorchLine((3, 10), (3, 14), (3, 13), ("13.0",), "13.0"),
 }
+
+# The first CUDA whose nvcc is on PyPI: nvidia-cuda-nvcc 13.x holds nvcc, cudafe++, fatbinary,
+# nvlink and ptxas (with nvidia-nvvm's cicc and nvidia-cuda-crt's headers), under nvidia/cu13/;
+# nvidia-cuda-nvcc-cu12 (12.8, 12.9) holds only ptxas.
+NVCC_WHEEL_MIN_CUDA = (13, 0)
+# The compiler a slim base's image installs where it compiles CUDA code: the extras of the
+# cuda-toolkit metapackage that torch >= 2.11 itself depends on (torch 2.11.0: cuda-toolkit==13.0.2
+# [cublas,cudart,...]), so the lock holds it at torch's version and nvcc, headers and libraries
+# are one release.
+CUDA_WHEEL_COMPILER = "cuda-toolkit[cccl,crt,nvcc,nvvm]"
 
 # torch before 2.3 was compiled against NumPy 1.x and fails to import numpy 2 arrays.
 TORCH_NEEDS_NUMPY1_BELOW = (2, 3)

@@ -100,7 +100,7 @@ class LockLayer:
         return [f for f in (self.path, self.git, self.compiled) if f]
 
 
-LAYER_NUMBER = {"bootstrap": 1, "torch": 2, "packages": 4, "last": 5}
+LAYER_NUMBER = {"bootstrap": 1, "torch": 2, "toolkit": 2, "packages": 4, "last": 5}
 
 
 def installs_with_uv(lock: Lock | None) -> bool:

@@ -78,7 +78,7 @@ CASES = [
      "releases.2023.06.cuda: torch 2.0.1 has no CUDA 12.1 build (torch 2.0.1 is built for CUDA 11.7, 11.8)"),
     ("torch-unknown", 'torch: "2.0.1"', 'torch: "1.13.1"', 'torch: "1.13.1"',
      "releases.2023.06.torch: torch 1.13.1 is not in stackbuild's compatibility table (known: 2.0.x, 2.1.x, 2.2.x, "
-     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x; add a row to builder/profile/versions.py with its Python and "
+     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x, 2.11.x; add a row to builder/profile/versions.py with its Python and "
      "CUDA support)"),
     ("torch-local-version", 'torch: "2.0.1"', 'torch: "2.0.1+cu118"', 'torch: "2.0.1+cu118"',
      "releases.2023.06.torch: '2.0.1+cu118' has a local version (name the plain release; the CUDA build follows "
@@ -253,6 +253,13 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "releases.2023.06.targets.cpu.base: the cpu target builds on a Debian slim base, not "
      "'nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04' (use debian:bullseye-slim (3.9), bookworm-slim (3.11) or "
      "trixie-slim (3.13))"),
+    # a slim cuda base takes CUDA from torch's wheels; PyPI has no nvcc before CUDA 13, and this release compiles
+    ("cuda-slim-base-no-nvcc-wheel", "base: nvidia/cuda:11.8.0-cudnn8-devel-ubuntu22.04\n        python: \"3.10\"",
+     "base: debian:bullseye-slim\n        python: \"3.9\"", "      cuda:\n        base: debian",
+     "releases.2023.06.targets.cuda.base: 'debian:bullseye-slim' has no CUDA compiler, and PyPI has none for CUDA "
+     "11.8 (its nvidia-cuda-nvcc-cu12 wheels hold only ptxas); a compiled package needs CUDA >= 13.0 on a slim base "
+     "(use nvidia/cuda:11.8.<patch>-cudnn-devel-ubuntu24.04 (NVIDIA's toolkit), or a torch built for CUDA >= 13.0 "
+     "(torch >= 2.11))"),
     ("apt-duplicate", "  - libaio-dev", "  - libaio-dev\n  - libaio-dev", "  - libaio-dev\n  - libaio-dev",
      "apt[1]: 'libaio-dev' is listed twice (remove the duplicate)"),
     ("option-installs-nothing", "        packages:\n          - einops==0.6.1\n", "        packages: []\n", "      extra:",

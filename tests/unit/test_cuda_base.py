@@ -1,0 +1,148 @@
+"""The cuda target's base: Debian slim with CUDA from the wheels torch depends on, or nvidia/cuda.
+
+A slim base carries one CUDA (torch's own wheels); where it compiles CUDA code it installs the
+compiler wheels of the same toolkit release and lays them out as a CUDA_HOME. nvidia/cuda devel
+bases stay available (the releases whose CUDA has no compiler on PyPI use them).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from builder import compat, targets
+from builder.plan import lock_inputs, plan_build, plan_for
+from builder.profile import load_stack
+from builder.render import render_dockerfile
+
+# A release on torch 2.11 (CUDA 13 wheels), compiling one DeepSpeed op on a slim cuda base.
+CUDA13 = """\
+name: cu13
+title: CUDA 13 from wheels
+description: >-
+  Used by the tests.
+default_release: "2026.12"
+releases:
+  "2026.12":
+    summary: torch 2.11 on CUDA 13 wheels
+    date: "2026-12-05"
+    torch: "2.11.0"
+    cuda: "13.0"
+    bootstrap:
+      - pip==25.3
+    targets:
+      cuda:
+        base: debian:bookworm-slim
+        python: "3.11"
+        arch_list: ["9.0"]
+      cpu:
+        base: debian:bookworm-slim
+        python: "3.11"
+    compiled:
+      - package: deepspeed==0.18.9
+        why: offload ops
+        targets: [cuda]
+        requires:
+          - ninja==1.13.0
+        no_build_isolation: true
+        env:
+          cuda:
+            DS_ACCELERATOR: cuda
+            DS_BUILD_FUSED_ADAM: "1"
+    packages:
+      - transformers==5.14.1
+"""
+
+
+@pytest.fixture
+def cu13(tmp_path, monkeypatch):
+    (tmp_path / "cu13.yaml").write_text(CUDA13)
+    monkeypatch.chdir(tmp_path)
+    return "./cu13.yaml"
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def test_current_stacks_that_compile_nothing_take_cuda_from_torchs_wheels():
+    for name in ("qlora", "alpaca-lora"):
+        plan = plan_build(load_stack(name), "2026.11", "cuda")
+        text = render_dockerfile(plan)
+        assert text.splitlines()[6] == "FROM debian:bookworm-slim"
+        assert "nvidia/cuda" not in text and "nvcc" not in text and "CUDA_HOME" not in text
+        assert plan.toolkit == () and plan.toolkit_home is None
+        # what a container runtime reads to hand the container its GPUs, as NVIDIA's images say it
+        assert ("NVIDIA_VISIBLE_DEVICES", "all") in plan.runtime_env
+        assert ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility") in plan.runtime_env
+        # torch's CUDA libraries are the lock's: the nvidia-*-cu12 wheels torch 2.10 depends on
+        torch_layer = {p.name for p in dict(plan.lock.groups)["torch"]}
+        assert {"torch", "nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-cudnn-cu12"} <= torch_layer
+
+
+def test_cuda_images_on_a_slim_base_differ_from_the_cpu_image_only_after_its_layers():
+    """Every instruction before the runtime ENV is the cpu image's: the cuda image adds no CUDA of its own."""
+    for name in ("qlora", "alpaca-lora"):
+        cuda = _lines(render_dockerfile(plan_build(load_stack(name), "2026.11", "cuda")))
+        cpu = _lines(render_dockerfile(plan_build(load_stack(name), "2026.11", "cpu")))
+        runtime = cuda.index("ENV \\")
+        assert cuda[runtime + 1:runtime + 3] == ['    NVIDIA_DRIVER_CAPABILITIES="compute,utility" \\',
+                                                 '    NVIDIA_VISIBLE_DEVICES="all"']
+        assert "ENV \\" not in cpu
+        # the lock's [packages] section may be another resolution of the same pins (see the locks); the
+        # instructions are the same
+        start = next(i for i, line in enumerate(cuda) if line.startswith("FROM "))
+        stop = cpu.index("WORKDIR /workspace")
+        assert cuda[start:runtime] + cuda[runtime + 4:runtime + 4 + stop - runtime] == cpu[start:stop]
+
+
+def test_stacks_that_compile_on_cuda_12_keep_nvidias_toolkit():
+    for name in ("deepspeed-zero3-offload", "flash-attn-fsdp"):
+        plan = plan_build(load_stack(name), "2026.11", "cuda")
+        assert plan.target.base.ref == "nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04"
+        assert plan.toolkit == () and plan.runtime_env == ()
+
+
+def test_a_cuda_13_release_compiles_with_the_toolkit_wheels_as_cuda_home(cu13):
+    plan = plan_for(cu13, None, "cuda")
+    assert plan.toolkit == (compat.CUDA_WHEEL_COMPILER,)
+    assert plan.toolkit_home == "/opt/venv/lib/python3.11/site-packages/nvidia/cu13"
+    assert ("toolkit", (compat.CUDA_WHEEL_COMPILER,)) in lock_inputs(plan).groups
+    lines = _lines(render_dockerfile(plan))
+    text = "\n".join(lines)
+    assert "FROM debian:bookworm-slim" in lines
+    install = _index(lines, "pip install -c /opt/stackbuild/held.txt 'cuda-toolkit[cccl,crt,nvcc,nvvm]'")
+    home = _index(lines, "ln -s /opt/venv/lib/python3.11/site-packages/nvidia/cu13 /usr/local/cuda")
+    env = lines.index("ENV CUDA_HOME=/usr/local/cuda \\")
+    torch = _index(lines, "torch==2.11.0")
+    deepspeed = _index(lines, "deepspeed==0.18.9")
+    assert torch < install < home < env < deepspeed
+    assert "ln -s lib /usr/local/cuda/lib64" in text  # nvcc.profile's -L, DeepSpeed's CUDA_HOME/lib64
+    assert 'name="${lib%%.so.*}.so"' in text  # -lcudart finds libcudart.so -> libcudart.so.13
+    assert "    PATH=/usr/local/cuda/bin:$PATH" in lines
+    assert "TORCH_CUDA_ARCH_LIST=9.0" in text
+
+
+def test_a_cuda_13_release_compiles_nothing_on_its_cpu_target(cu13):
+    plan = plan_for(cu13, None, "cpu")
+    assert plan.toolkit == () and "nvcc" not in render_dockerfile(plan)
+
+
+def test_the_compiler_comes_only_where_code_is_compiled(cu13):
+    text = Path("cu13.yaml").read_text()
+    compiled = text[text.index("    compiled:"):text.index("    packages:")]
+    Path("cu13.yaml").write_text(text.replace(compiled, "").replace('        arch_list: ["9.0"]\n', ""))
+    plan = plan_for(cu13, None, "cuda")
+    assert plan.toolkit == () and "CUDA_HOME" not in render_dockerfile(plan)
+
+
+def test_the_cpu_target_has_no_wheel_base_rule():
+    cpu = targets.target("cpu")
+    base = compat.parse_base_image("debian:bookworm-slim")
+    assert cpu.toolkit_requirements(base, True) == () and cpu.runtime_env(base) == ()
+
+
+def _index(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
