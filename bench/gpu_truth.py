@@ -166,6 +166,20 @@ def prepare(args) -> int:
         if not os.path.exists(target):
             urllib.request.urlretrieve(url, target)
         print(f"sdist    {os.path.basename(target)}")
+    if args.toolkit:
+        # the CUDA compiler a slim cuda base installs (builder/compat.py CUDA_WHEEL_COMPILER) at the
+        # toolkit release torch depends on, and the runtime wheel whose headers and libcudart it links
+        toolkit = os.path.join(out, "toolkit")
+        os.makedirs(toolkit, exist_ok=True)
+        from builder.compat import CUDA_WHEEL_COMPILER
+        command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
+                   args.python, "--implementation", "cp", "-d", toolkit]
+        for platform in PLATFORMS:
+            command += ["--platform", platform]
+        extras = CUDA_WHEEL_COMPILER.split("[", 1)[1].rstrip("]")
+        subprocess.run(command + [f"cuda-toolkit[{extras},cudart]=={args.toolkit}"], check=True)
+        for path in sorted(glob.glob(os.path.join(toolkit, "*.whl"))):
+            print(f"{os.path.relpath(path, out):<72} {os.path.getsize(path) / 2**20:7.1f} MiB")
     debs = os.path.join(out, "debs")
     os.makedirs(debs, exist_ok=True)
     subprocess.run(["apt-get", "download", "libaio1", "libaio-dev"], check=True, cwd=debs,
@@ -191,7 +205,38 @@ def host_env(out: str) -> dict[str, str]:
         path = os.path.join(aio, sub)
         env[var] = path + (os.pathsep + env[var] if env.get(var) else "")
     env["PATH"] = os.path.join(site, "bin") + os.pathsep + env.get("PATH", "")
+    home = toolkit_home(out)
+    if home:  # the image's toolchain (build --toolkit): its CUDA_HOME, its nvcc first on PATH
+        env["CUDA_HOME"] = home
+        env["PATH"] = os.path.join(home, "bin") + os.pathsep + env["PATH"]
     return env
+
+
+def toolkit_home(out: str) -> str | None:
+    """CUDA_HOME where install_toolkit put the toolkit wheels (None: the host's own nvcc is used)."""
+    homes = glob.glob(os.path.join(out, "toolkit-site", "nvidia", "cu*", "bin", "nvcc"))
+    if len(homes) > 1:
+        raise SystemExit(f"the toolkit wheels hold {len(homes)} nvcc, not one: {homes}")
+    return os.path.dirname(os.path.dirname(homes[0])) if homes else None
+
+
+def install_toolkit(out: str, wheels: list[str]) -> str:
+    """Install the CUDA toolkit wheels into DIR/toolkit-site and lay them out as the image does
+    (templates/partials/toolkit.j2: lib64 -> lib, an unversioned name beside each versioned library);
+    the folder that becomes CUDA_HOME."""
+    site = os.path.join(out, "toolkit-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--upgrade", "--target", site, *wheels], check=True)
+    home = toolkit_home(out)
+    if home is None:
+        raise SystemExit(f"the toolkit wheels hold no nvcc: {wheels}")
+    if not os.path.lexists(os.path.join(home, "lib64")):
+        os.symlink("lib", os.path.join(home, "lib64"))
+    for lib in glob.glob(os.path.join(home, "lib", "lib*.so.*")):
+        name = os.path.join(home, "lib", os.path.basename(lib).split(".so.", 1)[0] + ".so")
+        if not os.path.lexists(name):
+            os.symlink(os.path.basename(lib), name)
+    return home
 
 
 def install(out: str, paths: list[str]) -> None:
@@ -360,7 +405,21 @@ def build(args) -> int:
     aio = os.path.join(out, "aio", "usr", "lib", "x86_64-linux-gnu")
     if os.path.exists(os.path.join(aio, "libaio.so.1")) and not os.path.exists(os.path.join(aio, "libaio.so")):
         os.symlink("libaio.so.1", os.path.join(aio, "libaio.so"))
+    if args.toolkit:
+        wheels = sorted(glob.glob(os.path.join(args.toolkit, "*.whl")))
+        if not wheels:
+            raise SystemExit(f"no toolkit wheels in {args.toolkit}")
+        install_toolkit(out, wheels)
     env = host_env(out)
+    if args.toolkit:
+        seen = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension as c; print(c.CUDA_HOME)"],
+                              capture_output=True, text=True, env=env).stdout.strip().splitlines()
+        version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, env=env).stdout.strip()
+        record(out, "toolkit", {"wheels": [os.path.basename(w) for w in wheels], "cuda_home": env["CUDA_HOME"],
+                                "torch_cuda_home": seen[-1] if seen else None,
+                                "nvcc": version.splitlines()[-1] if version else None})
+        print(f"toolkit  CUDA_HOME={env['CUDA_HOME']} (torch's cpp_extension: {seen[-1] if seen else '?'}); "
+              f"{version.splitlines()[-1] if version else 'no nvcc'}")
     if args.only in (None, "deepspeed"):
         build_deepspeed(out, args, env)
     if args.only in (None, "flash-attn"):
@@ -516,6 +575,8 @@ def main() -> int:
     p.add_argument("--options", action="store_true", help="also each option's cuda target (--with)")
     p.add_argument("--python", default="3.12", help="the GPU host's Python version (for wheels)")
     p.add_argument("--wheel", nargs="*", default=DEFAULT_WHEELS, help="packages the GPU host lacks")
+    p.add_argument("--toolkit", default=None, help="also download the CUDA compiler wheels a slim cuda base installs, "
+                   "cuda-toolkit[...]==VERSION (torch 2.11.0 depends on 13.0.2), into DIR/toolkit/")
     b = sub.add_parser("build", help="there: install the wheels, build the compiled packages")
     b.add_argument("dir")
     b.add_argument("--arch", default="9.0", help="one GPU arch, as TORCH_CUDA_ARCH_LIST writes it")
@@ -523,6 +584,8 @@ def main() -> int:
                    "--as-image, the image's MAX_JOBS rule)")
     b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
     b.add_argument("--no-wheels", action="store_true", help="the wheels are installed already")
+    b.add_argument("--toolkit", default=None, help="a folder of CUDA toolkit wheels (prepare --toolkit): build with "
+                   "them as CUDA_HOME, laid out as a slim cuda image lays them out, instead of the host's nvcc")
     b.add_argument("--parallel", action="store_true", help="also time DeepSpeed's ops built with build_ext -j")
     b.add_argument("--as-image", action="store_true", help="build DeepSpeed as the image does (its pip line, the "
                    "context's build_ext hook: ops side by side), instead of one op after another")

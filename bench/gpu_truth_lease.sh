@@ -12,6 +12,14 @@
 #       sdist/ debs/; build DeepSpeed exactly as the image does (gpu_truth.py build --as-image: the
 #       context's pip line and build_ext hook, ops side by side), then its deepspeed-ops and
 #       deepspeed-cpu-adam checks; builds.json, the build log and the table go to $OUT
+# The image's own CUDA toolchain instead of the host's nvcc (a slim cuda base's cuda-toolkit wheels,
+# `gpu_truth.py prepare DIR --toolkit 13.0.2`; nvidia-nvvm's wheel alone is 59 MiB, so it travels first):
+#   bash bench/gpu_truth_lease.sh tk-nvvm          carry DIR/toolkit-nvvm: keep it in /tmp/tk
+#   bash bench/gpu_truth_lease.sh tk-ds LIMIT_S    carry DIR's contexts/ wheels/ sdist/ debs/ toolkit/: build
+#       DeepSpeed as the image does with the wheels as CUDA_HOME (gpu_truth.py build --as-image --toolkit
+#       /tmp/tk), then run the deepspeed and flash-attn contexts
+#   bash bench/gpu_truth_lease.sh tk-bnb           carry DIR/wheels-big: run the alpaca-lora and qlora
+#       contexts; the whole table, builds.json and the build log go to $OUT
 # DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
 # DSJOBS / FAJOBS: MAX_JOBS of each build (ds-image: the job budget; default the image's rule, which reads MemAvailable) (default 8 and 28 on 32 cores: DeepSpeed's ops build one
 # after another with a few sources each, flash-attn's 70-odd kernels in parallel).
@@ -56,4 +64,21 @@ ds-image)
   cat $OUT/gpu-truth.md; cp $G/builds.json $G/results.json $OUT/ 2>/dev/null
   [ -f $G/deepspeed-image.log ] && tail -c 4000000 $G/deepspeed-image.log > $OUT/deepspeed-image.log
   cat $G/builds.json ;;
+tk-nvvm)
+  mkdir -p /tmp/tk && cp $DIR/toolkit-nvvm/*.whl /tmp/tk/ && ls -la /tmp/tk
+  nvidia-smi -L; nproc; free -g | head -2; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)' ;;
+tk-ds)
+  rm -rf $G; mkdir -p $G; for d in contexts wheels sdist debs; do cp -r $DIR/$d $G/; done
+  cp $DIR/toolkit/*.whl /tmp/tk/ && cp bench/gpu_truth.py /tmp/gt.py && ls /tmp/tk
+  cd $G; timeout $(( limit - 90 )) python3 /tmp/gt.py build $G --only deepspeed --as-image --toolkit /tmp/tk \
+    ${DSJOBS:+--jobs $DSJOBS}; echo "build exit $?"
+  grep -c "toolkit-site/nvidia/cu13/bin/nvcc" $G/deepspeed-image.log; grep -m2 -o "[^ ]*/bin/nvcc " $G/deepspeed-image.log
+  python3 /tmp/gt.py run $G --context deepspeed flash-attn --launcher-gpus 1
+  cat $G/builds.json ;;
+tk-bnb)
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $G/site $REPO/$DIR/wheels-big/*.whl || exit 1
+  cd $G; python3 /tmp/gt.py run $G --context alpaca qlora --launcher-gpus 1
+  python3 /tmp/gt.py run $G --context none --markdown $OUT/gpu-truth.md > /dev/null
+  cp $G/results.json $G/builds.json $OUT/ 2>/dev/null; [ -f $G/deepspeed-image.log ] && tail -c 4000000 $G/deepspeed-image.log > $OUT/deepspeed-image.log
+  cat $OUT/gpu-truth.md ;;
 esac

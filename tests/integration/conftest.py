@@ -104,9 +104,8 @@ def buildx_available():
     return True
 
 
-@pytest.fixture(scope="session")
-def stack_images(docker_client, settings, buildx_available):
-    """Build each (stack, release, options) cpu image at most once per session, with engine_of(release)."""
+def _built_once(settings, target: str):
+    """A getter that builds each (stack, release, options) image of ``target`` at most once, with engine_of(release)."""
     built: dict[tuple[str, str, tuple[str, ...]], BuildResult] = {}
 
     def get(stack: str, release: str, options: tuple[str, ...] = ()) -> BuildResult:
@@ -114,12 +113,25 @@ def stack_images(docker_client, settings, buildx_available):
         if key not in built:
             engine = engines.connect(900, kind=engine_of(release))
             try:
-                built[key] = build_image(prepare(stack, release, "cpu", options), settings, engine=engine)
+                built[key] = build_image(prepare(stack, release, target, options), settings, engine=engine)
             finally:
                 engine.close()
         return built[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def stack_images(docker_client, settings, buildx_available):
+    """Build each (stack, release, options) cpu image at most once per session, with engine_of(release)."""
+    return _built_once(settings, "cpu")
+
+
+@pytest.fixture(scope="session")
+def cuda_images(docker_client, settings, buildx_available):
+    """Build each (stack, release) cuda image at most once per session: those on a slim base (no
+    nvidia/cuda here), which share the cpu image's layers through torch."""
+    return _built_once(settings, "cuda")
 
 
 def unique(prefix: str) -> str:

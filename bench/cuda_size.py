@@ -1,0 +1,175 @@
+"""Size of each current cuda image with its two possible bases, and the CUDA it carries twice.
+
+    python bench/cuda_size.py [--release R] [--markdown FILE]
+
+For each stack's cuda target (its default release, or R), two columns:
+
+- **slim**: Debian slim with CUDA from the wheels torch depends on (the target's base where the
+  release compiles nothing on CUDA 12). Measured on the image built here (`stackbuild build S -t
+  cuda`): bytes (the engine's image size), layers, the bytes of layers it shares with the other
+  stacks' images and with its cpu twin, and the CUDA libraries bench/cuda_libs.py finds inside it
+  (bytes, and bytes of a soname present twice).
+- **nvidia/cuda**: the same pins on `nvidia/cuda:<cuda>.x-cudnn-devel-ubuntu24.04`. That image
+  cannot be pulled here (no Docker Hub), so this column is computed, and says so: stackbuild's
+  layers are taken from the slim image built here (the same wheels; the base's Python differs),
+  and the CUDA libraries the base brings are NVIDIA's runtime, devel and cuDNN packages (from
+  NVIDIA's public Dockerfiles: cuda-libraries, libnccl2, cuda-nvtx, cuda-command-line-tools,
+  libcudnn9) whose sonames torch's wheels also ship, each counted at the wheel's size of that
+  soname (same CUDA release; the base's cuDNN 9 is another 9.x). The base's headers, static
+  libraries and tools are not counted: the total is a lower bound.
+
+Where a target's base is nvidia/cuda (a release that compiles on CUDA 12: no nvcc on PyPI) there is
+no slim image to measure; the row says so, and the estimate uses its cpu image if built here.
+Anchors: NVIDIA's NGC PyTorch image is about 20 GB on disk (research/training-images.md); the
+goal is every current cuda image at most half of that, with 0 bytes of CUDA twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from builder import compat  # noqa: E402
+from builder.plan import plan_for  # noqa: E402
+from builder.profile import available_stacks, load_stack  # noqa: E402
+
+NGC_PYTORCH_BYTES = 20 * 10 ** 9
+# The sonames an nvidia/cuda X.Y-cudnn-devel image installs (NVIDIA's runtime, devel and cudnn
+# Dockerfiles: cuda-libraries-X-Y, libnccl2, cuda-nvtx-X-Y, cuda-command-line-tools-X-Y (CUPTI),
+# libcudnn9-cuda-X), by library name: every soname of these names torch's wheels also ship is a copy.
+NVIDIA_DEVEL_LIBRARIES = re.compile(
+    r"^lib(cudart|cublas|cublasLt|cufft|cufftw|curand|cusolver|cusolverMg|cusparse|nvrtc|nvrtc-builtins|"
+    r"nvJitLink|cufile|cufile_rdma|cupti|nvperf_host|nvperf_target|pcsamplingutil|checkpoint|nccl|"
+    r"nvToolsExt|cudnn\w*|npp\w*|nvjpeg|nvblas)\.so")
+METADATA = ("ENV", "LABEL", "WORKDIR", "CMD", "SHELL", "ARG", "ENTRYPOINT", "EXPOSE", "USER", "VOLUME",
+            "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER")
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def layers(ref: str) -> list[tuple[str, int]]:
+    """(digest, bytes) of each layer, oldest first: RootFS digests matched to the history's sizes."""
+    inspect = json.loads(docker("image", "inspect", ref))[0]
+    digests = inspect["RootFS"]["Layers"]
+    history = [json.loads(line) for line in
+               docker("history", "--no-trunc", "--human=false", "--format", "{{json .}}", ref).splitlines()]
+    made = []
+    for entry in reversed(history):  # oldest first
+        created = re.sub(r"^/bin/sh -c #\(nop\)\s*", "", entry["CreatedBy"]).strip()
+        word = created.split(" ", 1)[0].upper()
+        if word in METADATA and int(entry["Size"]) == 0:
+            continue
+        made.append(int(entry["Size"]))
+    if len(made) != len(digests):  # an engine that reports history differently: sizes unknown
+        return [(digest, 0) for digest in digests]
+    return list(zip(digests, made))
+
+
+def cuda_libraries(ref: str) -> dict:
+    """bench/cuda_libs.py run inside the image, offline, in a container removed after."""
+    script = (Path(__file__).parent / "cuda_libs.py").read_text()
+    out = docker("run", "--rm", "--network", "none", "--label", "io.stackbuild.bench=cuda_size", "--entrypoint",
+                 "python3", ref, "-c", script)
+    return json.loads(out)
+
+
+def gb(n: float | None) -> str:
+    return "?" if n is None else f"{n / 1e9:.2f} GB"
+
+
+def rows(release: str | None) -> list[dict]:
+    out = []
+    for name in available_stacks():
+        stack = load_stack(name)
+        rel = stack.release(release)
+        if "cuda" not in rel.targets:
+            continue
+        plan = plan_for(name, rel.name, "cuda")
+        slim = plan.target.base.cuda is None
+        ref = f"stackbuild/{name}:{rel.name}-{'cuda' if slim else 'cpu'}"
+        row = {"stack": f"{name}@{rel.name}", "base": plan.target.base.ref, "cuda": rel.cuda, "slim": slim,
+               "ref": ref if image_exists(ref) else None, "cpu": f"stackbuild/{name}:{rel.name}-cpu"}
+        if row["ref"]:
+            row["bytes"] = int(json.loads(docker("image", "inspect", ref))[0]["Size"])
+            row["layers"] = layers(ref)
+            row["libs"] = cuda_libraries(ref)
+            base = f"debian:{compat.parse_base_image(plan.target.base.ref).release}-slim" if slim else \
+                next(t.base.ref for t in rel.targets.values() if t.base.cuda is None)
+            row["base_bytes"] = int(json.loads(docker("image", "inspect", base))[0]["Size"]) if image_exists(base) \
+                else 0
+            copies = [lib for lib in row["libs"]["libraries"] if NVIDIA_DEVEL_LIBRARIES.match(lib["soname"])
+                      and "/site-packages/nvidia/" in lib["path"]]
+            row["nvidia_duplicate_bytes"] = sum(lib["bytes"] for lib in copies)
+            row["nvidia_lower_bound"] = row["bytes"] - row["base_bytes"] + row["nvidia_duplicate_bytes"]
+        out.append(row)
+    return out
+
+
+def shared_bytes(row: dict, others: list[dict]) -> int:
+    """Bytes of this image's layers that another measured image also has (stored once on a host)."""
+    theirs = {d for other in others if other is not row and other.get("layers") for d, _ in other["layers"]}
+    return sum(size for digest, size in row.get("layers", []) if digest in theirs)
+
+
+def table(measured: list[dict]) -> str:
+    lines = ["| stack (cuda target) | its base | slim: bytes | layers | shared with other images | CUDA libs | "
+             "CUDA twice | nvidia/cuda: bytes (computed, lower bound) | CUDA twice (computed) | <= half of NGC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in measured:
+        if row.get("ref") and row["slim"]:
+            libs = row["libs"]
+            lines.append(
+                f"| {row['stack']} | {row['base']} | {gb(row['bytes'])} | {len(row['layers'])} | "
+                f"{gb(shared_bytes(row, measured))} | {gb(libs['bytes'])} | {gb(libs['duplicate_bytes'])} | "
+                f">= {gb(row['nvidia_lower_bound'])} | ~{gb(row['nvidia_duplicate_bytes'])} | "
+                f"{'yes' if row['bytes'] <= NGC_PYTORCH_BYTES / 2 else 'no'} |")
+        elif row.get("ref"):
+            lines.append(
+                f"| {row['stack']} | {row['base']} | n/a: compiles on CUDA {row['cuda']} (no nvcc on PyPI) | | | | | "
+                f">= {gb(row['nvidia_lower_bound'])} (from its cpu image {row['ref']}) | "
+                f"~{gb(row['nvidia_duplicate_bytes'])} | ? |")
+        else:
+            what = "slim cuda image" if row["slim"] else "cpu image (for the estimate)"
+            lines.append(f"| {row['stack']} | {row['base']} | not built here: no {what} | | | | | | | |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--release", default=None, help="one release of every stack (default: each stack's default)")
+    parser.add_argument("--markdown", default=None, help="also write the table and the libraries found to FILE")
+    parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    args = parser.parse_args()
+    measured = rows(args.release)
+    if args.json:
+        print(json.dumps(measured, indent=1))
+        return 0
+    text = table(measured)
+    print(text)
+    if args.markdown:
+        details = []
+        for row in measured:
+            if row.get("libs"):
+                libs = row["libs"]
+                details.append(f"- **{row['stack']}** ({row['ref']}): {len(libs['libraries'])} CUDA libraries, "
+                               f"{gb(libs['bytes'])}; sonames twice: {', '.join(libs['duplicates']) or 'none'}")
+        Path(args.markdown).write_text(text + "\n\n" + "\n".join(details) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
