@@ -4,15 +4,18 @@ Runs inside an image (standard library only, any Python 3.8+): `python3 cuda_lib
 ROOT (default /, without /proc, /sys, /dev and the toolkit's link-time stubs), reads the SONAME of
 every regular file named like a CUDA library (cudart, cuBLAS, cuDNN, NCCL, cuFFT, cuRAND, cuSOLVER,
 cuSPARSE, NVRTC, nvJitLink, CUPTI, NVTX, cuFile, NVSHMEM, nvvm, NPP, nvJPEG...) from its ELF
-dynamic section, and prints JSON: each library (path, soname, bytes), the sonames present in more
-than one file, and the bytes of those extra copies (each soname's files beyond its largest one).
-Two files of one soname are the case the field notes warn about: which one a process loads depends
-on the search path, so torch and an extension can each load their own. Libraries of one name but
-another soname (libcublas.so.12 beside libcublas.so.13) are different libraries and are not counted.
+dynamic section, and prints JSON: each library (path, soname, bytes, sha256), the sonames present
+in more than one file with the bytes of those extra copies (each soname's files beyond its largest
+one), and of those the sonames whose files differ (two versions of one library). Two versions of a
+soname are the case the field notes warn about: which one a process loads depends on the search
+path, so torch and an extension can each load their own; byte-identical copies (a wheel that
+bundles a library another wheel also ships) cost disk only. Libraries of one name but another
+soname (libcublas.so.12 beside libcublas.so.13) are different libraries and are not counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -64,7 +67,8 @@ def scan(root: str = "/") -> dict:
             path = os.path.join(folder, name)
             if not CUDA_LIBRARY.match(name) or os.path.islink(path) or not os.path.isfile(path):
                 continue
-            libraries.append({"path": path, "soname": soname(path) or name, "bytes": os.path.getsize(path)})
+            libraries.append({"path": path, "soname": soname(path) or name, "bytes": os.path.getsize(path),
+                              "sha256": sha256(path)})
     by_soname: dict[str, list[dict]] = {}
     for library in libraries:
         by_soname.setdefault(library["soname"], []).append(library)
@@ -72,8 +76,21 @@ def scan(root: str = "/") -> dict:
                   if len(copies) > 1}
     extra = sum(sum(e["bytes"] for e in by_soname[name]) - max(e["bytes"] for e in by_soname[name])
                 for name in duplicates)
+    versions = {name: sorted(entry["path"] for entry in by_soname[name]) for name in duplicates
+                if len({entry["sha256"] for entry in by_soname[name]}) > 1}
     return {"libraries": sorted(libraries, key=lambda e: e["path"]),
-            "bytes": sum(e["bytes"] for e in libraries), "duplicates": duplicates, "duplicate_bytes": extra}
+            "bytes": sum(e["bytes"] for e in libraries), "duplicates": duplicates, "duplicate_bytes": extra,
+            "versions": versions,
+            "version_bytes": sum(sum(e["bytes"] for e in by_soname[name]) - max(e["bytes"] for e in by_soname[name])
+                                 for name in versions)}
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 if __name__ == "__main__":
