@@ -37,9 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder import compat  # noqa: E402
-from builder.plan import plan_for  # noqa: E402
-from builder.profile import available_stacks, load_stack  # noqa: E402
+from builder.profile import versions as compat  # noqa: E402
+from builder.plan.build_plan import plan_for  # noqa: E402
+from builder.profile.load import available_stacks, load_stack  # noqa: E402
 
 NGC_PYTORCH_BYTES = 20 * 10 ** 9
 # The sonames an nvidia/cuda X.Y-cudnn-devel image installs (NVIDIA's runtime, devel and cudnn

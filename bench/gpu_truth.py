@@ -167,11 +167,11 @@ def prepare(args) -> int:
             urllib.request.urlretrieve(url, target)
         print(f"sdist    {os.path.basename(target)}")
     if args.toolkit:
-        # the CUDA compiler a slim cuda base installs (builder/compat.py CUDA_WHEEL_COMPILER) at the
+        # the CUDA compiler a slim cuda base installs (builder/profile/versions.py CUDA_WHEEL_COMPILER) at the
         # toolkit release torch depends on, and the runtime wheel whose headers and libcudart it links
         toolkit = os.path.join(out, "toolkit")
         os.makedirs(toolkit, exist_ok=True)
-        from builder.compat import CUDA_WHEEL_COMPILER
+        from builder.profile.versions import CUDA_WHEEL_COMPILER
         command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
                    args.python, "--implementation", "cp", "-d", toolkit]
         for platform in PLATFORMS:

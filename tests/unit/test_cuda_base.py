@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from builder import compat, targets
-from builder.plan import lock_inputs, plan_build, plan_for
-from builder.profile import load_stack
-from builder.render import render_dockerfile
+from builder.profile import targets
+from builder.profile import versions as compat
+from builder.plan.build_plan import lock_inputs, plan_build, plan_for
+from builder.profile.load import load_stack
+from builder.render.dockerfile import render_dockerfile
 
 # A release on torch 2.11 (CUDA 13 wheels), compiling one DeepSpeed op on a slim cuda base.
 CUDA13 = """\

@@ -232,6 +232,6 @@ def test_workflow_commands_use_options_the_cli_has(tmp_path):
 def test_publish_smoke_tests_every_image_it_pushes_cuda_included(tmp_path):
     """A cuda image is proven before it is pushed: on a GPU-less runner its GPU checks skip with their reason."""
     calls, _ = publish_calls(tmp_path, {"stack": "qlora", "release": "2026.11", "target": "cuda"})
-    assert [c[0] for c in calls] == ["build", "test", "push", "inspect"]
+    assert [c[0] for c in calls] == ["build", "test", "audit", "sbom", "push", "inspect"]
     test = next(c for c in calls if c[0] == "test")
     assert test[:3] == ["test", "qlora@2026.11", "--target"] and test[3] == "cuda"
