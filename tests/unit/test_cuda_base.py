@@ -16,7 +16,7 @@ from builder.profile import targets
 from builder.profile import versions as compat
 from builder.plan.build_plan import lock_inputs, plan_build, plan_for
 from builder.profile.load import load_stack
-from builder.render.dockerfile import render_dockerfile
+from builder.render.dockerfile import render_context, render_dockerfile
 
 # A release on torch 2.11 (CUDA 13 wheels), compiling one DeepSpeed op on a slim cuda base.
 CUDA13 = """\
@@ -84,7 +84,8 @@ def test_current_stacks_that_compile_nothing_take_cuda_from_torchs_wheels():
 
 
 def test_cuda_images_on_a_slim_base_differ_from_the_cpu_image_only_after_its_layers():
-    """Every instruction before the runtime ENV is the cpu image's: the cuda image adds no CUDA of its own."""
+    """Every instruction before the runtime ENV is the cpu image's, and every lock file it copies: the
+    cuda image adds no CUDA of its own (its lock is the cpu lock, relocked preferring its versions)."""
     for name in ("qlora", "alpaca-lora"):
         cuda = _lines(render_dockerfile(plan_build(load_stack(name), "2026.11", "cuda")))
         cpu = _lines(render_dockerfile(plan_build(load_stack(name), "2026.11", "cpu")))
@@ -92,11 +93,13 @@ def test_cuda_images_on_a_slim_base_differ_from_the_cpu_image_only_after_its_lay
         assert cuda[runtime + 1:runtime + 3] == ['    NVIDIA_DRIVER_CAPABILITIES="compute,utility" \\',
                                                  '    NVIDIA_VISIBLE_DEVICES="all"']
         assert "ENV \\" not in cpu
-        # the lock's [packages] section may be another resolution of the same pins (see the locks); the
-        # instructions are the same
         start = next(i for i, line in enumerate(cuda) if line.startswith("FROM "))
         stop = cpu.index("WORKDIR /workspace")
         assert cuda[start:runtime] + cuda[runtime + 4:runtime + 4 + stop - runtime] == cpu[start:stop]
+        files = {plan.target.name: dict(render_context(plan).files) for plan in
+                 (plan_build(load_stack(name), "2026.11", t) for t in ("cuda", "cpu"))}
+        locks = sorted(k for k in files["cpu"] if k.startswith("lock/"))
+        assert locks and [files["cuda"][k] for k in locks] == [files["cpu"][k] for k in locks]
 
 
 def test_stacks_that_compile_on_cuda_12_keep_nvidias_toolkit():
