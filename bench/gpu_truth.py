@@ -180,6 +180,25 @@ def prepare(args) -> int:
         subprocess.run(command + [f"cuda-toolkit[{extras},cudart]=={args.toolkit}"], check=True)
         for path in sorted(glob.glob(os.path.join(toolkit, "*.whl"))):
             print(f"{os.path.relpath(path, out):<72} {os.path.getsize(path) / 2**20:7.1f} MiB")
+        if args.toolkit_tar:
+            # the wheels' nvidia/ tree, xz-packed into one file that fits one transfer with the rest
+            # (nvidia-nvvm's wheel alone is 59 MiB); libnvvm.so (the libNVVM API, which nvcc does not
+            # use) is left out
+            import zipfile
+            tar = os.path.join(out, f"toolkit-{args.toolkit}.tar.xz")
+            with tarfile.open(tar, "w:xz", preset=7) as packed:
+                for wheel in sorted(glob.glob(os.path.join(toolkit, "*.whl"))):
+                    with zipfile.ZipFile(wheel) as archive:
+                        for info in archive.infolist():
+                            if not info.filename.startswith("nvidia/") or info.is_dir() or \
+                                    info.filename.endswith("/libnvvm.so.4") or "/.metadata/" in info.filename:
+                                continue
+                            entry = tarfile.TarInfo(info.filename)
+                            entry.size, entry.mode = info.file_size, (info.external_attr >> 16) or 0o644
+                            with archive.open(info) as member:
+                                packed.addfile(entry, member)
+            shutil.rmtree(toolkit)
+            print(f"{os.path.relpath(tar, out):<72} {os.path.getsize(tar) / 2**20:7.1f} MiB")
     debs = os.path.join(out, "debs")
     os.makedirs(debs, exist_ok=True)
     subprocess.run(["apt-get", "download", "libaio1", "libaio-dev"], check=True, cwd=debs,
@@ -220,23 +239,33 @@ def toolkit_home(out: str) -> str | None:
     return os.path.dirname(os.path.dirname(homes[0])) if homes else None
 
 
-def install_toolkit(out: str, wheels: list[str]) -> str:
-    """Install the CUDA toolkit wheels into DIR/toolkit-site and lay them out as the image does
+def install_toolkit(out: str, source: str) -> list[str]:
+    """Put the CUDA toolkit wheels into DIR/toolkit-site and lay them out as the image does
     (templates/partials/toolkit.j2: lib64 -> lib, an unversioned name beside each versioned library);
-    the folder that becomes CUDA_HOME."""
+    the folder becomes CUDA_HOME (host_env). ``source`` is a folder of the wheels, or a .tar.xz of
+    their nvidia/ tree (the same files, packed to fit one transfer: prepare --toolkit-tar)."""
     site = os.path.join(out, "toolkit-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--upgrade", "--target", site, *wheels], check=True)
+    if source.endswith(".tar.xz"):
+        os.makedirs(site, exist_ok=True)
+        with tarfile.open(source) as archive:
+            archive.extractall(site, filter="data")
+        what = [os.path.basename(source)]
+    else:
+        what = sorted(glob.glob(os.path.join(source, "*.whl")))
+        if not what:
+            raise SystemExit(f"no toolkit wheels in {source}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--upgrade", "--target", site, *what], check=True)
     home = toolkit_home(out)
     if home is None:
-        raise SystemExit(f"the toolkit wheels hold no nvcc: {wheels}")
+        raise SystemExit(f"the toolkit holds no nvcc: {what}")
     if not os.path.lexists(os.path.join(home, "lib64")):
         os.symlink("lib", os.path.join(home, "lib64"))
     for lib in glob.glob(os.path.join(home, "lib", "lib*.so.*")):
         name = os.path.join(home, "lib", os.path.basename(lib).split(".so.", 1)[0] + ".so")
         if not os.path.lexists(name):
             os.symlink(os.path.basename(lib), name)
-    return home
+    return [os.path.basename(w) for w in what]
 
 
 def install(out: str, paths: list[str]) -> None:
@@ -406,16 +435,13 @@ def build(args) -> int:
     if os.path.exists(os.path.join(aio, "libaio.so.1")) and not os.path.exists(os.path.join(aio, "libaio.so")):
         os.symlink("libaio.so.1", os.path.join(aio, "libaio.so"))
     if args.toolkit:
-        wheels = sorted(glob.glob(os.path.join(args.toolkit, "*.whl")))
-        if not wheels:
-            raise SystemExit(f"no toolkit wheels in {args.toolkit}")
-        install_toolkit(out, wheels)
+        wheels = install_toolkit(out, args.toolkit)
     env = host_env(out)
     if args.toolkit:
         seen = subprocess.run([sys.executable, "-c", "import torch.utils.cpp_extension as c; print(c.CUDA_HOME)"],
                               capture_output=True, text=True, env=env).stdout.strip().splitlines()
         version = subprocess.run(["nvcc", "--version"], capture_output=True, text=True, env=env).stdout.strip()
-        record(out, "toolkit", {"wheels": [os.path.basename(w) for w in wheels], "cuda_home": env["CUDA_HOME"],
+        record(out, "toolkit", {"from": wheels, "cuda_home": env["CUDA_HOME"],
                                 "torch_cuda_home": seen[-1] if seen else None,
                                 "nvcc": version.splitlines()[-1] if version else None})
         print(f"toolkit  CUDA_HOME={env['CUDA_HOME']} (torch's cpp_extension: {seen[-1] if seen else '?'}); "
@@ -577,6 +603,8 @@ def main() -> int:
     p.add_argument("--wheel", nargs="*", default=DEFAULT_WHEELS, help="packages the GPU host lacks")
     p.add_argument("--toolkit", default=None, help="also download the CUDA compiler wheels a slim cuda base installs, "
                    "cuda-toolkit[...]==VERSION (torch 2.11.0 depends on 13.0.2), into DIR/toolkit/")
+    p.add_argument("--toolkit-tar", action="store_true", help="pack those wheels' files into DIR/toolkit-VERSION.tar.xz "
+                   "(one transfer) instead of keeping the wheels")
     b = sub.add_parser("build", help="there: install the wheels, build the compiled packages")
     b.add_argument("dir")
     b.add_argument("--arch", default="9.0", help="one GPU arch, as TORCH_CUDA_ARCH_LIST writes it")
@@ -584,7 +612,8 @@ def main() -> int:
                    "--as-image, the image's MAX_JOBS rule)")
     b.add_argument("--only", choices=("deepspeed", "flash-attn"), default=None)
     b.add_argument("--no-wheels", action="store_true", help="the wheels are installed already")
-    b.add_argument("--toolkit", default=None, help="a folder of CUDA toolkit wheels (prepare --toolkit): build with "
+    b.add_argument("--toolkit", default=None, help="a folder of CUDA toolkit wheels or their .tar.xz (prepare "
+                   "--toolkit [--toolkit-tar]): build with "
                    "them as CUDA_HOME, laid out as a slim cuda image lays them out, instead of the host's nvcc")
     b.add_argument("--parallel", action="store_true", help="also time DeepSpeed's ops built with build_ext -j")
     b.add_argument("--as-image", action="store_true", help="build DeepSpeed as the image does (its pip line, the "

@@ -20,6 +20,8 @@
 #       /tmp/tk), then run the deepspeed and flash-attn contexts
 #   bash bench/gpu_truth_lease.sh tk-bnb           carry DIR/wheels-big: run the alpaca-lora and qlora
 #       contexts; the whole table, builds.json and the build log go to $OUT
+#   bash bench/gpu_truth_lease.sh tk-one LIMIT_S   alone, one command (prepare --toolkit 13.0.2 --toolkit-tar):
+#       carry DIR's contexts/ wheels/ sdist/ debs/ toolkit-*.tar.xz: tk-ds, then the table to $OUT
 # DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
 # DSJOBS / FAJOBS: MAX_JOBS of each build (ds-image: the job budget; default the image's rule, which reads MemAvailable) (default 8 and 28 on 32 cores: DeepSpeed's ops build one
 # after another with a few sources each, flash-attn's 70-odd kernels in parallel).
@@ -75,6 +77,16 @@ tk-ds)
   grep -c "toolkit-site/nvidia/cu13/bin/nvcc" $G/deepspeed-image.log; grep -m2 -o "[^ ]*/bin/nvcc " $G/deepspeed-image.log
   python3 /tmp/gt.py run $G --context deepspeed flash-attn --launcher-gpus 1
   cat $G/builds.json ;;
+tk-one)
+  rm -rf $G; mkdir -p $G; for d in contexts wheels sdist debs; do cp -r $DIR/$d $G/; done; cp bench/gpu_truth.py /tmp/gt.py
+  nvidia-smi -L; nproc; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)'
+  cd $G; timeout $(( limit - 100 )) python3 /tmp/gt.py build $G --only deepspeed --as-image \
+    --toolkit $(ls $REPO/$DIR/toolkit-*.tar.xz) ${DSJOBS:+--jobs $DSJOBS}; echo "build exit $?"
+  echo "nvcc calls from the wheels: $(grep -c 'toolkit-site/nvidia/cu13/bin/nvcc' $G/deepspeed-image.log)," \
+    "from elsewhere: $(grep -o '[^ ]*/bin/nvcc ' $G/deepspeed-image.log | grep -vc toolkit-site)"
+  python3 /tmp/gt.py run $G --context deepspeed flash-attn --launcher-gpus 1 --markdown $OUT/gpu-truth.md > /dev/null
+  cat $OUT/gpu-truth.md; cp $G/results.json $G/builds.json $OUT/ 2>/dev/null
+  [ -f $G/deepspeed-image.log ] && tail -c 4000000 $G/deepspeed-image.log > $OUT/deepspeed-image.log ;;
 tk-bnb)
   python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target $G/site $REPO/$DIR/wheels-big/*.whl || exit 1
   cd $G; python3 /tmp/gt.py run $G --context alpaca qlora --launcher-gpus 1

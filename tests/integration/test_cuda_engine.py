@@ -68,6 +68,10 @@ def test_the_cuda_image_passes_every_check_a_host_without_a_gpu_can_run(stack, r
             assert result.status == "skip" and "no GPU" in result.detail, result
         elif name == "shm":
             assert result.status == "warn", result  # Docker's default 64 MB /dev/shm
+        elif name == "cuda-binaries":
+            # a target that compiles nothing has no arch list: bitsandbytes' gap against torch's archs warns
+            assert result.status == "warn", result
+            assert "libbitsandbytes_cuda128.so has no device code for sm_50 sm_60" in result.detail, result
         else:
             assert result.status == "pass", result
 
@@ -108,11 +112,13 @@ def test_a_second_copy_of_a_cuda_library_is_found(cuda_images, docker_client, de
 @pytest.mark.parametrize(("stack", "release"), SLIM, ids=[f"{s}@{r}" for s, r in SLIM])
 def test_the_cuda_image_is_the_cpu_images_layers(stack, release, cuda_images, stack_images, docker_client):
     """The slim cuda image adds no CUDA of its own, nor anything else: the same lock and instructions as
-    its cpu twin, so the same layers (on one engine, the second build of the two is all cache hits);
-    only its ENV (NVIDIA_*) and labels differ."""
+    its cpu twin, so the same layers (on one engine, the second build of the two is all cache hits) up
+    to stackbuild's manifest (target and accelerator differ) and the ENV (NVIDIA_*) and labels."""
     cuda = docker_client.images.get(cuda_images(stack, release).ref.immutable).attrs
     cpu = docker_client.images.get(stack_images(stack, release).ref.immutable).attrs
-    assert cuda["RootFS"]["Layers"] == cpu["RootFS"]["Layers"]
-    assert cuda["Id"] != cpu["Id"]
+    ours, theirs = cuda["RootFS"]["Layers"], cpu["RootFS"]["Layers"]
+    first = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+    assert len(ours) == len(theirs) and first >= len(ours) - 2, (first, len(ours))  # the manifest's COPY on
+    assert abs(cuda["Size"] - cpu["Size"]) < 100_000, (cuda["Size"], cpu["Size"])
     assert {e for e in cuda["Config"]["Env"] if e not in cpu["Config"]["Env"]} == {
         "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_DRIVER_CAPABILITIES=compute,utility"}
