@@ -49,7 +49,7 @@ NVIDIA_DEVEL_LIBRARIES = re.compile(
     r"^lib(cudart|cublas|cublasLt|cufft|cufftw|curand|cusolver|cusolverMg|cusparse|nvrtc|nvrtc-builtins|"
     r"nvJitLink|cufile|cufile_rdma|cupti|nvperf_host|nvperf_target|pcsamplingutil|checkpoint|nccl|"
     r"nvToolsExt|cudnn\w*|npp\w*|nvjpeg|nvblas)\.so")
-METADATA = ("ENV", "LABEL", "WORKDIR", "CMD", "SHELL", "ARG", "ENTRYPOINT", "EXPOSE", "USER", "VOLUME",
+METADATA = ("ENV", "LABEL", "CMD", "SHELL", "ARG", "ENTRYPOINT", "EXPOSE", "USER", "VOLUME",
             "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER")
 
 
@@ -67,16 +67,17 @@ def layers(ref: str) -> list[tuple[str, int]]:
     digests = inspect["RootFS"]["Layers"]
     history = [json.loads(line) for line in
                docker("history", "--no-trunc", "--human=false", "--format", "{{json .}}", ref).splitlines()]
-    made = []
-    for entry in reversed(history):  # oldest first
-        created = re.sub(r"^/bin/sh -c #\(nop\)\s*", "", entry["CreatedBy"]).strip()
-        word = created.split(" ", 1)[0].upper()
-        if word in METADATA and int(entry["Size"]) == 0:
-            continue
-        made.append(int(entry["Size"]))
-    if len(made) != len(digests):  # an engine that reports history differently: sizes unknown
-        return [(digest, 0) for digest in digests]
-    return list(zip(digests, made))
+    # BuildKit stores a (near-empty) layer for WORKDIR, the classic builder does not: try both readings
+    for metadata in (METADATA, METADATA + ("WORKDIR",)):
+        made = []
+        for entry in reversed(history):  # oldest first
+            created = re.sub(r"^/bin/sh -c #\(nop\)\s*", "", entry["CreatedBy"]).strip()
+            if created.split(" ", 1)[0].upper() in metadata and int(entry["Size"]) == 0:
+                continue
+            made.append(int(entry["Size"]))
+        if len(made) == len(digests):
+            return list(zip(digests, made))
+    return [(digest, 0) for digest in digests]  # an engine that reports history otherwise: sizes unknown
 
 
 def cuda_libraries(ref: str) -> dict:
