@@ -27,6 +27,7 @@ goal is every current cuda image at most half of that, with 0 bytes of CUDA twic
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from builder.profile import versions as compat  # noqa: E402
 from builder.plan.build_plan import plan_for  # noqa: E402
 from builder.profile.load import available_stacks, load_stack  # noqa: E402
+from builder.render.dockerfile import render_context  # noqa: E402
 
 NGC_PYTORCH_BYTES = 20 * 10 ** 9
 # The sonames an nvidia/cuda X.Y-cudnn-devel image installs (NVIDIA's runtime, devel and cudnn
@@ -103,7 +105,9 @@ def rows(release: str | None) -> list[dict]:
         slim = plan.target.base.cuda is None
         ref = f"stackbuild/{name}:{rel.name}-{'cuda' if slim else 'cpu'}"
         row = {"stack": f"{name}@{rel.name}", "base": plan.target.base.ref, "cuda": rel.cuda, "slim": slim,
-               "ref": ref if image_exists(ref) else None, "cpu": f"stackbuild/{name}:{rel.name}-cpu"}
+               "ref": ref if image_exists(ref) else None, "cpu": f"stackbuild/{name}:{rel.name}-cpu",
+               "keys": layer_keys(name, rel.name, "cuda" if slim else "cpu"),
+               "all_keys": sorted({k for t in rel.targets for k in layer_keys(name, rel.name, t)})}
         if row["ref"]:
             row["bytes"] = int(json.loads(docker("image", "inspect", ref))[0]["Size"])
             row["layers"] = layers(ref)
@@ -120,10 +124,37 @@ def rows(release: str | None) -> list[dict]:
     return out
 
 
-def shared_bytes(row: dict, others: list[dict]) -> int:
-    """Bytes of this image's layers that another measured image also has (stored once on a host)."""
-    theirs = {d for other in others if other is not row and other.get("layers") for d, _ in other["layers"]}
-    return sum(size for digest, size in row.get("layers", []) if digest in theirs)
+def layer_keys(name: str, release: str, target: str) -> list[str]:
+    """One key per layer an image of this render has, oldest first: its base, then each COPY, RUN and
+    WORKDIR with everything before it and the bytes a COPY copies. Two images share a layer when
+    built on one engine (BuildKit's cache, as CI and publish.yml build them) iff they share its key."""
+    context = render_context(plan_for(name, release, target))
+    files = dict(context.files)
+    keys, chain = [], hashlib.sha256(context.plan.target.base.ref.encode()).hexdigest()
+    keys.append(chain)
+    text = re.sub(r"\\\n", " ", context.dockerfile)
+    for line in text.splitlines():
+        word = line.split(" ", 1)[0]
+        if word not in ("COPY", "RUN", "WORKDIR", "ENV", "SHELL"):
+            continue
+        digest = hashlib.sha256((chain + line).encode())
+        if word == "COPY":
+            for source in line.split()[1:-1]:
+                for path in sorted(k for k in files if k == source.rstrip("/") or k.startswith(source.rstrip("/") + "/")):
+                    digest.update(path.encode() + files[path])
+        chain = digest.hexdigest()
+        if word in ("COPY", "RUN", "WORKDIR"):
+            keys.append(chain)
+    return keys
+
+
+def shared_bytes(row: dict, others: list[dict]) -> int | None:
+    """Bytes of this image's layers that another stack's current image (cuda or cpu) has too, by
+    construction (layer_keys): stored once on a host or registry that holds both."""
+    if not row.get("layers") or len(row["keys"]) != len(row["layers"]):
+        return None  # the image here is not the current render's (built before a change): rebuild it
+    theirs = {k for other in others if other["stack"] != row["stack"] for k in other.get("all_keys", ())}
+    return sum(size for key, (_, size) in zip(row["keys"], row["layers"]) if key in theirs)
 
 
 def table(measured: list[dict]) -> str:
@@ -157,7 +188,8 @@ def main() -> int:
     args = parser.parse_args()
     measured = rows(args.release)
     if args.json:
-        print(json.dumps(measured, indent=1))
+        print(json.dumps([{k: v for k, v in row.items() if k not in ("keys", "all_keys")} for row in measured],
+                         indent=1))
         return 0
     text = table(measured)
     print(text)
