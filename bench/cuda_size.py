@@ -159,14 +159,15 @@ def shared_bytes(row: dict, others: list[dict]) -> int | None:
 
 def table(measured: list[dict]) -> str:
     lines = ["| stack (cuda target) | its base | slim: bytes | layers | shared with other images | CUDA libs | "
-             "CUDA twice | nvidia/cuda: bytes (computed, lower bound) | CUDA twice (computed) | <= half of NGC |",
+             "CUDA twice (of it, two versions) | nvidia/cuda: bytes (computed, lower bound) | CUDA twice (computed) | <= half of NGC |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in measured:
         if row.get("ref") and row["slim"]:
             libs = row["libs"]
             lines.append(
                 f"| {row['stack']} | {row['base']} | {gb(row['bytes'])} | {len(row['layers'])} | "
-                f"{gb(shared_bytes(row, measured))} | {gb(libs['bytes'])} | {gb(libs['duplicate_bytes'])} | "
+                f"{gb(shared_bytes(row, measured))} | {gb(libs['bytes'])} | {gb(libs['duplicate_bytes'])} "
+                f"({gb(libs['version_bytes'])}) | "
                 f">= {gb(row['nvidia_lower_bound'])} | ~{gb(row['nvidia_duplicate_bytes'])} | "
                 f"{'yes' if row['bytes'] <= NGC_PYTORCH_BYTES / 2 else 'no'} |")
         elif row.get("ref"):
@@ -198,8 +199,10 @@ def main() -> int:
         for row in measured:
             if row.get("libs"):
                 libs = row["libs"]
+                twice = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in libs["duplicates"].items())
                 details.append(f"- **{row['stack']}** ({row['ref']}): {len(libs['libraries'])} CUDA libraries, "
-                               f"{gb(libs['bytes'])}; sonames twice: {', '.join(libs['duplicates']) or 'none'}")
+                               f"{gb(libs['bytes'])}; a soname in two or more files: {twice or 'none'}; "
+                               f"of them in two versions: {', '.join(libs['versions']) or 'none'}")
         Path(args.markdown).write_text(text + "\n\n" + "\n".join(details) + "\n")
     return 0
 
