@@ -339,6 +339,22 @@ def record(out: str, key: str, value) -> None:
         json.dump(data, handle, indent=1)
 
 
+def restrict_ops(context: str, flags: dict[str, str], ops: list[str]) -> dict[str, str]:
+    """The step's flags with only ``ops`` built (DS_BUILD_OPS=0, DS_BUILD_<OP>=1), written back into the
+    context's manifest so its checks expect exactly those: a shorter build of the same toolchain."""
+    kept = {k: v for k, v in flags.items() if not k.startswith("DS_BUILD_")}
+    kept.update({"DS_BUILD_OPS": "0", **{f"DS_BUILD_{op.upper()}": "1" for op in ops}})
+    path = os.path.join(context, "manifest.json")
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    for step in manifest["compiled"]:
+        if step["package"] == "deepspeed":
+            step["env"] = dict(kept, **{k: v for k, v in step["env"].items() if k == "TORCH_CUDA_ARCH_LIST"})
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2)
+    return kept
+
+
 def build_deepspeed_as_image(out: str, args, env: dict[str, str]) -> None:
     """DeepSpeed exactly as the image builds it, timed and installed into DIR/site.
 
@@ -349,6 +365,8 @@ def build_deepspeed_as_image(out: str, args, env: dict[str, str]) -> None:
     (MemAvailable / the step's GiB per job, at most the cores) unless --jobs says otherwise.
     """
     context, flags = compiled_context(out, "deepspeed")
+    if args.ops:
+        flags = restrict_ops(context, flags, args.ops)
     hook = os.path.join(context, "build_ext")
     if not os.path.exists(os.path.join(hook, "sitecustomize.py")):
         raise SystemExit(f"{context} builds DeepSpeed without the build_ext hook: prepare DIR again")
@@ -615,6 +633,8 @@ def main() -> int:
     b.add_argument("--toolkit", default=None, help="a folder of CUDA toolkit wheels or their .tar.xz (prepare "
                    "--toolkit [--toolkit-tar]): build with "
                    "them as CUDA_HOME, laid out as a slim cuda image lays them out, instead of the host's nvcc")
+    b.add_argument("--ops", nargs="*", default=None, help="with --as-image: build only these DeepSpeed ops "
+                   "(e.g. fused_adam cpu_adam), the manifest's checks then expect those")
     b.add_argument("--parallel", action="store_true", help="also time DeepSpeed's ops built with build_ext -j")
     b.add_argument("--as-image", action="store_true", help="build DeepSpeed as the image does (its pip line, the "
                    "context's build_ext hook: ops side by side), instead of one op after another")

@@ -22,6 +22,7 @@
 #       contexts; the whole table, builds.json and the build log go to $OUT
 #   bash bench/gpu_truth_lease.sh tk-one LIMIT_S   alone, one command (prepare --toolkit 13.0.2 --toolkit-tar):
 #       carry DIR's contexts/ wheels/ sdist/ debs/ toolkit-*.tar.xz: tk-ds, then the table to $OUT
+#       (DSOPS="fused_adam cpu_adam": only those ops, a shorter build of the same toolchain)
 # DIR is $GPU_TRUTH_DIR or .gpu (made here by `python bench/gpu_truth.py prepare .gpu`).
 # DSJOBS / FAJOBS: MAX_JOBS of each build (ds-image: the job budget; default the image's rule, which reads MemAvailable) (default 8 and 28 on 32 cores: DeepSpeed's ops build one
 # after another with a few sources each, flash-attn's 70-odd kernels in parallel).
@@ -81,7 +82,7 @@ tk-one)
   rm -rf $G; mkdir -p $G; for d in contexts wheels sdist debs; do cp -r $DIR/$d $G/; done; cp bench/gpu_truth.py /tmp/gt.py
   nvidia-smi -L; nproc; python3 -c 'import torch;print(torch.__version__, torch.version.cuda)'
   cd $G; timeout $(( limit - 100 )) python3 /tmp/gt.py build $G --only deepspeed --as-image \
-    --toolkit $(ls $REPO/$DIR/toolkit-*.tar.xz) ${DSJOBS:+--jobs $DSJOBS}; echo "build exit $?"
+    --toolkit $(ls $REPO/$DIR/toolkit-*.tar.xz) ${DSJOBS:+--jobs $DSJOBS} ${DSOPS:+--ops $DSOPS}; echo "build exit $?"
   echo "nvcc calls from the wheels: $(grep -c 'toolkit-site/nvidia/cu13/bin/nvcc' $G/deepspeed-image.log)," \
     "from elsewhere: $(grep -o '[^ ]*/bin/nvcc ' $G/deepspeed-image.log | grep -vc toolkit-site)"
   python3 /tmp/gt.py run $G --context deepspeed flash-attn --launcher-gpus 1 --markdown $OUT/gpu-truth.md > /dev/null
