@@ -339,9 +339,10 @@ def record(out: str, key: str, value) -> None:
         json.dump(data, handle, indent=1)
 
 
-def restrict_ops(context: str, flags: dict[str, str], ops: list[str]) -> dict[str, str]:
-    """The step's flags with only ``ops`` built (DS_BUILD_OPS=0, DS_BUILD_<OP>=1), written back into the
-    context's manifest so its checks expect exactly those: a shorter build of the same toolchain."""
+def restrict_ops(context: str, flags: dict[str, str], ops: list[str], arch: str) -> dict[str, str]:
+    """The step's flags with only ``ops`` built (DS_BUILD_OPS=0, DS_BUILD_<OP>=1) for ``arch``, written
+    back into the context's manifest so its checks expect exactly those: a shorter build of the same
+    toolchain."""
     kept = {k: v for k, v in flags.items() if not k.startswith("DS_BUILD_")}
     kept.update({"DS_BUILD_OPS": "0", **{f"DS_BUILD_{op.upper()}": "1" for op in ops}})
     path = os.path.join(context, "manifest.json")
@@ -349,7 +350,7 @@ def restrict_ops(context: str, flags: dict[str, str], ops: list[str]) -> dict[st
         manifest = json.load(handle)
     for step in manifest["compiled"]:
         if step["package"] == "deepspeed":
-            step["env"] = dict(kept, **{k: v for k, v in step["env"].items() if k == "TORCH_CUDA_ARCH_LIST"})
+            step["env"] = dict(kept, TORCH_CUDA_ARCH_LIST=arch)
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, indent=2)
     return kept
@@ -366,7 +367,7 @@ def build_deepspeed_as_image(out: str, args, env: dict[str, str]) -> None:
     """
     context, flags = compiled_context(out, "deepspeed")
     if args.ops:
-        flags = restrict_ops(context, flags, args.ops)
+        flags = restrict_ops(context, flags, args.ops, args.arch)
     hook = os.path.join(context, "build_ext")
     if not os.path.exists(os.path.join(hook, "sitecustomize.py")):
         raise SystemExit(f"{context} builds DeepSpeed without the build_ext hook: prepare DIR again")
