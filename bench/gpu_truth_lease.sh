@@ -85,7 +85,7 @@ tk-one)
     --toolkit $(ls $REPO/$DIR/toolkit-*.tar.xz) ${DSJOBS:+--jobs $DSJOBS} ${DSOPS:+--ops $DSOPS}; echo "build exit $?"
   echo "nvcc calls from the wheels: $(grep -c 'toolkit-site/nvidia/cu13/bin/nvcc' $G/deepspeed-image.log)," \
     "from elsewhere: $(grep -o '[^ ]*/bin/nvcc ' $G/deepspeed-image.log | grep -vc toolkit-site)"
-  python3 /tmp/gt.py run $G --context deepspeed flash-attn --launcher-gpus 1 --markdown $OUT/gpu-truth.md > /dev/null
+  python3 /tmp/gt.py run $G --context ${CONTEXTS:-deepspeed flash-attn} --launcher-gpus 1 --markdown $OUT/gpu-truth.md > /dev/null
   cat $OUT/gpu-truth.md; cp $G/results.json $G/builds.json $OUT/ 2>/dev/null
   [ -f $G/deepspeed-image.log ] && tail -c 4000000 $G/deepspeed-image.log > $OUT/deepspeed-image.log ;;
 tk-bnb)
