@@ -4,7 +4,7 @@
 # Layers run from the most stable and expensive (OS, Python, torch) to the most volatile
 # (pins, stackbuild's files, labels), so bumping one pin rebuilds only what follows it.
 
-FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
+FROM debian:bookworm-slim
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -33,12 +33,12 @@ RUN . /opt/stackbuild/site.sh && site_begin \
  && rm -rf /var/lib/apt/lists/* \
  && site_end
 
-# Python 3.12 from the distribution, in a virtual environment so pip never
+# Python 3.11 from the distribution, in a virtual environment so pip never
 # touches the system's packages; pip, setuptools and wheel (and uv, which installs every later
 # hash-checked section of the lock) from the lock, every file hash-checked.
 COPY lock/1-bootstrap.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
- && python3 -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
+ && python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
  && python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-deps --require-hashes -r /opt/stackbuild/lock/1-bootstrap.txt \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/1-bootstrap.txt > /opt/stackbuild/held.txt \
@@ -102,6 +102,10 @@ RUN . /opt/stackbuild/site.sh && site_begin \
 COPY smoke/ /opt/stackbuild/smoke/
 COPY manifest.json /opt/stackbuild/manifest.json
 
+ENV \
+    NVIDIA_DRIVER_CAPABILITIES="compute,utility" \
+    NVIDIA_VISIBLE_DEVICES="all"
+
 WORKDIR /workspace
 CMD ["bash"]
 
@@ -110,11 +114,11 @@ LABEL \
       org.opencontainers.image.title="stackbuild alpaca-lora@2026.11 (cuda)" \
       org.opencontainers.image.description="alpaca-lora (LoRA fine-tuning with peft, 8-bit base model)" \
       org.opencontainers.image.version="2026.11-cuda" \
-      org.opencontainers.image.base.name="nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04" \
+      org.opencontainers.image.base.name="debian:bookworm-slim" \
       io.stackbuild.stack="alpaca-lora" \
       io.stackbuild.release="2026.11" \
       io.stackbuild.target="cuda" \
       io.stackbuild.options="lomo" \
       io.stackbuild.pins="{\"accelerate\":\"1.13.0\",\"bitsandbytes\":\"0.49.1\",\"datasets\":\"4.8.4\",\"fire\":\"0.7.1\",\"lomo-optim\":\"0.1.1\",\"peft\":\"0.21.2\",\"protobuf\":\"7.36.2\",\"sentencepiece\":\"0.2.1\",\"torch\":\"2.10.0\",\"transformers\":\"5.14.1\"}" \
       io.stackbuild.fixes="protobuf-missing,peft-empty-adapter,bnb-cpu-lib,lomo-optim-missing" \
-      io.stackbuild.lock="{\"accelerate\":\"1.13.0\",\"aiohappyeyeballs\":\"2.7.1\",\"aiohttp\":\"3.14.5\",\"aiosignal\":\"1.4.0\",\"annotated-doc\":\"0.0.7\",\"annotated-types\":\"0.8.0\",\"anyio\":\"4.14.2\",\"attrs\":\"26.1.0\",\"bitsandbytes\":\"0.49.1\",\"certifi\":\"2026.10.19.post1\",\"charset-normalizer\":\"3.5.3\",\"click\":\"8.5.1\",\"cuda-bindings\":\"12.9.4\",\"cuda-pathfinder\":\"1.3.3\",\"datasets\":\"4.8.4\",\"dill\":\"0.4.1\",\"filelock\":\"3.20.3\",\"fire\":\"0.7.1\",\"frozenlist\":\"1.8.0\",\"fsspec\":\"2026.1.0\",\"h11\":\"0.16.0\",\"hf-xet\":\"1.8.0\",\"httpcore\":\"1.0.9\",\"httpx\":\"0.28.1\",\"huggingface-hub\":\"1.33.0\",\"idna\":\"3.20\",\"jinja2\":\"3.1.6\",\"lomo-optim\":\"0.1.1\",\"markdown-it-py\":\"4.3.0\",\"markupsafe\":\"3.0.3\",\"mdurl\":\"0.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"7.2.1\",\"multiprocess\":\"0.70.19\",\"networkx\":\"3.6.1\",\"numpy\":\"2.5.5\",\"nvidia-cublas-cu12\":\"12.8.4.1\",\"nvidia-cuda-cupti-cu12\":\"12.8.90\",\"nvidia-cuda-nvrtc-cu12\":\"12.8.93\",\"nvidia-cuda-runtime-cu12\":\"12.8.90\",\"nvidia-cudnn-cu12\":\"9.10.2.21\",\"nvidia-cufft-cu12\":\"11.3.3.83\",\"nvidia-cufile-cu12\":\"1.13.1.3\",\"nvidia-curand-cu12\":\"10.3.9.90\",\"nvidia-cusolver-cu12\":\"11.7.3.90\",\"nvidia-cusparse-cu12\":\"12.5.8.93\",\"nvidia-cusparselt-cu12\":\"0.7.1\",\"nvidia-nccl-cu12\":\"2.27.5\",\"nvidia-nvjitlink-cu12\":\"12.8.93\",\"nvidia-nvshmem-cu12\":\"3.4.5\",\"nvidia-nvtx-cu12\":\"12.8.90\",\"packaging\":\"26.4\",\"pandas\":\"3.1.1\",\"peft\":\"0.21.2\",\"pip\":\"25.3\",\"propcache\":\"0.5.4\",\"protobuf\":\"7.36.2\",\"psutil\":\"7.2.2\",\"pyarrow\":\"26.0.1\",\"pydantic\":\"2.13.5\",\"pydantic-core\":\"2.46.5\",\"pygments\":\"2.21.0\",\"python-dateutil\":\"4.0.0\",\"pyyaml\":\"6.0.4\",\"regex\":\"2026.11.19\",\"requests\":\"2.34.2\",\"rich\":\"15.0.0\",\"safetensors\":\"0.8.0\",\"sentencepiece\":\"0.2.1\",\"setuptools\":\"80.9.0\",\"shellingham\":\"1.5.4\",\"sympy\":\"1.14.0\",\"termcolor\":\"3.3.0\",\"tokenizers\":\"0.22.2\",\"torch\":\"2.10.0\",\"tqdm\":\"4.70.1\",\"transformers\":\"5.14.1\",\"triton\":\"3.6.0\",\"typer\":\"0.29.2\",\"typing-extensions\":\"4.15.0\",\"typing-inspection\":\"0.4.5\",\"tzdata\":\"2026.6\",\"urllib3\":\"2.8.0\",\"uv\":\"0.13.9\",\"wheel\":\"0.45.1\",\"xxhash\":\"4.1.0\",\"yarl\":\"1.25.1\"}"
+      io.stackbuild.lock="{\"accelerate\":\"1.13.0\",\"aiohappyeyeballs\":\"2.7.1\",\"aiohttp\":\"3.14.5\",\"aiosignal\":\"1.4.0\",\"annotated-doc\":\"0.0.7\",\"annotated-types\":\"0.8.0\",\"anyio\":\"4.14.2\",\"attrs\":\"26.1.0\",\"bitsandbytes\":\"0.49.1\",\"certifi\":\"2026.10.19.post1\",\"charset-normalizer\":\"3.5.3\",\"click\":\"8.5.1\",\"cuda-bindings\":\"12.9.4\",\"cuda-pathfinder\":\"1.3.3\",\"datasets\":\"4.8.4\",\"dill\":\"0.4.1\",\"filelock\":\"3.20.3\",\"fire\":\"0.7.1\",\"frozenlist\":\"1.8.0\",\"fsspec\":\"2026.1.0\",\"h11\":\"0.16.0\",\"hf-xet\":\"1.8.0\",\"httpcore\":\"1.0.9\",\"httpx\":\"0.28.1\",\"huggingface-hub\":\"1.33.0\",\"idna\":\"3.20\",\"jinja2\":\"3.1.6\",\"lomo-optim\":\"0.1.1\",\"markdown-it-py\":\"4.3.0\",\"markupsafe\":\"3.0.3\",\"mdurl\":\"0.1.2\",\"mpmath\":\"1.3.0\",\"multidict\":\"7.2.1\",\"multiprocess\":\"0.70.19\",\"networkx\":\"3.6.1\",\"numpy\":\"2.4.6\",\"nvidia-cublas-cu12\":\"12.8.4.1\",\"nvidia-cuda-cupti-cu12\":\"12.8.90\",\"nvidia-cuda-nvrtc-cu12\":\"12.8.93\",\"nvidia-cuda-runtime-cu12\":\"12.8.90\",\"nvidia-cudnn-cu12\":\"9.10.2.21\",\"nvidia-cufft-cu12\":\"11.3.3.83\",\"nvidia-cufile-cu12\":\"1.13.1.3\",\"nvidia-curand-cu12\":\"10.3.9.90\",\"nvidia-cusolver-cu12\":\"11.7.3.90\",\"nvidia-cusparse-cu12\":\"12.5.8.93\",\"nvidia-cusparselt-cu12\":\"0.7.1\",\"nvidia-nccl-cu12\":\"2.27.5\",\"nvidia-nvjitlink-cu12\":\"12.8.93\",\"nvidia-nvshmem-cu12\":\"3.4.5\",\"nvidia-nvtx-cu12\":\"12.8.90\",\"packaging\":\"26.4\",\"pandas\":\"3.1.1\",\"peft\":\"0.21.2\",\"pip\":\"25.3\",\"propcache\":\"0.5.4\",\"protobuf\":\"7.36.2\",\"psutil\":\"7.2.2\",\"pyarrow\":\"26.0.1\",\"pydantic\":\"2.13.5\",\"pydantic-core\":\"2.46.5\",\"pygments\":\"2.21.0\",\"python-dateutil\":\"4.0.0\",\"pyyaml\":\"6.0.4\",\"regex\":\"2026.11.19\",\"requests\":\"2.34.2\",\"rich\":\"15.0.0\",\"safetensors\":\"0.8.0\",\"sentencepiece\":\"0.2.1\",\"setuptools\":\"80.9.0\",\"shellingham\":\"1.5.4\",\"sympy\":\"1.14.0\",\"termcolor\":\"3.3.0\",\"tokenizers\":\"0.22.2\",\"torch\":\"2.10.0\",\"tqdm\":\"4.70.1\",\"transformers\":\"5.14.1\",\"triton\":\"3.6.0\",\"typer\":\"0.29.2\",\"typing-extensions\":\"4.15.0\",\"typing-inspection\":\"0.4.5\",\"tzdata\":\"2026.6\",\"urllib3\":\"2.8.0\",\"uv\":\"0.13.9\",\"wheel\":\"0.45.1\",\"xxhash\":\"4.1.0\",\"yarl\":\"1.25.1\"}"
