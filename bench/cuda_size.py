@@ -35,8 +35,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _shared import ROOT  # noqa: F401 - the checkout on sys.path
 
 from builder.profile import versions as compat  # noqa: E402
 from builder.plan.build_plan import plan_for  # noqa: E402
