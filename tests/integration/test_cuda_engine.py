@@ -68,10 +68,6 @@ def test_the_cuda_image_passes_every_check_a_host_without_a_gpu_can_run(stack, r
             assert result.status == "skip" and "no GPU" in result.detail, result
         elif name == "shm":
             assert result.status == "warn", result  # Docker's default 64 MB /dev/shm
-        elif name == "cuda-binaries":
-            # a target that compiles nothing has no arch list: bitsandbytes' gap against torch's archs warns
-            assert result.status == "warn", result
-            assert "libbitsandbytes_cuda128.so has no device code for sm_50 sm_60" in result.detail, result
         else:
             assert result.status == "pass", result
 
