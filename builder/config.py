@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .engine.connect import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
+from .profile.names import registry_problem
 from .safety.printable import printable
 from .safety.credentials import redact
 from .safety.files import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text
@@ -34,7 +34,6 @@ COMPRESSIONS = ("gzip", "zstd")  # of the layers an image is stored, and so push
 CHOICES = {"build_network": NETWORK_MODES, "engine": ENGINE_KINDS, "compression": COMPRESSIONS}
 PARTITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")  # a Slurm partition
 INTERFACE = re.compile(r"^\^?[A-Za-z0-9_.:-]{1,32}(,[A-Za-z0-9_.:-]{1,32})*\Z")  # NCCL_SOCKET_IFNAME's syntax
-REGISTRY = re.compile(r"^[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*\Z")
 
 
 @dataclass(frozen=True)
@@ -129,9 +128,9 @@ def _check(name: str, value: object, origin: str) -> object:
         raise ConfigError(f"{origin}: {name} must be a non-empty string")
     value = value.strip()
     if name == "registry":
-        if not REGISTRY.match(value):
-            raise ConfigError(f"{origin}: registry '{value}' is not HOST[:PORT][/PATH] "
-                              "(e.g. localhost:5000/stackbuild or ghcr.io/org)")
+        problem = registry_problem(value)
+        if problem:
+            raise ConfigError(f"{origin}: registry '{printable(value)}' {problem}")
         return value
     if name == "gpus_per_node":
         if not value.isdigit() or not 1 <= int(value) <= 64:

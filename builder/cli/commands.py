@@ -26,7 +26,7 @@ from ..images.containers import (RunOptions, check_options, default_name, find, 
                          shell_argv)
 from ..doctor.diagnose import EngineInfo, check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
-from ..images.lookup import image_of, matches_profile, packages_of
+from ..images.lookup import image_of, label_identity, matches_profile, packages_of, stack_of
 from ..lock.resolution import check_locks, lock_check_error, lock_each, lock_selection, lock_usage, resolve_checks
 from ..lock.format import package_diff
 from .output import out, print_json
@@ -45,6 +45,7 @@ from ..render.dockerfile import prepare, write_rendered
 from ..safety.paths import user_path
 from ..smoke.run import SmokeResult, run_smoke, write_junit
 from ..profile.spec import split_spec
+from ..profile.names import checked_ref
 
 
 app = typer.Typer(
@@ -221,8 +222,7 @@ def inspect_command(ctx: typer.Context, spec: ImageSpecArg, target: TargetOpt = 
     engine = engines.connect()
     image = image_of(engine, spec, target, options or [], settings.registry)
     info = describe_image(engine, image)
-    info["matches_profile"] = matches_profile(engine, spec if image != spec else info["stack"], info,
-                                              settings.registry)
+    info["matches_profile"] = matches_profile(engine, spec if image != spec else None, info, settings.registry)
     info["attachments"] = attachments(engine, image, settings)  # what push put beside it in a registry
     print_json(info) if as_json else output.print_image(info)
 
@@ -346,7 +346,7 @@ def run_command(
     check_options(run_options)
     engine = engines.connect()
     image = image_of(engine, spec, target, options or [], _settings(ctx).registry)
-    labels = schema.identity_of(engine.labels(image))
+    labels = label_identity(engine.labels(image))
     image_target = labels.get(schema.TARGET, target or targets.DEFAULT)
     chosen = name or default_name(labels.get(schema.STACK, "stackbuild"), labels.get(schema.RELEASE, "image"),
                                   image_target)
@@ -446,8 +446,7 @@ def doctor_command(
         raise DoctorError("give a LOG file (or - for stdin), --host, or --model DIR")
     name, release = split_spec(stack) if stack else (None, None)
     if image is not None:
-        labels = engines.connect().labels(image)
-        name, release = labels.get(schema.STACK), labels.get(schema.RELEASE)
+        name, release = stack_of(engines.connect().labels(checked_ref(image)), image)
         if not name:
             raise DoctorError(f"image {image} has no {schema.STACK} label: give --stack instead")
     loaded = load_stack(name) if name else None

@@ -26,6 +26,7 @@ from ..errors import BuildError, ConfigError, ContainerError, EngineUnavailable,
 from ..safety.printable import printable
 from ..safety.credentials import redact
 from ..safety.files import MAX_JSON_BYTES, open_regular, read_text
+from ..profile.names import checked_ref
 from .site_server import SiteServer
 
 # How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).
@@ -172,6 +173,7 @@ class DockerEngine:
 
     def image(self, ref: str) -> dict | None:
         """`docker image inspect`, or None when the engine has no such image."""
+        checked_ref(ref)
         try:
             return self._call("image inspect", self.client.inspect_image, ref)
         except docker.errors.ImageNotFound:
@@ -191,7 +193,7 @@ class DockerEngine:
 
     def pull(self, ref: str, on_event: Callable[[BuildEvent], None] | None = None) -> None:
         """Pull an image with per-layer events, reading every chunk (the SDK reports errors in chunks)."""
-        repository, tag = split_ref(ref)
+        repository, tag = split_ref(checked_ref(ref))
         try:
             self._transfer(ref, "pull", lambda: self.client.pull(repository, tag=tag, stream=True, decode=True),
                            on_event)
@@ -212,7 +214,7 @@ class DockerEngine:
 
         The SDK's push never raises for a registry error: it arrives as a chunk, so every chunk is read.
         """
-        repository, tag = split_ref(ref)
+        repository, tag = split_ref(checked_ref(ref))
         aux = self._transfer(ref, "push", lambda: self.client.push(repository, tag=tag, stream=True, decode=True),
                              on_event)
         # An engine on the containerd image store (dockerd 24+) sends no aux record: only the status
@@ -252,7 +254,7 @@ class DockerEngine:
     def remote_digest(self, ref: str) -> str | None:
         """The digest a registry gives ``ref`` now, without pulling it; None when it cannot be asked."""
         try:
-            info = self._call("distribution inspect", self.client.inspect_distribution, ref)
+            info = self._call("distribution inspect", self.client.inspect_distribution, checked_ref(ref))
         except (docker.errors.APIError, requests.exceptions.RequestException):
             return None
         return ((info or {}).get("Descriptor") or {}).get("digest")
@@ -260,7 +262,7 @@ class DockerEngine:
     def untag(self, ref: str) -> None:
         """Remove one name of an image (the image stays while another name holds it)."""
         try:
-            self._call("image remove", self.client.remove_image, ref, noprune=False)
+            self._call("image remove", self.client.remove_image, checked_ref(ref), noprune=False)
         except docker.errors.ImageNotFound:
             pass
         except docker.errors.APIError as exc:
@@ -475,7 +477,7 @@ class DockerEngine:
             pass
 
     def tag(self, image: str, ref: str) -> None:
-        repository, _, tag = ref.rpartition(":")
+        repository, _, tag = checked_ref(ref).rpartition(":")
         self._call("tag", self.client.tag, image, repository, tag=tag, force=True)
 
     def close(self) -> None:

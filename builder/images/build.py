@@ -23,7 +23,7 @@ from ..doctor.diagnose import diagnose, diagnosis_lines
 from ..engine.api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Engine, OnEvent
 from ..errors import BuildError, ConfigError, RegistryError
 from ..render.identity import ImageRef
-from ..profile.names import IMAGE_REF, parse_assignments
+from ..profile.names import image_ref_problem, parse_assignments
 from ..safety.printable import printable
 from .registry import locate, pull_verified
 from ..render.dockerfile import BuildContext, dockerfile_for
@@ -100,8 +100,9 @@ def build_image(
     ``<registry>/<stack>:cache-<release>-<target>``.
     """
     for tag in extra_tags:
-        if not IMAGE_REF.match(tag) or tag.endswith(":"):
-            raise ConfigError(f"--tag '{printable(tag)}' is not an image name")
+        problem = image_ref_problem(tag, digest=False)
+        if problem:
+            raise ConfigError(f"--tag '{printable(tag)}' {problem}")
     cache_from, cache_to = (cache_ref(context, settings.registry, flag, value)
                             for flag, value in (("--cache-from", cache_from), ("--cache-to", cache_to)))
     options = build_options(settings, nocache=nocache, buildargs=buildargs, cache_from=cache_from, cache_to=cache_to)
@@ -189,9 +190,9 @@ def cache_ref(context: BuildContext, registry: str | None, flag: str, value: str
         plan = context.plan
         tag = f"cache-{plan.release.name}-{plan.target.name}" + "".join(f"-{o}" for o in plan.options)
         return f"{registry}/{plan.stack.name}:{tag}"
-    if not IMAGE_REF.match(value) or value.endswith(":") or ":" not in value.split("/")[-1]:
-        raise ConfigError(f"{flag} '{printable(value)}' is not an image reference with a tag "
-                          "(e.g. localhost:5000/qlora:cache) or the word registry")
+    problem = image_ref_problem(value, tag=True, digest=False)
+    if problem:
+        raise ConfigError(f"{flag} '{printable(value)}' {problem}, or the word registry")
     return value
 
 

@@ -15,7 +15,13 @@ from ..lock.format import read_lock
 from ..plan.build_plan import plan_for
 from .registry import locate
 from ..render.dockerfile import prepare
+from ..profile.names import KEBAB, RELEASE
 from ..profile.spec import is_lock_file, looks_like_image, split_spec
+from ..safety.printable import printable
+
+# An image from a registry is untrusted input: its labels are data, matched against these rules
+# before they select anything (a stack label of '/etc/shadow' or '../x' names no shipped stack).
+_LABEL_RULES = {schema.STACK: KEBAB, schema.RELEASE: RELEASE, schema.TARGET: KEBAB}
 
 
 def image_of(engine: ImageEngine, what: str, target: str | None, options: list[str], registry: str | None) -> str:
@@ -35,9 +41,15 @@ def image_of(engine: ImageEngine, what: str, target: str | None, options: list[s
     return located.local[0]
 
 
-def matches_profile(engine: ImageEngine, profile: str, info: dict, registry: str | None) -> bool | None:
+def matches_profile(engine: ImageEngine, profile: str | None, info: dict, registry: str | None) -> bool | None:
     """Whether an image's content hash (``info`` from describe_image) is the one the local profile would
-    build now; None when the local profiles have no such stack, release or target."""
+    build now; None when the local profiles have no such stack, release or target. ``profile`` is
+    what the user named; None for the shipped stack the image's labels name (a name, never a path)."""
+    if profile is None:
+        labels = {schema.STACK: info["stack"], schema.RELEASE: info["release"], schema.TARGET: info["target"]}
+        if len(label_identity(labels)) < len(schema.IDENTITY):
+            return None
+        profile = info["stack"]
     try:
         context = prepare(split_spec(profile)[0], info["release"], info["target"], info["options"])
     except StackbuildError:
@@ -64,3 +76,21 @@ def packages_of(what: str, target: str | None, engine: Callable[[], ImageEngine]
         raise LockError(f"{plan.spec} ({plan.target.name}) has no lock: run `stackbuild lock {plan.spec} --target "
                         f"{plan.target.name}` first")
     return plan.lock.versions()
+
+
+def label_identity(labels: dict[str, str]) -> dict[str, str]:
+    """The stack, release and target labels an image carries (those it has that look like names)."""
+    return {key: value for key, value in schema.identity_of(labels).items()
+            if isinstance(value, str) and _LABEL_RULES[key].match(value)}
+
+
+def stack_of(labels: dict[str, str], image: str) -> tuple[str | None, str | None]:
+    """(stack, release) an image's labels name, as shipped stacks' names: None where a label is
+    missing; SelectionError where one is not a name (it is never read as a path)."""
+    for key in (schema.STACK, schema.RELEASE):
+        value = labels.get(key)
+        if value is not None and not (isinstance(value, str) and _LABEL_RULES[key].match(value)):
+            raise SelectionError(f"image {printable(image)}: its {key} label '{printable(str(value)[:100])}' is not "
+                                 "a stack or release name (labels select a shipped profile by name, never a file): "
+                                 "give --stack instead")
+    return labels.get(schema.STACK), labels.get(schema.RELEASE)

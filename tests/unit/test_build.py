@@ -76,7 +76,7 @@ def test_failed_step_names_step_exit_code_last_lines_and_log(cli, fake, tmp_path
 def test_bad_build_arg_and_tag(cli, fake):
     assert cli("build", "qlora", "--build-arg", "no-equals")[0] == 6
     code, _, err = cli("build", "qlora", "--tag", "Bad Tag")
-    assert code == 6 and err == "error: --tag 'Bad Tag' is not an image name\n"
+    assert code == 6 and err.startswith("error: --tag 'Bad Tag' is not an image reference (")
 
 
 def test_no_engine_is_reported_with_what_was_tried(cli, monkeypatch, tmp_path):
@@ -132,7 +132,7 @@ def test_registry_cache_names_and_needs(cli, fake, monkeypatch):
     code, _, err = cli("build", "qlora", "-t", "cpu", "--cache-from", "registry")
     assert code == 6 and "--cache-from registry needs a registry" in err
     code, _, err = cli("build", "qlora", "-t", "cpu", "--cache-to", "Bad Ref")
-    assert code == 6 and "--cache-to 'Bad Ref' is not an image reference with a tag" in err
+    assert code == 6 and "--cache-to 'Bad Ref' is not an image reference (" in err
     monkeypatch.setenv("STACKBUILD_REGISTRY", "localhost:5000/sb")
     code, _, err = cli("build", "qlora@2023.07", "-t", "cpu", "--cache-from", "registry", "--cache-to",
                        "registry", "--no-pull")

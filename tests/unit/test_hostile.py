@@ -588,3 +588,97 @@ def test_no_profile_takes_more_than_256_mb_or_5_s_to_refuse(name, tmp_path):
     rss_kib, cpu_s = done.stderr.rsplit("measured ", 1)[1].split()
     assert int(rss_kib) < 256 * 1024, f"{name}: {int(rss_kib) // 1024} MB"
     assert float(cpu_s) < 5, f"{name}: {cpu_s} s of CPU"
+
+
+# -- issue 26: labels are data, never paths; image references checked before any engine call ------
+
+class _RecordingClient:
+    """docker.APIClient's stand-in: records every API call; images are the ones given, with their labels."""
+
+    def __init__(self, images: dict[str, dict]):
+        self.images = images
+        self.calls: list[tuple[str, tuple]] = []
+
+    def __getattr__(self, name):
+        import docker.errors
+
+        def call(*args, **kwargs):
+            self.calls.append((name, args))
+            if name == "inspect_image" and args[0] in self.images:
+                return {"Id": "sha256:" + "d" * 64, "Config": {"Labels": self.images[args[0]]}}
+            raise docker.errors.ImageNotFound(f"no such image: {args[0] if args else ''}")
+        return call
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    """The real DockerEngine over a recording client: what reaches the engine's API is known."""
+    import builder.engines
+    from builder.engine import DockerEngine
+    client = _RecordingClient({})
+    monkeypatch.setattr(builder.engines, "connect",
+                        lambda timeout=600, kind="classic", builder=None: DockerEngine(client, "unix:///fake.sock"))
+    return client
+
+
+def _label_values(secret_file: Path) -> list[str]:
+    return [str(secret_file), str(secret_file.parent / "." / secret_file.name), "../stacks/qlora", "qlora.yaml",
+            "/etc/passwd", "stacks/qlora.yaml", "\x1b[2J", "QLORA", "qlora\n", "", " ", "x" * 300, "qlora@2026.11",
+            "qlora\u202e", "~/x"]
+
+
+def test_labels_never_name_a_file(cli, recording, tmp_path):
+    """doctor --image and inspect read an image's stack label as a shipped stack's name, or refuse it:
+    a label naming a file never gets that file read (its lines used to come back as 'unknown field')."""
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("TOPSECRET_LINE: 1\nname: secret\n")
+    log = tmp_path / "x.log"
+    log.write_text("Killed\n")
+    for index, value in enumerate(_label_values(secret)):
+        recording.images["hostile:1"] = {"io.stackbuild.stack": value, "io.stackbuild.release": "2026.11",
+                                         "io.stackbuild.target": "cpu", "io.stackbuild.content-hash": "x"}
+        for args in (("doctor", str(log), "--image", "hostile:1"), ("inspect", "hostile:1"),
+                     ("inspect", "hostile:1", "--json")):
+            code, out, err = cli(*args)
+            _check(code, out, err, f"label {value!r}: {args}")
+            assert "TOPSECRET" not in out + err, f"label {value!r}: {args} read the file it names"
+            if args[0] == "doctor":
+                assert code == 4, f"label {value!r}: doctor exit {code}: {err}"
+                assert "is not a stack or release name" in err or "unknown stack" in err, err
+        code, out, err = cli("inspect", "hostile:1", "--json")
+        assert json.loads(out)["matches_profile"] is None, value
+    # a release label is a name too
+    recording.images["hostile:1"] = {"io.stackbuild.stack": "qlora", "io.stackbuild.release": "../../x"}
+    code, out, err = cli("doctor", str(log), "--image", "hostile:1")
+    assert code == 4 and "io.stackbuild.release label '../../x' is not a stack or release name" in err
+
+
+IMAGE_REFS = ["../../v1.40/containers/json", "x/../../containers/json:1", "UPPER:x", "a;b:c", "x@sha256:zz",
+              "a//b:c", "x:-", "a:b:c", "x:y?all=1", "x y:z", "x:y#z", "localhost:99999/x:y", "\x1b[2J:x",
+              "x:" + "t" * 200, "x\u202e:y"]
+
+
+@pytest.mark.parametrize("ref", IMAGE_REFS)
+def test_image_references_are_checked_before_any_engine_call(ref, cli, recording, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("Killed\n")
+    for args in (("doctor", str(log), "--image", ref), ("doctor", "-", "--image", ref), ("inspect", ref),
+                 ("test", ref), ("run", ref), ("diff", ref, "qlora@2026.11")):
+        code, out, err = cli(*args)
+        _check(code, out, err, f"{ref!r}: {args}")
+        if args[0] == "doctor":  # the others read a name without ':' as a stack (unknown: 3 or 4)
+            assert code == 2, f"{ref!r}: {args}: exit {code}: {err}"
+            assert "is not an image reference" in err or "has an invalid port" in err, err
+        assert code in (2, 3, 4), f"{ref!r}: {args}: exit {code}: {err}"
+        reached = [call for call in recording.calls if any(ref in str(a) for a in call[1])]
+        assert not reached, f"{ref!r} reached the engine's API: {reached}"
+
+
+@pytest.mark.parametrize("flag,value", [("--tag", "a//b"), ("--tag", "x:-"), ("--tag", "a:b:c"),
+                                        ("--tag", "x@sha256:" + "a" * 64), ("--cache-from", "a//b:c"),
+                                        ("--registry", ".."), ("--registry", "localhost:99999"),
+                                        ("--registry", "a..b/x"), ("--registry", "-x")])
+def test_image_names_are_refused_before_a_build(flag, value, cli, fake):
+    code, out, err = cli("build", "qlora", "-t", "cpu", flag, value)
+    _check(code, out, err, f"{flag} {value}")
+    assert code == 6 and not fake.builds and not fake.pulls, err
