@@ -168,6 +168,16 @@ class AuditUnavailable(StackbuildError):
 # Signals: what a shell reports for a process they ended (128 + SIGINT / SIGTERM), here after unwinding.
 INTERRUPTED, TERMINATED = 130, 143
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI job cancelled, `timeout`, `docker stop` of a wrapper): raised like Ctrl-C, so
+    whatever a command holds (a smoke container, a buildx process, a half-written file) is undone."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler: unwind like Ctrl-C."""
+    raise Terminated()
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (run again with --debug and report it)",

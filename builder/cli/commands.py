@@ -22,8 +22,8 @@ from ..profile import targets
 from ..images.build import build_image, parse_build_args
 from .catalog import describe_stack, list_stacks, profile_schema
 from ..config import config_path
-from ..images.containers import (RunOptions, check_options, default_name, find, list_containers, run_container, running,
-                         shell_argv)
+from ..images.containers import (RunOptions, check_options, default_name, exec_in, find, list_containers,
+                                 run_container, running, shell_argv)
 from ..doctor.diagnose import EngineInfo, check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
 from ..images.lookup import image_of, label_identity, matches_profile, packages_of, stack_of
@@ -381,15 +381,13 @@ def exec_command(
         command = command[1:]
     if not command or not command[0].strip():
         raise UsageError("give the command to run after --, e.g. stackbuild exec NAME -- python train.py")
-    engine = engines.connect()
-    running(engine, name)
-    stream, exit_code = engine.exec_stream(name, command, workdir)
-    for stdout, stderr in stream:
+    def write(stdout: bytes | None, stderr: bytes | None) -> None:
         for data, to in ((stdout, sys.stdout), (stderr, sys.stderr)):
             if data:
                 to.buffer.write(data)
                 to.flush()
-    raise typer.Exit(exit_code())
+
+    raise typer.Exit(exec_in(engines.connect(), name, command, workdir, write, output.warn))
 
 
 @app.command("ps")

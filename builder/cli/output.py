@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ..engine.api import BuildEvent
-from ..errors import INTERRUPTED, TERMINATED, StackbuildError
+from ..errors import INTERRUPTED, TERMINATED, StackbuildError, Terminated, raise_terminated
 from ..safety.printable import printable_lines
 from ..safety.credentials import redact
 
@@ -48,25 +48,35 @@ def _inert(value):
 out = _InertConsole(highlight=False, soft_wrap=True, markup=False)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI job cancelled, `timeout`, `docker stop` of a wrapper): raised like Ctrl-C, so
-    whatever a command holds (a smoke container, a buildx process, a half-written file) is undone."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
 class ErrorBoundary(TyperGroup):
     """The one place errors are turned into `error: …` and an exit code: a traceback only with
     ``--debug``, and never with local variables, which can hold secrets."""
 
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def main(self, *args, **kwargs):
+        # while the arguments are parsed a signal is noted, not raised (click would turn it into
+        # "Aborted!" and exit 1); the command raises it as soon as it starts, and unwinds
+        self.pending: list[int] = []
+        previous = {number: signal.getsignal(number) for number in self._SIGNALS}
+        for number in self._SIGNALS:
+            signal.signal(number, lambda signum, frame: self.pending.append(signum))
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
     def invoke(self, ctx: typer.Context):
         debug = bool(ctx.params.get("debug"))
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = {number: signal.getsignal(number) for number in self._SIGNALS}
         try:
-            # while a command runs, SIGTERM unwinds it; before, nothing is there to undo
-            signal.signal(signal.SIGTERM, _raise_terminated)
+            # while a command runs, Ctrl-C and SIGTERM unwind it (builder/__main__.py: before it)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, raise_terminated)
+            pending = getattr(self, "pending", ())
+            if pending:
+                raise Terminated() if signal.SIGTERM in pending else KeyboardInterrupt()
             return super().invoke(ctx)
         except StackbuildError as exc:
             if debug:
@@ -89,7 +99,8 @@ class ErrorBoundary(TyperGroup):
                   file=sys.stderr)
             ctx.exit(1)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def print_json(data, *, lines: bool = False) -> None:

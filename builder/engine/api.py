@@ -97,6 +97,17 @@ class BuildRequest:
     options: BuildOptions = field(default_factory=BuildOptions)
 
 
+@dataclass(frozen=True)
+class ExecRun:
+    """A command started in a container: ``output`` yields its (stdout, stderr) chunks as they come;
+    ``exit_code()`` is its exit status once they end; ``stop()`` ends it and every process it started
+    (the engine has no call for that: a Ctrl-C of the client leaves the process running)."""
+
+    output: Iterable[tuple[bytes | None, bytes | None]]
+    exit_code: Callable[[], int]
+    stop: Callable[[], bool]
+
+
 @dataclass
 class BuildLog:
     """The whole build output, kept so a failure can show its last lines and write it to a file."""
@@ -219,9 +230,8 @@ class ContainerEngine(Protocol):
 
     def remove_container(self, container: str) -> None: ...
 
-    def exec_stream(self, container: str, command: list[str], workdir: str | None = None
-                    ) -> tuple[Iterable[tuple[bytes | None, bytes | None]], Callable[[], int]]:
-        """Run a command: its (stdout, stderr) chunks as they come, and a function giving its exit code."""
+    def exec_stream(self, container: str, command: list[str], workdir: str | None = None) -> ExecRun:
+        """Run a command: its (stdout, stderr) chunks as they come, its exit code, and how to stop it."""
 
     def exec_lines(self, container: str, command: list[str]) -> tuple[Iterable[str], Callable[[], int]]:
         """Run a command: its output lines as they come, and a function giving its exit code."""

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import secrets
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ import docker.types
 import docker.utils.config
 import requests.exceptions
 
-from .api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Dialect, GpuRequest
+from .api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Dialect, ExecRun, GpuRequest
 from ..errors import BuildError, ConfigError, ContainerError, EngineUnavailable, RegistryError, SelectionError
 from ..safety.printable import printable
 from ..safety.credentials import redact
@@ -56,6 +57,18 @@ def registry_reason(message: str) -> str:
     if NOT_FOUND.search(message):
         return "not-found"
     return "other"
+
+
+# How `stackbuild exec` finds what it started in a container, and stops it: every process whose
+# environment holds the exec's marker (the command and what it started), SIGTERM, then SIGKILL.
+EXEC_MARKER = "STACKBUILD_EXEC_ID"
+STOP_MARKED = (
+    'marked() { for f in /proc/[0-9]*/environ; do if grep -qzx "' + EXEC_MARKER + '=$1" "$f" 2>/dev/null; '
+    'then p=${f#/proc/}; echo "${p%/environ}"; fi; done; }; '
+    'pids=$(marked "$1"); [ -n "$pids" ] || exit 0; kill -TERM $pids 2>/dev/null; i=0; '
+    'while [ $i -lt 50 ]; do sleep 0.1; pids=$(marked "$1"); [ -n "$pids" ] || exit 0; i=$((i+1)); done; '
+    'kill -KILL $pids 2>/dev/null; exit 0'
+)
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -386,8 +399,17 @@ class DockerEngine:
                 raise ContainerError(f"a container named {name} already exists: use it (stackbuild shell {name}), "
                                      f"or remove it first (stackbuild rm {name})") from None
             raise ContainerError(f"cannot create a container from {image}: {exc.explanation or exc}") from None
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the engine created it: not left behind
+            found = self.container(name)
+            if found and (found.get("Config") or {}).get("Labels") == labels and \
+                    (found.get("State") or {}).get("Status") == "created":
+                self.remove_container(found["Id"])
+            raise
         try:
             self._call("container start", self.client.start, created["Id"])
+        except KeyboardInterrupt:
+            self.remove_container(created["Id"])
+            raise
         except docker.errors.APIError as exc:
             self.remove_container(created["Id"])
             hint = (" (this host has no NVIDIA container runtime: use --gpus none)"
@@ -413,15 +435,39 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise ContainerError(f"cannot stop {container}: {exc.explanation or exc}") from None
 
-    def exec_stream(self, container: str, command: list[str], workdir: str | None = None
-                    ) -> tuple[Iterable[tuple[bytes | None, bytes | None]], Callable[[], int]]:
-        """Run a command in a running container: ((stdout, stderr) chunks as they come, its exit code)."""
+    def exec_stream(self, container: str, command: list[str], workdir: str | None = None) -> ExecRun:
+        """Run a command in a running container: its output as it comes, its exit code, how to stop it.
+
+        The command's processes carry ``STACKBUILD_EXEC_ID=<random>`` in their environment (their
+        children inherit it): ``stop`` finds them by it from a second exec, as root, and sends
+        SIGTERM, then SIGKILL to those still there after 5 seconds.
+        """
+        marker = secrets.token_hex(12)
         try:
-            exec_id = self._call("exec", self.client.exec_create, container, command, workdir=workdir)["Id"]
+            exec_id = self._call("exec", self.client.exec_create, container, command, workdir=workdir,
+                                 environment={EXEC_MARKER: marker})["Id"]
         except docker.errors.APIError as exc:
             raise ContainerError(f"cannot run a command in {container}: {exc.explanation or exc}") from None
-        stream = self._call("exec", self.client.exec_start, exec_id, stream=True, demux=True)
-        return stream, lambda: self._call("exec inspect", self.client.exec_inspect, exec_id)["ExitCode"]
+
+        def stop() -> bool:
+            return self._stop_exec(container, marker)
+
+        try:
+            stream = self._call("exec", self.client.exec_start, exec_id, stream=True, demux=True)
+        except KeyboardInterrupt:  # the engine may have started it before the answer came
+            stop()
+            raise
+        return ExecRun(stream, lambda: self._call("exec inspect", self.client.exec_inspect, exec_id)["ExitCode"],
+                       stop)
+
+    def _stop_exec(self, container: str, marker: str) -> bool:
+        """Stop every process of a container whose environment holds the marker; False when it could not."""
+        try:
+            stopper = self.client.exec_create(container, ["sh", "-c", STOP_MARKED, "stop", marker], user="0")
+            self.client.exec_start(stopper["Id"])
+            return self.client.exec_inspect(stopper["Id"]).get("ExitCode") == 0
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return False
 
     def exec_lines(self, container: str, command: list[str]) -> tuple[Iterable[str], Callable[[], int]]:
         """Run a command in a container; (its output lines as they come, a function giving its exit code)."""

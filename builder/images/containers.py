@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +187,24 @@ def running(engine: ContainerEngine, name: str) -> dict:
         raise ContainerError(f"{name} is not running ({(info.get('State') or {}).get('Status', '?')}): "
                              f"docker start {name}, or stackbuild rm {name} and run it again")
     return info
+
+
+def exec_in(engine: ContainerEngine, name: str, command: list[str], workdir: str | None,
+            write: Callable[[bytes | None, bytes | None], None], warn: Callable[[str], None]) -> int:
+    """Run a command in a running stackbuild container, its output handed to ``write`` as it comes;
+    its exit code. Ctrl-C or SIGTERM stops the command (and whatever it started) before the interrupt
+    goes on: the engine alone would leave it running."""
+    running(engine, name)
+    started = engine.exec_stream(name, command, workdir)
+    try:
+        for stdout, stderr in started.output:
+            write(stdout, stderr)
+    except KeyboardInterrupt:
+        if not started.stop():
+            warn(f"could not stop {printable(command[0])} in {name} (stopping it needs sh and grep in the image): "
+                 f"it may still run; docker top {name} lists its processes")
+        raise
+    return started.exit_code()
 
 
 def shell_argv(engine: ContainerEngine, name: str, shell: str = "bash") -> list[str]:

@@ -682,3 +682,71 @@ def test_image_names_are_refused_before_a_build(flag, value, cli, fake):
     code, out, err = cli("build", "qlora", "-t", "cpu", flag, value)
     _check(code, out, err, f"{flag} {value}")
     assert code == 6 and not fake.builds and not fake.pulls, err
+
+
+# -- issue 26: signals at start-up: Ctrl-C or SIGTERM while the program still imports ---------------
+
+# Runs the `stackbuild` console script as pyproject.toml declares it, with the import of the command
+# line module slowed down (it says so on stderr first): a signal sent then lands in the start-up.
+_SLOW_START = """
+import builtins, sys, time, tomllib
+entry = tomllib.load(open("pyproject.toml", "rb"))["project"]["scripts"]["stackbuild"]
+real_import = builtins.__import__
+def slow_import(name, globals=None, locals=None, fromlist=(), level=0):
+    package = (globals or {}).get("__package__") or ""
+    if "builder.cli" not in sys.modules and (name == "builder.cli" or (level == 1 and package == "builder"
+                                                                       and name == "cli")):
+        print("importing", file=sys.stderr, flush=True)
+        time.sleep(30)
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = slow_import
+module, _, function = entry.partition(":")
+sys.argv = ["stackbuild", "doctor", "-"]
+main = getattr(__import__(module, fromlist=[function]), function)
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("sig,code,said", [(2, INTERRUPTED, "error: interrupted\n"),
+                                           (15, TERMINATED, "error: terminated\n")])
+def test_a_signal_while_the_program_starts(sig, code, said):
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_START], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stderr.readline() == "importing\n"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stdout, stderr) == (code, "", said)
+
+
+@pytest.mark.parametrize("during", ["create_container", "start"])
+def test_run_interrupted_while_starting_leaves_no_container(during):
+    """Ctrl-C or SIGTERM while the engine creates or starts a working container: it is removed."""
+    from builder.engine import DockerEngine
+    from builder.errors import Terminated
+
+    class Client:
+        removed: list[str] = []
+        labels: dict = {}
+
+        def create_host_config(self, **kwargs):
+            return kwargs
+
+        def create_container(self, image, **kwargs):
+            Client.labels = kwargs["labels"]
+            if during == "create_container":
+                raise Terminated()  # the engine made it; the answer never came
+            return {"Id": "c1"}
+
+        def inspect_container(self, name):
+            return {"Id": "c1", "Config": {"Labels": Client.labels}, "State": {"Status": "created"}}
+
+        def start(self, container):
+            raise KeyboardInterrupt()
+
+        def remove_container(self, container, force):
+            Client.removed.append(container)
+
+    engine = DockerEngine(Client(), "unix:///fake.sock")
+    with pytest.raises(KeyboardInterrupt):
+        engine.start_container("img:1", "box", {"io.stackbuild.container": "1"}, None, network="none")
+    assert Client.removed == ["c1"]
