@@ -72,7 +72,7 @@ def root(
     ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     config: Annotated[
-        Optional[Path], typer.Option("--config", help="Settings file (default: $STACKBUILD_CONFIG or "
+        Optional[Path], typer.Option("--config", readable=False, help="Settings file (default: $STACKBUILD_CONFIG or "
                                      "~/.config/stackbuild/config.toml).")
     ] = None,
     version: Annotated[
@@ -107,7 +107,7 @@ def render_command(
         Optional[str], typer.Option("--output", "-o", help="Write the Dockerfile to this file ('-': stdout).")
     ] = None,
     context: Annotated[
-        Optional[Path], typer.Option("--context", help="Write the whole build context into this new or empty folder.")
+        Optional[Path], typer.Option("--context", readable=False, help="Write the whole build context into this new or empty folder.")
     ] = None,
 ) -> None:
     """Render the Dockerfile of a stack (pure: no Docker, no network)."""
@@ -291,12 +291,13 @@ def test_command(
     options: WithOpt = None,
     gpus: Annotated[str, typer.Option("--gpus", help="GPUs for the container: none, all, a count, or ids 0,1.")] = "none",
     as_json: JsonOpt = False,
-    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report here.")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", readable=False, help="Also write a JUnit XML report here.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container (it is removed by default).")] = False,
     only: Annotated[Optional[list[str]], typer.Option("--only", metavar="CHECK",
                                                       help="Run only this check (repeatable).")] = None,
 ) -> None:
     """Run the image's smoke checks in a network-less container; exit 0 only when none failed."""
+    targets.check_gpus(gpus)
     engine = engines.connect()
     image = image_of(engine, spec, target, options or [], _settings(ctx).registry)
 
@@ -435,7 +436,7 @@ def doctor_command(
     stack: Annotated[Optional[str], typer.Option("--stack", help="STACK[@RELEASE] the log comes from (fixes for it).")] = None,
     image: Annotated[Optional[str], typer.Option("--image", help="An image whose labels name the stack and release.")] = None,
     host: Annotated[bool, typer.Option("--host", help="Check this host: engine, NVIDIA runtime, driver, GPUs, shm, RAM, disk.")] = False,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Check a model folder: shard sizes vs RAM, tokenizer ids.")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", readable=False, help="Check a model folder: shard sizes vs RAM, tokenizer ids.")] = None,
     target: TargetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -660,7 +660,8 @@ def _tokenizer_check(root: Path) -> HostCheck:
     problems = []
     if tok_config.get("tokenizer_class") == "LLaMATokenizer":
         problems.append("tokenizer_class is LLaMATokenizer, the pre-release name of the decapoda conversion")
-    architectures = [str(a) for a in config.get("architectures") or []]
+    listed = config.get("architectures")  # a list of class names; a hand-edited file may hold anything
+    architectures = [listed] if isinstance(listed, str) else [str(a) for a in listed] if isinstance(listed, list) else []
     is_llama = config.get("model_type") == "llama" or any(a.lower().startswith("llamafor") for a in architectures)
     if is_llama and config.get("vocab_size") == LLAMA_VOCAB:
         bos, eos = config.get("bos_token_id"), config.get("eos_token_id")

@@ -81,13 +81,39 @@ def sniff_encoding(head: bytes) -> str:
         return "utf-16"
     sample = head[:BINARY_SNIFF]
     if b"\x00" in sample:
-        even, odd = sample[0::2], sample[1::2]
-        if len(sample) >= 2 and odd.count(0) >= 0.9 * len(odd) and even.count(0) == 0:
-            return "utf-16-le"
-        if len(sample) >= 2 and even.count(0) >= 0.9 * len(even) and odd.count(0) == 0:
-            return "utf-16-be"
-        raise UnreadableLog("looks binary (it contains NUL bytes)")
+        encoding = _utf16_without_bom(sample)
+        if encoding is None:
+            raise UnreadableLog("looks binary (it contains NUL bytes)")
+        return encoding
     return "utf-8"
+
+
+def _utf16_without_bom(sample: bytes) -> str | None:
+    """utf-16-le or utf-16-be when ``sample`` reads as text in that byte order, else None.
+
+    Any script counts (Cyrillic, CJK, emoji: their code units have no NUL byte): each byte order
+    must decode without error to mostly printable text, and the one whose text has more ASCII
+    (line feeds, spaces, digits, which every log has) wins: read in the wrong order, ASCII
+    becomes U+0A00, U+2000, U+3100 and the like.
+    """
+    sample = sample[:len(sample) - len(sample) % 2]
+    best, best_score = None, -1
+    for encoding in ("utf-16-le", "utf-16-be"):
+        units = sample
+        last = units[-2:] if encoding == "utf-16-le" else units[-2:][::-1]
+        if len(last) == 2 and 0xD8 <= last[1] <= 0xDB:  # a surrogate pair cut at the sample's end
+            units = units[:-2]
+        try:
+            text = units.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if not text:
+            continue
+        visible = sum(1 for c in text if c.isprintable() or c in "\t\r\n\x1b")
+        ascii_text = sum(1 for c in text if " " <= c <= "~" or c in "\t\r\n")
+        if visible >= 0.9 * len(text) and ascii_text > best_score:
+            best, best_score = encoding, ascii_text
+    return best if best_score > 0 else None
 
 
 def decode_blocks(blocks: Iterable[bytes]) -> Iterator[str]:

@@ -29,7 +29,7 @@ HF_HOME = "/root/.cache/huggingface"
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 NAME_OR_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")  # what find() may ask the engine about
 SIZE = re.compile(r"^[1-9][0-9]*[bkmg]?\Z", re.IGNORECASE)
-GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)\Z")
+NETWORKS = ("bridge", "host", "none")
 
 
 @dataclass
@@ -105,8 +105,15 @@ def check_options(options: RunOptions) -> None:
                          "with a letter or digit)")
     if not SIZE.match(options.shm_size):
         raise UsageError(f"--shm-size {options.shm_size}: write a size like 16g or 512m")
-    if options.gpus is not None and not GPUS.match(options.gpus):
-        raise UsageError(f"--gpus {options.gpus}: use none, all, a count, or device ids like 0,1")
+    if options.gpus is not None:
+        targets.check_gpus(options.gpus)
+    if options.network not in NETWORKS:
+        raise UsageError(f"--network {printable(options.network)}: use {', '.join(NETWORKS)} (another "
+                         "container's network, container:NAME, is not offered: start it with docker run)")
+    if options.ports and options.network != "bridge":
+        raise UsageError(f"-p {printable(options.ports[0])} publishes a port of the bridge network: with --network "
+                         f"{options.network} there is none to publish (use --network bridge"
+                         + (", or reach the port on the host directly)" if options.network == "host" else ")"))
     if options.workdir is not None and not options.workdir.startswith("/"):
         raise UsageError(f"--workdir {options.workdir}: must be an absolute path inside the container")
 

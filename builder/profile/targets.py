@@ -8,10 +8,13 @@ resolves for and what the host needs to run it. Everything else asks the entry; 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, Optional
 
 from . import versions as compat
+from ..errors import UsageError
+from ..safety.printable import printable
 
 GIB = 1024 ** 3
 
@@ -176,12 +179,23 @@ def for_host(has_gpu: bool) -> str:
     return next(t.name for t in TARGETS.values() if t.gpu == has_gpu)
 
 
+# --gpus: none, all, a count, device indexes (0,1) or UUIDs (GPU-…).
+GPUS = re.compile(r"^(none|all|[1-9][0-9]*|[0-9]+(,[0-9]+)*|GPU-[0-9a-f-]+(,GPU-[0-9a-f-]+)*)\Z")
+
+
+def check_gpus(gpus: str) -> str:
+    """``gpus`` when it is one of --gpus's forms; UsageError (before any container is made) otherwise."""
+    if not GPUS.match(gpus):
+        raise UsageError(f"--gpus {printable(gpus)}: use none, all, a count, or device ids like 0,1")
+    return gpus
+
+
 def gpu_devices(target_name: Optional[str], gpus: Optional[str]) -> str:
     """The devices a container asks for: ``gpus`` as given (none, all, a count, ids), else the target's default.
 
     The engine's ``GpuRequest.of`` turns it into a device request.
     """
-    chosen = gpus if gpus is not None else entry_or_default(target_name).default_gpus()
+    chosen = check_gpus(gpus) if gpus is not None else entry_or_default(target_name).default_gpus()
     return chosen or "none"
 
 

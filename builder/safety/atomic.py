@@ -41,20 +41,53 @@ def write_atomic(path: Path | str, text: str, error: type[Exception], *, make_fo
 
 
 def write_folder_atomic(folder: Path, fill: Callable[[Path], None], error: type[Exception]) -> None:
-    """Fill a staging folder beside ``folder`` with ``fill``, then rename it to ``folder`` (new or empty)."""
+    """Fill ``folder`` (new, or existing and empty) with ``fill``, all or nothing.
+
+    A new folder is filled as a staging folder beside it, then renamed into place, with the umask's
+    mode. An existing empty folder is kept as it is (its mode and owner are its owner's choice; it
+    may be a mount point, or the working folder '.', neither of which can be replaced): the staging
+    folder is made inside it, and its entries are moved up; a failure empties it again.
+    """
+    shown = printable(str(folder))
+    if os.path.lexists(folder):
+        _fill_existing(folder, fill, error)
+        return
     parent = folder.parent if str(folder.parent) else Path(".")
     if not parent.is_dir():
-        raise error(f"cannot write {folder}: folder {parent} does not exist")
+        raise error(f"cannot write {shown}: folder {printable(str(parent))} does not exist")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=parent))
     except OSError as exc:
-        raise error(f"cannot write {folder}: {exc.strerror}") from None
+        raise error(f"cannot write {shown}: {exc.strerror}") from None
     try:
         os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; the folder gets the umask's mode
         fill(staging)
-        if folder.exists():
-            folder.rmdir()
         staging.rename(folder)
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C and SIGTERM too: no staging folder is left behind
         shutil.rmtree(staging, ignore_errors=True)
-        raise error(f"cannot write {folder}: {exc.strerror}") from None
+        if isinstance(exc, OSError):
+            raise error(f"cannot write {shown}: {exc.strerror}") from None
+        raise
+
+
+def _fill_existing(folder: Path, fill: Callable[[Path], None], error: type[Exception]) -> None:
+    shown = printable(str(folder))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".stackbuild-staging.", dir=folder))
+    except OSError as exc:
+        raise error(f"cannot write {shown}: {exc.strerror}") from None
+    try:
+        fill(staging)
+        for entry in sorted(os.listdir(staging)):
+            os.rename(staging / entry, folder / entry)
+        staging.rmdir()
+    except BaseException as exc:
+        for entry in os.listdir(folder):  # it was empty: what is there now is this write's
+            path = folder / entry
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise error(f"cannot write {shown}: {exc.strerror}") from None
+        raise

@@ -480,6 +480,16 @@ MODELS = {
                                                      "bos_token_id": "\x1b[2J", "eos_token_id": [1]}),
                           "tokenizer_config.json": json.dumps({"tokenizer_class": "\x1b]0;x\x07"})},
     "hostile names": {"\x1b[2J.safetensors": _safetensors(b"{}"), "a\nb.bin": b"PK\x03\x04"},
+    # issue 26: architectures of every JSON type
+    "architectures true": {"config.json": '{"architectures": true, "model_type": "llama"}'},
+    "architectures 1.5": {"config.json": '{"architectures": 1.5, "vocab_size": 32000}'},
+    "architectures 5": {"config.json": '{"architectures": 5}'},
+    "architectures object": {"config.json": '{"architectures": {"a": 1}}'},
+    "architectures string": {"config.json": json.dumps({"architectures": "LlamaForCausalLM", "vocab_size": 32000,
+                                                        "bos_token_id": 0, "eos_token_id": 1})},
+    "architectures mixed": {"config.json": '{"architectures": [null, 1, ["x"], "LlamaForCausalLM"]}'},
+    "lfs pointer name": {"\x1b]0;x\x07model.safetensors": b"version https://git-lfs.github.com/spec/v1\noid sha256:"
+                         + b"a" * 64 + b"\nsize 1000\n"},
 }
 
 
@@ -750,3 +760,119 @@ def test_run_interrupted_while_starting_leaves_no_container(during):
     with pytest.raises(KeyboardInterrupt):
         engine.start_container("img:1", "box", {"io.stackbuild.container": "1"}, None, network="none")
     assert Client.removed == ["c1"]
+
+
+# -- issue 26: UTF-16 without a byte-order mark, in other scripts than Latin ------------------------
+
+UTF16_TEXTS = {"cyrillic": "Загрузка модели: шард 3 из 8", "cjk": "训练开始，加载模型分片", "japanese": "日本語のみのログ",
+               "emoji": "🚀 starting 😀🔥", "mixed": "模型 model Модель 🚀"}
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("script", list(UTF16_TEXTS))
+def test_utf16_logs_without_a_bom_in_any_script(script, encoding, cli, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_bytes(f"{UTF16_TEXTS[script]}\nloading checkpoint shards\nKilled\n".encode(encoding))
+    code, out, err = cli("doctor", str(log))
+    _check(code, out, err, f"{script} {encoding}")
+    assert code == 0 and "host-oom-killed" in out and UTF16_TEXTS[script] in out, err
+
+
+# -- issue 26: folders given to render --context ------------------------------------------------------
+
+def test_render_context_into_the_empty_working_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("render", "qlora", "-t", "cpu", "--context", ".")
+    _check(code, out, err, "--context .")
+    assert code == 0 and (tmp_path / "Dockerfile").is_file() and not list(tmp_path.glob(".stackbuild-staging*"))
+
+
+def test_render_context_keeps_an_existing_folders_mode(cli, tmp_path):
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    code, out, err = cli("render", "qlora", "-t", "cpu", "--context", str(folder))
+    assert code == 0, err
+    assert (folder.stat().st_mode & 0o777) == 0o700 and (folder / "Dockerfile").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["private"]  # no staging folder beside it
+
+
+def test_render_context_into_an_empty_mount_point(cli, tmp_path, monkeypatch):
+    """A mount point cannot be removed or renamed over (EBUSY): it is filled where it is."""
+    import errno
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    real_rmdir, real_rename = os.rmdir, os.rename
+
+    def rmdir(path, *args, **kwargs):
+        if Path(path) == mount:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        return real_rmdir(path, *args, **kwargs)
+
+    def rename(src, dst, *args, **kwargs):
+        if Path(dst) == mount:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    monkeypatch.setattr(os, "rename", rename)
+    code, out, err = cli("render", "qlora", "-t", "cpu", "--context", str(mount))
+    assert code == 0, err
+    assert (mount / "Dockerfile").is_file()
+
+
+def test_a_failed_render_leaves_an_existing_folder_empty(cli, tmp_path, monkeypatch):
+    folder = tmp_path / "out"
+    folder.mkdir(mode=0o750)
+    real_rename, calls = os.rename, []
+
+    def rename(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(dst))
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    code, out, err = cli("render", "qlora", "-t", "cpu", "--context", str(folder))
+    _check(code, out, err, "failed fill")
+    assert code == 5 and "No space left on device" in err
+    assert list(folder.iterdir()) == [] and (folder.stat().st_mode & 0o777) == 0o750
+
+
+
+# -- issue 26: folders typer would have refused (exit 2) are the commands' to judge ------------------
+
+def test_unreadable_folders_get_the_commands_own_exit_code(cli, tmp_path, monkeypatch):
+    """typer checks a Path option with os.access and answers 'not readable' with a usage error (2):
+    an unreadable --model folder is doctor's (11), an unreadable --context folder render's (5)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access, real_iterdir = os.access, Path.iterdir
+
+    def access(path, mode, *args, **kwargs):
+        return False if Path(path) == locked else real_access(path, mode, *args, **kwargs)
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    code, out, err = cli("doctor", "--model", str(locked))
+    _check(code, out, err, "--model")
+    assert code == 11 and "Permission denied" in err, err
+    code, out, err = cli("render", "qlora", "-t", "cpu", "--context", str(locked))
+    _check(code, out, err, "--context")
+    assert code == 5 and "Permission denied" in err, err
+
+
+@pytest.mark.parametrize("args", [("test", "qlora:x", "--gpus", "lots"), ("test", "qlora:x", "--gpus", "0,,1"),
+                                  ("test", "qlora:x", "--gpus", "all;id"), ("run", "qlora:x", "--gpus", "-1"),
+                                  ("run", "qlora:x", "--network", "container:other"),
+                                  ("run", "qlora:x", "--network", "nat"),
+                                  ("run", "qlora:x", "--network", "none", "-p", "8888"),
+                                  ("run", "qlora:x", "--network", "host", "-p", "8888:8888")])
+def test_container_options_are_checked_before_a_container(args, cli, fake):
+    code, out, err = cli(*args)
+    _check(code, out, err, str(args))
+    assert code == 2, f"{args}: exit {code}: {err}"
