@@ -11,7 +11,7 @@ import time
 import docker.errors
 import pytest
 
-from builder.containers import LABEL
+from builder.images.containers import LABEL
 
 from .conftest import TEST_LABEL, unique
 
