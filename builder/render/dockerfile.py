@@ -230,9 +230,10 @@ def write_dockerfile(context: BuildContext, path: str) -> None:
 def write_context(context: BuildContext, folder: Path) -> None:
     """Write the whole build context into ``folder``, which must be new or empty (all or nothing)."""
     try:
-        if folder.is_symlink() or (folder.exists() and (not folder.is_dir() or any(folder.iterdir()))):
-            raise RenderError(f"--context {printable(str(folder))} must be a new or empty folder (not a symbolic "
-                              "link)")
+        if folder.is_symlink():
+            raise RenderError(f"--context {printable(str(folder))} is a symbolic link: name a new or empty folder")
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise RenderError(f"--context {printable(str(folder))} must be a new or empty folder")
         write_folder_atomic(folder, context.write, RenderError)
     except OSError as exc:  # a name too long, a symlink loop, a folder that cannot be listed
         raise RenderError(f"cannot write {printable(str(folder))}: {exc.strerror or exc}") from None
