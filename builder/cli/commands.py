@@ -22,7 +22,7 @@ from ..profile import targets
 from ..images.build import build_image, parse_build_args
 from .catalog import describe_stack, list_stacks, profile_schema
 from ..config import config_path
-from ..images.containers import (RunOptions, check_options, default_name, exec_in, find, list_containers,
+from ..images.containers import (RunOptions, check_options, default_name, exec_in, find, find_each, list_containers,
                                  run_container, running, shell_argv)
 from ..doctor.diagnose import EngineInfo, check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
@@ -407,9 +407,7 @@ def ps_command(as_json: JsonOpt = False) -> None:
 def stop_command(names: NamesArg) -> None:
     """Stop stackbuild containers (they can be started again with docker start)."""
     engine = engines.connect()
-    for n in names:
-        find(engine, n)  # every name is a stackbuild container before any is stopped
-    for n in names:
+    for n, _ in find_each(engine, names):  # every name is a stackbuild container before any is stopped
         engine.stop_container(n)
         out.print(f"stopped {n}")
 
@@ -421,11 +419,11 @@ def rm_command(
 ) -> None:
     """Remove stackbuild containers (a running one only with --force)."""
     engine = engines.connect()
-    infos = [find(engine, n) for n in names]
-    busy = [n for n, info in zip(names, infos) if (info.get("State") or {}).get("Running")]
+    found = find_each(engine, names)  # a container named twice (by name and id) is removed once
+    busy = [n for n, info in found if (info.get("State") or {}).get("Running")]
     if busy and not force:
         raise ContainerError(f"{', '.join(busy)} still running: stackbuild stop {' '.join(busy)} first, or rm --force")
-    for n in names:
+    for n, _ in found:
         engine.remove_container(n)
         out.print(f"removed {n}")
 

@@ -168,6 +168,8 @@ def list_containers(engine: ContainerEngine) -> list[Listed]:
     out = []
     for info in engine.containers(LABEL):
         labels = (info.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL) != "1":
+            continue  # io.stackbuild.container=false is not ours
         spec = f"{labels.get(schema.STACK, '?')}@{labels.get(schema.RELEASE, '?')} " \
                f"({labels.get(schema.TARGET, '?')})"
         out.append(Listed(info["Name"].lstrip("/"), spec, (info.get("Config") or {}).get("Image", "?"),
@@ -181,11 +183,22 @@ def find(engine: ContainerEngine, name: str) -> dict:
     info = engine.container(name) if NAME_OR_ID.match(name) else None
     if info is not None and not isinstance(info, dict):
         info = None
-    if info is None or LABEL not in ((info.get("Config") or {}).get("Labels") or {}):
+    # the label's value too: io.stackbuild.container=false (or any other) is someone else's container
+    if info is None or ((info.get("Config") or {}).get("Labels") or {}).get(LABEL) != "1":
         known = ", ".join(c.name for c in list_containers(engine)) or "none (start one with stackbuild run STACK)"
         what = "no container" if info is None else "not a stackbuild container (use docker directly)"
         raise SelectionError(f"{printable(name)}: {what}; stackbuild's containers: {known}")
     return info
+
+
+def find_each(engine: ContainerEngine, names: list[str]) -> list[tuple[str, dict]]:
+    """Each stackbuild container the names (or ids) give, once, as first named: every one is checked
+    before any is touched."""
+    found: dict[str, tuple[str, dict]] = {}
+    for name in names:
+        info = find(engine, name)
+        found.setdefault(info.get("Id") or name, (name, info))
+    return list(found.values())
 
 
 def running(engine: ContainerEngine, name: str) -> dict:

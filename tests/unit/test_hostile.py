@@ -880,3 +880,49 @@ def test_container_options_are_checked_before_a_container(args, cli, fake):
     code, out, err = cli(*args)
     _check(code, out, err, str(args))
     assert code == 2, f"{args}: exit {code}: {err}"
+
+
+
+# -- issue 26, item 10: rm and stop take only stackbuild's containers, each once ----------------------
+
+class _Labelled(_Containers):
+    """'mine' (id 4f3c…, labelled io.stackbuild.container=1) and 'other' (labelled =false)."""
+
+    removed: list[str]
+
+    def __init__(self):
+        self.removed = []
+
+    def container(self, name):
+        if name in ("mine", "4f3c2b1a0d9e"):
+            return {"Id": "4f3c2b1a0d9e" + "0" * 52, "Name": "/mine", "Config": {"Labels": {LABEL_KEY: "1"}, "Image": "i"},
+                    "State": {"Running": False, "Status": "exited"}}
+        if name == "other":
+            return {"Id": "9" * 64, "Name": "/other", "Config": {"Labels": {LABEL_KEY: "false"}, "Image": "i"},
+                    "State": {"Running": True, "Status": "running"}}
+        return None
+
+    def containers(self, label):
+        return [self.container("mine"), self.container("other")]
+
+    def remove_container(self, name):
+        self.removed.append(name)
+
+    stop_container = remove_container
+
+
+LABEL_KEY = "io.stackbuild.container"
+
+
+def test_rm_takes_only_stackbuild_containers_and_each_once(cli, monkeypatch):
+    import builder.engine.connect
+    engine = _Labelled()
+    monkeypatch.setattr(builder.engine.connect, "connect", lambda timeout=600, kind="classic", builder=None: engine)
+    for args in (("rm", "-f", "other"), ("stop", "other")):
+        code, out, err = cli(*args)
+        _check(code, out, err, str(args))
+        assert code == 4 and "not a stackbuild container" in err and not engine.removed, err
+    code, out, err = cli("rm", "mine", "4f3c2b1a0d9e")
+    assert code == 0 and out == "removed mine\n" and engine.removed == ["mine"], (out, err)
+    code, out, err = cli("ps")
+    assert "other" not in out
