@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .engine.connect import BUILDER_RULE, BUILDX_BUILDER, ENGINE_KINDS
-from .profile.names import registry_problem
+from .engine.references import registry_problem
 from .safety.printable import printable
 from .safety.credentials import redact
 from .safety.files import MAX_CA_BUNDLE_BYTES, MAX_CONFIG_BYTES, read_text

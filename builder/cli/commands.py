@@ -45,7 +45,7 @@ from ..render.dockerfile import prepare, write_rendered
 from ..safety.paths import user_path
 from ..smoke.run import SmokeResult, run_smoke, write_junit
 from ..profile.spec import split_spec
-from ..profile.names import checked_ref
+from ..engine.references import checked_ref
 
 
 app = typer.Typer(

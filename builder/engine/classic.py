@@ -27,7 +27,7 @@ from ..errors import BuildError, ConfigError, ContainerError, EngineUnavailable,
 from ..safety.printable import printable
 from ..safety.credentials import redact
 from ..safety.files import MAX_JSON_BYTES, open_regular, read_text
-from ..profile.names import checked_ref
+from .references import checked_ref
 from .site_server import SiteServer
 
 # How registries and the engine word each kind of failure (Docker Hub, distribution/registry, ghcr, ECR).

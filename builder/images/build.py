@@ -23,7 +23,8 @@ from ..doctor.diagnose import diagnose, diagnosis_lines
 from ..engine.api import BuildEvent, BuildLog, BuildOptions, BuildRequest, Engine, OnEvent
 from ..errors import BuildError, ConfigError, RegistryError
 from ..render.identity import ImageRef
-from ..profile.names import image_ref_problem, parse_assignments
+from ..engine.references import image_ref_problem
+from ..profile.names import parse_assignments
 from ..safety.printable import printable
 from .registry import locate, pull_verified
 from ..render.dockerfile import BuildContext, dockerfile_for
