@@ -13,7 +13,7 @@ starts them (tests/integration/nodes.py). For each way of launching, it prints p
 
 the seconds from the launch to the first step both ranks finished (the later of the two ranks'
 first step, from their step logs), to the last step, and the launcher's whole run; plus the
-containers' start (and sshd's) before it. The images are this checkout's plans (built here with
+containers' start (and sshd's) before it, and the rank-averaged loss of the first and last step. The images are this checkout's plans (built here with
 `stackbuild build STACK@2026.11 --target cpu`) unless --*-image names another. The host may be
 shared: the load average is printed before and after. Everything it starts is labelled
 io.stackbuild.test and removed.
@@ -50,14 +50,16 @@ def load() -> str:
         return "?"
 
 
-def first_and_last_step(out: Path) -> tuple[float, float]:
-    """(the time both ranks had finished their first step, and their last), from the ranks' step logs."""
+def first_and_last_step(out: Path) -> tuple[float, float, str]:
+    """(the time both ranks had finished their first step, and their last; the rank-averaged loss of
+    the first and last step), from the ranks' step logs."""
     firsts, lasts = [], []
     for rank in (0, 1):
         records = [json.loads(line) for line in (out / f"rank{rank}.jsonl").read_text().splitlines()]
         firsts.append(records[0]["time"])
         lasts.append(records[-1]["time"])
-    return max(firsts), max(lasts)
+    loss = f"{records[0]['mean_loss']:.3f} -> {records[-1]['mean_loss']:.3f} ({len(records)} steps)"
+    return max(firsts), max(lasts), loss
 
 
 def one_run(client, kind: str, image: str, steps: int) -> dict:
@@ -84,9 +86,9 @@ def one_run(client, kind: str, image: str, steps: int) -> dict:
             failed = [out for code, out in results if code != 0]
             if failed:
                 return {"error": failed[0][-2000:]}
-            first, last = first_and_last_step(job / "out")
+            first, last, loss = first_and_last_step(job / "out")
             return {"containers": ready - started, "first_step": first - launched, "last_step": last - launched,
-                    "whole_run": ended - launched}
+                    "whole_run": ended - launched, "loss": loss}
         finally:
             stop_nodes(nodes)
 
@@ -109,7 +111,7 @@ def main() -> int:
         images[kind] = explicit or image_of(engine, PLANS[kind], "cpu", [], registry)
     print(f"load average before: {load()}")
     print(f"{'launch':<10} {'run':>3} {'containers s':>13} {'first step s':>13} {'last step s':>12} "
-          f"{'whole run s':>12}  image")
+          f"{'whole run s':>12}  loss (rank mean)                image")
     failures = 0
     for kind in kinds:
         for run in range(1, args.runs + 1):
@@ -119,7 +121,7 @@ def main() -> int:
                 print(f"{kind:<10} {run:>3} failed: {result['error']}")
                 continue
             print(f"{kind:<10} {run:>3} {result['containers']:>13.1f} {result['first_step']:>13.1f} "
-                  f"{result['last_step']:>12.1f} {result['whole_run']:>12.1f}  {images[kind]}")
+                  f"{result['last_step']:>12.1f} {result['whole_run']:>12.1f}  {result['loss']:<30}  {images[kind]}")
     print(f"load average after: {load()}")
     return 1 if failures else 0
 

@@ -1,5 +1,8 @@
 """Two containers train together, as two nodes of a cluster would (issue 22).
 
+- deepspeed-zero3-offload@2026.11 (cpu): DeepSpeed's own launcher on node1 reads a hostfile and
+  starts one rank on each node over pdsh and ssh (stackbuild-sshd in each container, host keys
+  made at start, the job's key pair); ZeRO-3 partitions a tiny model across them (gloo).
 - flash-attn-fsdp@2026.11 (cpu): `torchrun --nnodes 2` on each node meets through c10d
   rendezvous on node1's address; FSDP trains and rank 0 saves one full state dict.
 - the same image under a real Slurm (controller and two node daemons), from the batch script
@@ -23,7 +26,8 @@ from typer.testing import CliRunner
 from builder.cli.commands import app
 
 from .conftest import FIXTURES, TEST_LABEL
-from .nodes import JOB, free_port, make_job, run_on_all, start_nodes, stop_nodes, torchrun_command
+from .nodes import (JOB, deepspeed_command, free_port, make_job, run_on_all, start_nodes, stop_nodes,
+                    torchrun_command, write_hostfile)
 
 SCRIPTS = FIXTURES / "multinode"
 STEPS = 6
@@ -71,6 +75,26 @@ def job(tmp_path):
     folder = tmp_path / "job"
     make_job(folder, [SCRIPTS / "zero3_train.py", SCRIPTS / "fsdp_train.py"])
     return folder
+
+
+def test_deepspeed_launcher_trains_zero3_across_two_containers_over_pdsh_and_ssh(docker_client, stack_images, job):
+    image = stack_images("deepspeed-zero3-offload", "2026.11").image_id
+    ssh_port = free_port()
+    nodes = start_nodes(docker_client, image, job, ssh_port=ssh_port)
+    try:
+        write_hostfile(job, nodes)
+        code, out = nodes[0].exec(deepspeed_command(nodes, free_port(), ssh_port, "zero3_train.py", "--out",
+                                                    f"{JOB}/out", "--steps", str(STEPS)))
+        assert code == 0, out[-6000:]
+        assert "pdsh" in out and "node1,node2" in out  # DeepSpeed's pdsh runner reached both nodes
+        ranks = _ranks(job / "out", 2)
+        _check_trained_together(ranks, ["node1", "node2"])
+        assert (job / "out" / "done").is_file()
+        shards = sorted(p.name for p in (job / "out" / "checkpoint" / "final").glob("*optim_states.pt"))
+        assert shards == [f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)], shards
+        assert _saved_shapes(nodes[1], f"{JOB}/out/model/model.bin") == FULL_SHAPES
+    finally:
+        stop_nodes(nodes)
 
 
 def test_torchrun_two_nodes_train_fsdp_and_save_one_full_state_dict(docker_client, stack_images, job):
