@@ -245,11 +245,11 @@ class EngineInfo:
     root_dir: str | None = None
 
 
-def run_nvidia_smi(args: list[str]) -> str:
-    """Run nvidia-smi with ``args``; FileNotFoundError when it is not installed."""
-    exe = shutil.which("nvidia-smi")
+def run_host_tool(args: list[str], tool: str) -> str:
+    """Run the accelerator's host tool (nvidia-smi) with ``args``; FileNotFoundError when it is not installed."""
+    exe = shutil.which(tool)
     if exe is None:
-        raise FileNotFoundError("nvidia-smi")
+        raise FileNotFoundError(tool)
     done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=20, check=False)
     if done.returncode != 0:
         raise RuntimeError((done.stderr or done.stdout).strip() or f"exit code {done.returncode}")
@@ -275,13 +275,12 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
     NVIDIA GPU, else cpu. Every check either runs or reports ``unknown`` with the reason, so this
     works on a host with no GPU and no engine. ``engine_probe`` asks the engine for its host info
     (the caller's: doctor never imports an engine; none given, the engine checks say unknown);
-    ``nvidia_smi`` is injectable for tests (default: ``run_nvidia_smi``).
+    ``nvidia_smi`` (the host tool given its arguments) is injectable for tests (default: ``run_host_tool``).
     """
     def unasked() -> EngineInfo:
         raise EngineUnavailable("no engine was asked (check_host got no engine_probe)")
 
     probe = engine_probe if engine_probe is not None else unasked
-    smi = nvidia_smi if nvidia_smi is not None else run_nvidia_smi
     rel = stack.release(release) if stack is not None else None
     checks: list[HostCheck] = []
 
@@ -295,16 +294,19 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
 
     gpus: list[Gpu] | None = None
     gpu_error = ""
+    accelerator = targets.host_accelerator(target)  # the host commands and runtime come from its entry
+    tool = accelerator.host_tool[0]
+    smi = nvidia_smi if nvidia_smi is not None else (lambda args: run_host_tool(args, tool))
     try:
-        gpus = _parse_gpus(smi(["--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"]))
+        gpus = _parse_gpus(smi(list(accelerator.host_tool[1:])))
     except FileNotFoundError:
-        gpu_error = "nvidia-smi not found: no NVIDIA driver on this host"
+        gpu_error = f"{tool} not found: no {accelerator.vendor} driver on this host"
     except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-        gpu_error = f"nvidia-smi failed: {exc}"
+        gpu_error = f"{tool} failed: {exc}"
     if target is None:
         target = targets.for_host(bool(gpus))
 
-    checks.append(_runtime_check(engine, target))
+    checks.append(_runtime_check(engine, target, accelerator))
     checks.append(_driver_check(gpus, gpu_error, rel))
     checks.extend(_gpu_checks(gpus, gpu_error, rel))
     checks.append(_shm_check(Path(shm_path)))
@@ -404,17 +406,19 @@ def _parse_gpus(output: str) -> list[Gpu]:
     return gpus
 
 
-def _runtime_check(engine: EngineInfo | None, target: str) -> HostCheck:
+def _runtime_check(engine: EngineInfo | None, target: str, accelerator) -> HostCheck:
+    """The container runtime ``accelerator``'s entry names (host_runtime) is registered with the engine."""
+    runtime = accelerator.host_runtime
+    name = f"{runtime}-runtime"
     if engine is None:
-        return HostCheck("nvidia-runtime", "unknown", "no Docker engine answered, so its runtimes are unknown")
-    if "nvidia" in engine.runtimes:
-        return HostCheck("nvidia-runtime", "ok", f"runtimes: {', '.join(engine.runtimes)}")
+        return HostCheck(name, "unknown", "no Docker engine answered, so its runtimes are unknown")
+    if runtime in engine.runtimes:
+        return HostCheck(name, "ok", f"runtimes: {', '.join(engine.runtimes)}")
     status: Status = "warn" if targets.runs_on_gpu(target) else "ok"
-    return HostCheck("nvidia-runtime", status,
-                     f"no 'nvidia' runtime registered (runtimes: {', '.join(engine.runtimes) or 'none'}); "
-                     "GPU containers (--gpus) need the NVIDIA Container Toolkit",
-                     "install the NVIDIA Container Toolkit and run: nvidia-ctk runtime configure --runtime=docker"
-                     if status == "warn" else "")
+    return HostCheck(name, status,
+                     f"no '{runtime}' runtime registered (runtimes: {', '.join(engine.runtimes) or 'none'}); "
+                     f"GPU containers (--gpus) need the {accelerator.host_runtime_needs}",
+                     accelerator.host_runtime_fix if status == "warn" else "")
 
 
 def _driver_check(gpus: list[Gpu] | None, gpu_error: str, rel) -> HostCheck:

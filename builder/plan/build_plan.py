@@ -86,7 +86,8 @@ class BuildPlan:
     @property
     def torch_origin(self) -> str:
         """Where torch comes from, in words, as the target's entry says it."""
-        return targets.target(self.target.name).torch_origin(self.target.torch_index, self.release.cuda)
+        entry = targets.target(self.target.name)
+        return entry.torch_origin(self.target.torch_index, entry.accelerator_version(self.release))
 
     def manifest(self) -> dict:
         """What the image says about itself (copied to /opt/stackbuild/manifest.json)."""

@@ -29,6 +29,7 @@ from .knowledge import KnownIssue, load_knowledge_base
 from .names import IDENTIFIER, KEBAB, RELEASE
 from ..safety.printable import printable
 from .rules import RuleCheck
+from .accelerators import ACCELERATORS
 from .raw import (TARGETS, RawCompiled, RawFile, RawFix, RawNamesake, RawPackage, RawRelease, RawStackHead,
                            RawTarget)
 from ..safety.paths import display_path, stacks_dir
@@ -431,6 +432,8 @@ class _Resolver:
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
             namesake=self._namesake(head, raw, at), multinode=raw.multinode, declined=declined,
             audit_allow=tuple(AuditAllow(a.id, a.reason, a.expires) for a in raw.audit_allow),
+            accelerator_versions={a.version_field: version for a in ACCELERATORS.values()
+                                  if (version := raw.accelerator_version(a.version_field)) is not None},
         )
         RuleCheck(self.problem, at, release).run()
         return release if len(self.problems) == before else None
@@ -496,7 +499,12 @@ class _Resolver:
             self.problem((*at, "base"), f"unknown base image '{traw.base}'", f"use {compat.KNOWN_BASES_HINT}")
             return None
         entry = targets.target(tname)
-        accelerator = raw.cuda  # the accelerator version field of a release (only CUDA so far)
+        accelerator = entry.accelerator_version(raw)  # the field its accelerator's entry names
+        if entry.accelerator_entry is not None and not accelerator:
+            field_name = entry.accelerator_entry.version_field
+            self.problem(("releases", rname), f"the {tname} target needs the release's '{field_name}' version",
+                         f"add {field_name}: \"X.Y\" to the release")
+            return None
         ok = True
         compiles = any(tname in c.targets for c in raw.compiled)
         for message, fix in entry.base_problems(base, traw.base, accelerator, compiles):
@@ -538,23 +546,25 @@ class _Resolver:
                              "remove arch_list")
                 ok = False
             version = compat.version_tuple(accelerator)
+            arch_min, label = entry.accelerator_entry.arch_min, entry.accelerator_entry.label
             for index, arch in enumerate(arch_list):
-                if not ARCH.match(arch) or arch not in compat.ARCH_MIN_CUDA:
+                if not ARCH.match(arch) or arch not in arch_min:
                     self.problem((*at, "arch_list", index), f"'{arch}' is not a known compute capability",
-                                 f"use one of {', '.join(compat.ARCH_MIN_CUDA)} (quoted)")
+                                 f"use one of {', '.join(arch_min)} (quoted)")
                     ok = False
-                elif version < compat.ARCH_MIN_CUDA[arch]:
-                    need = compat.fmt_version(compat.ARCH_MIN_CUDA[arch])
-                    self.problem((*at, "arch_list", index), f"CUDA {accelerator} cannot compile for sm_{arch.replace('.', '')}",
-                                 f"sm_{arch.replace('.', '')} needs CUDA >= {need}; drop it or use a newer CUDA")
+                elif version < arch_min[arch]:
+                    need = compat.fmt_version(arch_min[arch])
+                    self.problem((*at, "arch_list", index), f"{label} {accelerator} cannot compile for sm_{arch.replace('.', '')}",
+                                 f"sm_{arch.replace('.', '')} needs {label} >= {need}; drop it or use a newer {label}")
                     ok = False
         env = self._env(traw.env, (*at, "env"))
         torch_index = None
         torch_pin = Pin("torch", raw.torch, None, f"torch=={raw.torch}")
         if line is not None:
-            source = entry.torch_source(raw.torch, accelerator, line)
+            source = entry.torch_source(raw.torch, accelerator)
             if isinstance(source, tuple):
-                self.problem(("releases", rname, entry.accelerator or "torch"), *source)
+                self.problem(("releases", rname, entry.accelerator_entry.version_field if entry.accelerator_entry
+                              else "torch"), *source)
                 ok = False
             elif source.index is not None:
                 torch_index = source.index

@@ -11,14 +11,27 @@ import re
 from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, WithJsonSchema, model_validator
 
 from . import targets
+from .accelerators import ACCELERATORS
 from .knowledge import CheckName, IssueId, OneLine
 from .problems import Strict
 
 TARGETS = targets.NAMES
-Target = targets.TargetName
+
+
+def _target_name(value: str) -> str:
+    """A name in the target table as it is when a profile loads (a test may register a fixture target)."""
+    if value not in targets.TARGETS:
+        names = [f"'{name}'" for name in targets.TARGETS]
+        raise ValueError(f"{value!r} is not allowed || use {', '.join(names[:-1])} or {names[-1]}"
+                         if len(names) > 1 else f"{value!r} is not allowed || use {names[0]}")
+    return value
+
+
+# A target name: checked against the live table; the schema lists the table's names.
+Target = Annotated[str, AfterValidator(_target_name), WithJsonSchema({"enum": list(TARGETS), "type": "string"})]
 
 def _to_date(value: Any) -> Any:
     if isinstance(value, dt.date):
@@ -218,6 +231,31 @@ class RawRelease(Strict):
     multinode: bool = Field(False, description="Ready for multi-node training: sshd with host keys made when a "
                             "container starts, pdsh, the RDMA user-space libraries and NCCL defaults, in one small "
                             "layer after torch, and the multinode smoke check (see README, Multi-node).")
+    # The version fields of accelerators whose field is not declared above (builder/profile/accelerators.py)
+    _accelerator_versions: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _accelerator_fields(cls, data: Any, handler: Any) -> Any:
+        """Take each registered accelerator's version field the model does not declare, checked as X.Y."""
+        extra: dict[str, str] = {}
+        if isinstance(data, dict):
+            names = {a.version_field for a in ACCELERATORS.values()} - set(cls.model_fields)
+            for name in names & set(data):
+                value = data[name]
+                if not isinstance(value, str):
+                    raise ValueError(f"{name}: expected a string, got {value!r} || quote it")
+                extra[name] = _major_minor(value)
+            data = {k: v for k, v in data.items() if k not in extra}
+        model = handler(data)
+        model._accelerator_versions.update(extra)
+        return model
+
+    def accelerator_version(self, field_name: str) -> str | None:
+        """The release's value of an accelerator's version field, None when it has none."""
+        if field_name in type(self).model_fields:
+            return getattr(self, field_name)
+        return self._accelerator_versions.get(field_name)
 
 
 class RawStackHead(Strict):

@@ -162,6 +162,12 @@ class Release:
     audit_allow: tuple[AuditAllow, ...] = ()
     multinode: bool = False  # sshd, pdsh, RDMA user space and NCCL defaults in a layer after torch
     declined: dict[str, Declined] = field(default_factory=dict)
+    # each accelerator version field the release sets ({"cuda": "12.1"}), read through the target's entry
+    accelerator_versions: dict[str, str] = field(default_factory=dict)
+
+    def accelerator_version(self, field_name: str) -> str | None:
+        """The release's value of an accelerator's version field (builder/profile/accelerators.py)."""
+        return self.accelerator_versions.get(field_name)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Literal, Optional
 from . import versions as compat
 from ..errors import UsageError
 from ..safety.printable import printable
+from .accelerators import ACCELERATORS, Accelerator
 
 GIB = 1024 ** 3
 
@@ -34,11 +35,10 @@ class Target:
     name: str
     gpu: bool  # images of it run on an accelerator: containers get every GPU by default
     accelerator: str | None  # the release field naming the accelerator version ("cuda"), None for none
-    base_distro: str | None  # the distribution its base must be (None: the accelerator's own images)
-    base_fix: str
+    base_distro: str | None  # the distribution its base must be (None: its accelerator's base rule)
+    base_fix: str  # what to use instead (a target with an accelerator: its accelerator's fix)
     image_size: int  # bytes of disk an image of it needs, about
     lock_machine: str = "x86_64"  # the platform tag's machine its locks resolve wheels for
-    gpu_capabilities: tuple[str, ...] = ("gpu",)  # what its containers' device request asks the engine for
     # A slim base of this distribution may carry an accelerator target: the accelerator's libraries
     # are then the wheels torch depends on, and its compiler (where code is compiled) the wheels of
     # the same toolkit release; None: only the accelerator's own images (nvidia/cuda).
@@ -52,6 +52,25 @@ class Target:
     def default_gpus(self) -> str:
         return "all" if self.gpu else "none"
 
+    @property
+    def accelerator_entry(self) -> Accelerator | None:
+        """The entry of the accelerator it builds for (builder/profile/accelerators.py), None for none."""
+        return ACCELERATORS[self.accelerator] if self.accelerator is not None else None
+
+    @property
+    def gpu_capabilities(self) -> tuple[str, ...]:
+        """What its containers' device request asks the engine for: its accelerator's capabilities."""
+        entry = self.accelerator_entry
+        return entry.device_capabilities if entry is not None else ("gpu",)
+
+    def accelerator_version(self, release) -> str:
+        """The release's version of its accelerator (the field its accelerator's entry names), '' for none.
+
+        ``release`` is a raw or a resolved release; both answer ``accelerator_version(field)``.
+        """
+        entry = self.accelerator_entry
+        return (release.accelerator_version(entry.version_field) or "") if entry is not None else ""
+
     def libraries_from_wheels(self, base: compat.BaseImage) -> bool:
         """Whether an image on ``base`` takes its accelerator from PyPI wheels (one source: torch's own)."""
         return self.accelerator is not None and base.cuda is None
@@ -60,10 +79,14 @@ class Target:
                       compiles: bool = False) -> list[tuple[str, str]]:
         """Why ``base`` (written ``text`` in the profile) cannot carry this target (``compiles``: a
         package of the release is compiled on this target)."""
-        if self.base_distro is not None:
+        entry = self.accelerator_entry
+        if entry is None:
             if base.distro != self.base_distro:
                 return [(f"the {self.name} target builds on a Debian slim base, not '{text}'", self.base_fix)]
             return []
+        if base.cuda is not None and entry.parse_base(text) is None:  # another accelerator's base
+            return [(f"the {self.name} target needs {entry.base_name}, not '{text}'",
+                     entry.base_fix.format(version=accelerator_version))]
         if base.cuda is None:
             if self.wheel_base_distro is None or base.distro != self.wheel_base_distro:
                 slim = f"a {self.wheel_base_distro} slim or " if self.wheel_base_distro else "an "
@@ -79,11 +102,13 @@ class Target:
             return []
         problems = []
         if not base.devel:
-            problems.append((f"'{text}' has no nvcc; compiled ops need a -devel image",
+            problems.append((f"'{text}' has no {entry.compiler}; compiled ops need a -devel image",
                              "use the -devel flavour of this image"))
         if base.cuda != accelerator_version:
-            problems.append((f"base image CUDA {base.cuda} does not match the release's CUDA {accelerator_version}",
-                             "nvcc must match the CUDA torch was built with; use a base with the same CUDA"))
+            problems.append((f"base image {entry.label} {base.cuda} does not match the release's {entry.label} "
+                             f"{accelerator_version}",
+                             f"{entry.compiler} must match the {entry.label} torch was built with; use a base with "
+                             f"the same {entry.label}"))
         return problems
 
     def toolkit_requirements(self, base: compat.BaseImage, compiles: bool) -> tuple[str, ...]:
@@ -106,22 +131,21 @@ class Target:
             return ()
         return (("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"), ("NVIDIA_VISIBLE_DEVICES", "all"))
 
-    def torch_source(self, torch: str, accelerator_version: str,
-                     line: compat.TorchLine) -> TorchSource | tuple[str, str]:
+    def torch_source(self, torch: str, accelerator_version: str) -> TorchSource | tuple[str, str]:
         """torch's version and index for this target, or a (problem, fix) when no such build exists."""
-        if self.accelerator is None:
+        entry = self.accelerator_entry
+        if entry is None:
             return TorchSource(torch, None)
-        if accelerator_version not in line.cuda_builds:
-            return (f"torch {torch} has no CUDA {accelerator_version} build",
-                    f"torch {torch} is built for CUDA {', '.join(line.cuda_builds)}")
-        if accelerator_version == line.pypi_cuda:
-            return TorchSource(torch, None)
-        return TorchSource(f"{torch}+cu{accelerator_version.replace('.', '')}",
-                           compat.torch_index_url(accelerator_version))
+        build = entry.torch_build(torch, accelerator_version)
+        if len(build) == 3:
+            return build[0], build[1]
+        return TorchSource(build[0], build[1])
 
     def torch_origin(self, index: str | None, accelerator_version: str) -> str:
         """Where its torch comes from, in words (the Dockerfile's torch comment)."""
-        return f"from {index} (its CUDA {accelerator_version} build)" if index else "from PyPI"
+        entry = self.accelerator_entry
+        label = entry.label if entry is not None else ""
+        return f"from {index} (its {label} {accelerator_version} build)" if index else "from PyPI"
 
     def lock_platform(self, glibc: str) -> str:
         return f"{self.lock_machine}-manylinux_{glibc}"
@@ -166,12 +190,12 @@ def runs_on_gpu(name: Optional[str]) -> bool:
 
 def default_of(available) -> str:
     """The preferred target among ``available`` (names)."""
-    return next((name for name in NAMES if name in available), next(iter(available)))
+    return next((name for name in TARGETS if name in available), next(iter(available)))
 
 
 def ordered(available) -> list[str]:
     """``available`` target names in the table's order."""
-    return [name for name in NAMES if name in available]
+    return [name for name in TARGETS if name in available]
 
 
 def for_host(has_gpu: bool) -> str:
@@ -188,6 +212,14 @@ def check_gpus(gpus: str) -> str:
     if not GPUS.match(gpus):
         raise UsageError(f"--gpus {printable(gpus)}: use none, all, a count, or device ids like 0,1")
     return gpus
+
+
+def host_accelerator(name: Optional[str]) -> Accelerator:
+    """The accelerator whose host checks doctor runs: the target's, else the first GPU target's."""
+    entry = TARGETS.get(name or "")
+    if entry is not None and entry.accelerator_entry is not None:
+        return entry.accelerator_entry
+    return next(t.accelerator_entry for t in TARGETS.values() if t.accelerator_entry is not None)
 
 
 def gpu_devices(target_name: Optional[str], gpus: Optional[str]) -> str:

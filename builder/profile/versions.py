@@ -110,13 +110,14 @@ class BaseImage:
     distro: str  # debian | ubuntu
     release: str  # bullseye, 22.04, ...
     python: str
-    cuda: str | None  # "11.8" for nvidia/cuda images
+    cuda: str | None  # the accelerator version of an accelerator's base ("11.8" for nvidia/cuda), None for none
     devel: bool
 
 
 _DEBIAN_RE = re.compile(r"^debian:(?P<rel>[a-z]+)-slim\Z")
-_CUDA_RE = re.compile(
-    r"^nvidia/cuda:(?P<cuda>\d+\.\d+)\.\d+-(?:cudnn\d*-)?(?P<flavour>devel|runtime|base)-ubuntu(?P<rel>\d+\.\d+)\Z"
+# The cuda accelerator's base (builder/profile/accelerators.py reads it).
+CUDA_BASE_PATTERN = (
+    r"^nvidia/cuda:(?P<version>\d+\.\d+)\.\d+-(?:cudnn\d*-)?(?P<flavour>devel|runtime|base)-ubuntu(?P<rel>\d+\.\d+)\Z"
 )
 
 KNOWN_BASES_HINT = (
@@ -130,12 +131,9 @@ def parse_base_image(ref: str) -> BaseImage | None:
     m = _DEBIAN_RE.match(ref)
     if m and ("debian", m["rel"]) in DISTRO_PYTHON:
         return BaseImage(ref, "debian", m["rel"], DISTRO_PYTHON["debian", m["rel"]], None, False)
-    m = _CUDA_RE.match(ref)
-    if m and ("ubuntu", m["rel"]) in DISTRO_PYTHON:
-        return BaseImage(
-            ref, "ubuntu", m["rel"], DISTRO_PYTHON["ubuntu", m["rel"]], m["cuda"], m["flavour"] == "devel"
-        )
-    return None
+    from .accelerators import parse_base  # the accelerators' bases, from their entries
+
+    return parse_base(ref)
 
 
 def version_tuple(text: str) -> tuple[int, ...]:

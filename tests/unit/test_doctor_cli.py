@@ -41,10 +41,10 @@ def test_doctor_host_json_with_injected_probes(cli, monkeypatch):
     monkeypatch.setattr(builder.engine.connect, "host_info",
                         lambda: vars(EngineInfo("20.10.24", "unix:///var/run/docker.sock", ("runc",), "/")))
 
-    def no_gpu(args):
+    def no_gpu(args, tool):
         raise FileNotFoundError("nvidia-smi")
 
-    monkeypatch.setattr(builder.doctor.diagnose, "run_nvidia_smi", no_gpu)
+    monkeypatch.setattr(builder.doctor.diagnose, "run_host_tool", no_gpu)
     code, out, err = cli("doctor", "--host", "--stack", "flash-attn-fsdp", "--json")
     assert code == 0, err
     checks = {c["name"]: c["status"] for c in json.loads(out)["host"]}
