@@ -51,11 +51,16 @@ def test_relocking_after_a_one_pin_bump_moves_only_that_pin(tmp_path):
     run = subprocess.run([sys.executable, "-m", "builder", "lock", f"{tmp_path / 'qlora.yaml'}@2026.11", "-t", "cpu"],
                          capture_output=True, text=True, timeout=900, env=os.environ)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[1:] == ["  [last] peft 0.21.2 -> 0.21.1", "  layers that rebuild: [last] (the "
-                                           "sections before the first changed one stay cached)"]
+    # the plain lock first; then the release's options (`+lomo`), each locked preferring the plain lock
+    assert run.stdout.splitlines()[1:3] == ["  [last] peft 0.21.2 -> 0.21.1", "  layers that rebuild: [last] (the "
+                                            "sections before the first changed one stay cached)"]
     pins = lambda text: re.findall(r"^([A-Za-z0-9][\w.-]*)==(\S+)", text, re.M)  # noqa: E731
     made = (tmp_path / "locks" / "qlora@2026.11-cpu.txt").read_text()
     assert sorted(set(pins(made)) ^ set(pins(committed))) == [("peft", "0.21.1"), ("peft", "0.21.2")]
+    with_lomo = (tmp_path / "locks" / "qlora@2026.11-cpu+lomo.txt").read_text()
+    assert "  [last] lomo-optim added 0.1.1" in run.stdout.splitlines()[3:]
+    assert sorted(set(pins(with_lomo)) - set(pins(made))) == [("lomo-optim", "0.1.1")]
+    assert set(pins(made)) <= set(pins(with_lomo))
 
 
 def _freeze(docker_client, image: str) -> str:
