@@ -5,8 +5,9 @@ ROOT (default /, without /proc, /sys, /dev and the toolkit's link-time stubs), r
 every regular file named like a CUDA library (cudart, cuBLAS, cuDNN, NCCL, cuFFT, cuRAND, cuSOLVER,
 cuSPARSE, NVRTC, nvJitLink, CUPTI, NVTX, cuFile, NVSHMEM, nvvm, NPP, nvJPEG...) from its ELF
 dynamic section, and prints JSON: each library (path, soname, bytes, sha256), the sonames present
-in more than one file with the bytes of those extra copies (each soname's files beyond its largest
-one), and of those the sonames whose files differ (two versions of one library). Two versions of a
+in more than one file with the bytes of those extra files (each soname's files beyond its largest
+one), of them the byte-identical copies ("copies", "copy_bytes": a file whose bytes another file
+of the soname has), and the sonames whose files differ (two versions of one library). Two versions of a
 soname are the case the field notes warn about: which one a process loads depends on the search
 path, so torch and an extension can each load their own; byte-identical copies (a wheel that
 bundles a library another wheel also ships) cost disk only. Libraries of one name but another
@@ -78,7 +79,17 @@ def scan(root: str = "/") -> dict:
                 for name in duplicates)
     versions = {name: sorted(entry["path"] for entry in by_soname[name]) for name in duplicates
                 if len({entry["sha256"] for entry in by_soname[name]}) > 1}
+    # byte-identical files of one soname beyond the first: copies (disk only), whatever else the soname has
+    copies = {}
+    for name in duplicates:
+        seen: dict[str, str] = {}
+        for entry in sorted(by_soname[name], key=lambda e: e["path"]):
+            if entry["sha256"] in seen:
+                copies.setdefault(name, []).append(entry["path"])
+            seen.setdefault(entry["sha256"], entry["path"])
+    copy_bytes = sum(e["bytes"] for name in copies for e in by_soname[name] if e["path"] in copies[name])
     return {"libraries": sorted(libraries, key=lambda e: e["path"]),
+            "copies": copies, "copy_bytes": copy_bytes,
             "bytes": sum(e["bytes"] for e in libraries), "duplicates": duplicates, "duplicate_bytes": extra,
             "versions": versions,
             "version_bytes": sum(sum(e["bytes"] for e in by_soname[name]) - max(e["bytes"] for e in by_soname[name])

@@ -20,6 +20,14 @@ For each stack's cuda target (its default release, or R), two columns:
 
 Where a target's base is nvidia/cuda (a release that compiles on CUDA 12: no nvcc on PyPI) there is
 no slim image to measure; the row says so, and the estimate uses its cpu image if built here.
+
+`--wheels` adds, for every slim cuda target with a lock (built here or not: a deepspeed or
+flash-attn image whose compile does not fit this machine), the CUDA its wheels carry, computed
+without an image: the lock's [torch] and [toolkit] sections (the layers that hold CUDA) are
+installed with `uv pip install --target` for the target's Python and platform, hash-checked,
+the torch layer's cuda_dedupe.py runs on them as in the image, and bench/cuda_libs.py scans them
+(CUDA libraries, bytes of a soname present twice, of them two versions). Those columns say
+"computed (wheels)"; the image's own bytes stay "measured" or "?".
 Anchors: NVIDIA's NGC PyTorch image is about 20 GB on disk (research/training-images.md); the
 goal is every current cuda image at most half of that, with 0 bytes of CUDA twice.
 """
@@ -38,7 +46,7 @@ from pathlib import Path
 from _shared import ROOT  # noqa: F401 - the checkout on sys.path
 
 from builder.profile import versions as compat  # noqa: E402
-from builder.plan.build_plan import plan_for  # noqa: E402
+from builder.plan.build_plan import plan_for, platform_of  # noqa: E402
 from builder.profile.load import available_stacks, load_stack  # noqa: E402
 from builder.render.dockerfile import render_context  # noqa: E402
 
@@ -89,11 +97,46 @@ def cuda_libraries(ref: str) -> dict:
     return json.loads(out)
 
 
+def from_wheels(name: str, release: str) -> dict | None:
+    """The CUDA the cuda target's torch and toolkit layers carry, computed from its lock's wheels (no image):
+    installed into a folder, deduplicated as the torch layer does, scanned by cuda_libs.py."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import cuda_libs
+
+    context = render_context(plan_for(name, release, "cuda"))
+    plan = context.plan
+    if plan.lock is None or plan.target.base.cuda is not None:
+        return None
+    files = dict(context.files)
+    folder = Path(tempfile.mkdtemp(prefix="cuda-size-"))
+    try:
+        site = folder / "site-packages"
+        for key in ("lock/2-torch.txt", "lock/2-toolkit.txt"):
+            if key not in files:
+                continue
+            (folder / key.split("/")[1]).write_bytes(files[key])
+            subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--target", str(site), "--no-deps",
+                            "--require-hashes", "--python-version", plan.target.python, "--python-platform",
+                            platform_of(plan), "-q", "-r", str(folder / key.split("/")[1])], check=True)
+        if plan.bundled_copies:
+            (folder / "cuda_dedupe.py").write_bytes(files["cuda_dedupe.py"])
+            subprocess.run([sys.executable, str(folder / "cuda_dedupe.py"), str(site),
+                            *(f"{a}={b}" for a, b in plan.bundled_copies)], check=True, stdout=subprocess.DEVNULL)
+        found = cuda_libs.scan(str(site))
+        found["installed_bytes"] = sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and not p.is_symlink())
+        return found
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def gb(n: float | None) -> str:
-    return "?" if n is None else f"{n / 1e9:.2f} GB"
+    return "?" if n is None else f"{n / 1e9:.3f} GB"
 
 
-def rows(release: str | None) -> list[dict]:
+def rows(release: str | None, wheels: bool = False) -> list[dict]:
     out = []
     for name in available_stacks():
         stack = load_stack(name)
@@ -103,7 +146,7 @@ def rows(release: str | None) -> list[dict]:
         plan = plan_for(name, rel.name, "cuda")
         slim = plan.target.base.cuda is None
         ref = f"stackbuild/{name}:{rel.name}-{'cuda' if slim else 'cpu'}"
-        row = {"stack": f"{name}@{rel.name}", "base": plan.target.base.ref, "cuda": rel.cuda, "slim": slim,
+        row = {"stack": f"{name}@{rel.name}", "base": plan.target.base.ref, "cuda": rel.accelerator_version("cuda"), "slim": slim,
                "ref": ref if image_exists(ref) else None, "cpu": f"stackbuild/{name}:{rel.name}-cpu",
                "keys": layer_keys(name, rel.name, "cuda" if slim else "cpu"),
                "all_keys": sorted({k for t in rel.targets for k in layer_keys(name, rel.name, t)})}
@@ -119,6 +162,8 @@ def rows(release: str | None) -> list[dict]:
                       and "/site-packages/nvidia/" in lib["path"]]
             row["nvidia_duplicate_bytes"] = sum(lib["bytes"] for lib in copies)
             row["nvidia_lower_bound"] = row["bytes"] - row["base_bytes"] + row["nvidia_duplicate_bytes"]
+        if wheels and slim:
+            row["wheels"] = from_wheels(name, rel.name)
         out.append(row)
     return out
 
@@ -158,7 +203,7 @@ def shared_bytes(row: dict, others: list[dict]) -> int | None:
 
 def table(measured: list[dict]) -> str:
     lines = ["| stack (cuda target) | its base | slim: bytes | layers | shared with other images | CUDA libs | "
-             "CUDA twice (of it, two versions) | nvidia/cuda: bytes (computed, lower bound) | CUDA twice (computed) | <= half of NGC |",
+             "CUDA twice (of it: identical copies; two versions) | nvidia/cuda: bytes (computed, lower bound) | CUDA twice (computed) | <= half of NGC |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in measured:
         if row.get("ref") and row["slim"]:
@@ -166,7 +211,7 @@ def table(measured: list[dict]) -> str:
             lines.append(
                 f"| {row['stack']} | {row['base']} | {gb(row['bytes'])} | {len(row['layers'])} | "
                 f"{gb(shared_bytes(row, measured))} | {gb(libs['bytes'])} | {gb(libs['duplicate_bytes'])} "
-                f"({gb(libs['version_bytes'])}) | "
+                f"({gb(libs.get('copy_bytes'))}; {gb(libs['version_bytes'])}) | "
                 f">= {gb(row['nvidia_lower_bound'])} | ~{gb(row['nvidia_duplicate_bytes'])} | "
                 f"{'yes' if row['bytes'] <= NGC_PYTORCH_BYTES / 2 else 'no'} |")
         elif row.get("ref"):
@@ -177,6 +222,17 @@ def table(measured: list[dict]) -> str:
         else:
             what = "slim cuda image" if row["slim"] else "cpu image (for the estimate)"
             lines.append(f"| {row['stack']} | {row['base']} | not built here: no {what} | | | | | | | |")
+    computed = [row for row in measured if row.get("wheels")]
+    if computed:
+        lines += ["", "Computed from each lock's [torch] and [toolkit] wheels (no image; cuda_dedupe.py applied as "
+                  "the torch layer applies it):", "",
+                  "| stack (cuda target) | torch + toolkit layers: bytes (computed) | CUDA libs (computed) | "
+                  "CUDA twice (computed; of it: identical copies; two versions) | the sonames twice |", "|---|---|---|---|---|"]
+        for row in computed:
+            libs = row["wheels"]
+            lines.append(f"| {row['stack']} | {gb(libs['installed_bytes'])} | {gb(libs['bytes'])} | "
+                         f"{gb(libs['duplicate_bytes'])} ({gb(libs['copy_bytes'])}; {gb(libs['version_bytes'])}) | "
+                         f"{', '.join(libs['duplicates']) or 'none'} |")
     return "\n".join(lines)
 
 
@@ -185,8 +241,10 @@ def main() -> int:
     parser.add_argument("--release", default=None, help="one release of every stack (default: each stack's default)")
     parser.add_argument("--markdown", default=None, help="also write the table and the libraries found to FILE")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    parser.add_argument("--wheels", action="store_true", help="also compute each slim cuda target's CUDA from its "
+                        "lock's torch and toolkit wheels (no image needed; downloads them)")
     args = parser.parse_args()
-    measured = rows(args.release)
+    measured = rows(args.release, args.wheels)
     if args.json:
         print(json.dumps([{k: v for k, v in row.items() if k not in ("keys", "all_keys")} for row in measured],
                          indent=1))

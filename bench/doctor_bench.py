@@ -1,6 +1,6 @@
 """doctor benchmark: how fast a large log is diagnosed.
 
-    python bench/doctor_bench.py [--mb 10] [--runs 3] [--stream-mb 200] [--hostile-mb 20]
+    python bench/doctor_bench.py [--mb 10] [--runs 3] [--stream-mb 200] [--hostile-mb 20] [--killed-lines 10000000]
 
 Builds a synthetic log of about --mb megabytes: clean training output (pip lines, NCCL INFO lines,
 loss dictionaries, progress bars with ANSI colours), one decisive failure line near the top (the
@@ -11,7 +11,9 @@ and the diagnoses found. The issue asks for a 10 MB log in about a second.
 Then, in a fresh process each (so the figure is the process's own peak), it runs `doctor` on a
 --stream-mb log file and prints the peak RSS (issue 13: under 200 MB for a 200 MB log), and on
 --hostile-mb of pathological lines (long lines of repeated pattern text, CR-overwritten lines,
-blank lines, escape sequences) and prints the time (issue 13: under 10 s for 20 MB).
+blank lines, escape sequences) and prints the time (issue 13: under 10 s for 20 MB), and on a log of
+--killed-lines lines that each match a pattern (``Killed``) and prints the peak RSS (issue 26: it
+levelled at about 430 MB; memory must not grow with the number of matching lines).
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--stream-mb", type=float, default=200.0, help="size of the streamed log (0: skip)")
     parser.add_argument("--hostile-mb", type=float, default=20.0, help="size of the pathological log (0: skip)")
+    parser.add_argument("--killed-lines", type=int, default=10_000_000,
+                        help="lines of a log where every line matches (0: skip)")
     args = parser.parse_args()
     load_knowledge_base()  # compile once, outside the timing
     text = synthetic_log(args.mb)
@@ -138,6 +142,16 @@ def main() -> None:
             size = log.stat().st_size / 1_000_000
             print(f"pathological lines: {size:.0f} MB, {seconds:.1f} s (goal < 10), peak RSS {rss:.0f} MB, "
                   f"{count} diagnoses")
+        if args.killed_lines:
+            log = Path(folder) / "killed.log"
+            with log.open("w", encoding="utf-8") as handle:
+                for start in range(0, args.killed_lines, 1_000_000):
+                    handle.write("Killed\n" * min(1_000_000, args.killed_lines - start))
+            seconds, rss, count = _measure(log)
+            size = log.stat().st_size / 1_000_000
+            log.unlink()
+            print(f"matching lines: {args.killed_lines:,} lines of Killed ({size:.0f} MB), peak RSS {rss:.0f} MB, "
+                  f"{seconds:.1f} s, {count} diagnoses")
 
 
 if __name__ == "__main__":

@@ -167,17 +167,19 @@ def prepare(args) -> int:
             urllib.request.urlretrieve(url, target)
         print(f"sdist    {os.path.basename(target)}")
     if args.toolkit:
-        # the CUDA compiler a slim cuda base installs (builder/profile/versions.py CUDA_WHEEL_COMPILER) at the
-        # toolkit release torch depends on, and the runtime wheel whose headers and libcudart it links
+        # the CUDA compiler a slim cuda base installs (the cuda accelerator entry's wheel_toolkit in
+        # builder/profile/accelerators.py) at the toolkit release torch depends on, and the runtime wheel
+        # whose headers and libcudart it links
         toolkit = os.path.join(out, "toolkit")
         os.makedirs(toolkit, exist_ok=True)
-        from builder.profile.versions import CUDA_WHEEL_COMPILER
+        from builder.profile.accelerators import ACCELERATORS
+        wheel_toolkit = ACCELERATORS["cuda"].wheel_toolkit
         command = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version",
                    args.python, "--implementation", "cp", "-d", toolkit]
         for platform in PLATFORMS:
             command += ["--platform", platform]
-        extras = CUDA_WHEEL_COMPILER.split("[", 1)[1].rstrip("]")
-        subprocess.run(command + [f"cuda-toolkit[{extras},cudart]=={args.toolkit}"], check=True)
+        extras = ",".join((*wheel_toolkit.extras, "cudart"))
+        subprocess.run(command + [f"{wheel_toolkit.package}[{extras}]=={args.toolkit}"], check=True)
         for path in sorted(glob.glob(os.path.join(toolkit, "*.whl"))):
             print(f"{os.path.relpath(path, out):<72} {os.path.getsize(path) / 2**20:7.1f} MiB")
         if args.toolkit_tar:
@@ -239,6 +241,15 @@ def toolkit_home(out: str) -> str | None:
     return os.path.dirname(os.path.dirname(homes[0])) if homes else None
 
 
+def extract(archive: tarfile.TarFile, folder: str) -> None:
+    """Unpack with the "data" filter where Python has it (3.11.4, 3.12); before (Debian bookworm's 3.11.2),
+    without: the archives are prepare's own downloads."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(folder, filter="data")
+    else:
+        archive.extractall(folder)
+
+
 def install_toolkit(out: str, source: str) -> list[str]:
     """Put the CUDA toolkit wheels into DIR/toolkit-site and lay them out as the image does
     (templates/partials/toolkit.j2: lib64 -> lib, an unversioned name beside each versioned library);
@@ -248,7 +259,7 @@ def install_toolkit(out: str, source: str) -> list[str]:
     if source.endswith(".tar.xz"):
         os.makedirs(site, exist_ok=True)
         with tarfile.open(source) as archive:
-            archive.extractall(site, filter="data")
+            extract(archive, site)
         what = [os.path.basename(source)]
     else:
         what = sorted(glob.glob(os.path.join(source, "*.whl")))
@@ -310,7 +321,7 @@ def unpack(out: str, package: str, folder: str = "src") -> str:
     with tarfile.open(archives[0]) as archive:
         top = archive.getnames()[0].split("/")[0]
         shutil.rmtree(os.path.join(work, top), ignore_errors=True)
-        archive.extractall(work, filter="data")
+        extract(archive, work)
     return os.path.join(work, top)
 
 

@@ -3,9 +3,10 @@
     python bench/multinode_bench.py [--runs 1] [--steps 4] [--only deepspeed|torchrun]
                                     [--deepspeed-image REF] [--torchrun-image REF]
 
-Two "nodes" are two containers of one image on the host's network, each bound to its own
-loopback address (127.0.0.2, 127.0.0.3), exactly as tests/integration/test_multinode_engine.py
-starts them (tests/integration/nodes.py). For each way of launching, it prints per run:
+Two "nodes" are two containers of one image in a network namespace made for the run (loopback
+only), each on its own loopback address (127.0.0.2, 127.0.0.3), exactly as
+tests/integration/test_multinode_engine.py starts them (tests/integration/nodes.py). For each way
+of launching, it prints per run:
 
 - deepspeed: deepspeed-zero3-offload@2026.11 (cpu); the containers and their stackbuild-sshd are
   started first (not timed), then `deepspeed --hostfile … --launcher pdsh` in node1 is the launch;

@@ -105,7 +105,7 @@ def read_ca_bundle(path: Path, origin: str) -> str:
     try:
         return read_text(path, MAX_CA_BUNDLE_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{origin}: ca_bundle {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        raise ConfigError(f"{origin}: ca_bundle {printable(str(path))} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _key_file(name: str, value: str, origin: str) -> Path:
@@ -153,7 +153,7 @@ def _check(name: str, value: object, origin: str) -> object:
         return value
     if name in CHOICES:
         if value not in CHOICES[name]:
-            raise ConfigError(f"{origin}: {name} '{value}' is not one of {', '.join(CHOICES[name])}")
+            raise ConfigError(f"{origin}: {name} '{printable(str(value))}' is not one of {', '.join(CHOICES[name])}")
         return value
     if name == "signing_key":
         return _key_file(name, value, origin)
@@ -205,9 +205,9 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, object |
         try:
             data = tomllib.loads(read_text(path, MAX_CONFIG_BYTES))
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
+            raise ConfigError(f"config file {printable(str(path))} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+            raise ConfigError(f"config file {printable(str(path))} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         except RecursionError:

@@ -165,6 +165,19 @@ class AuditUnavailable(StackbuildError):
     exit_code = 15
 
 
+class ProposeError(StackbuildError):
+    """`stackbuild propose` found no release to propose: the blocking incompatibility, with its error."""
+
+    exit_code = 16
+
+
+class SubmitError(StackbuildError):
+    """`stackbuild launch --submit`: the scheduler's client (sbatch, kubectl) is not installed here, or it
+    refused the job (its files stay written)."""
+
+    exit_code = 17
+
+
 # Signals: what a shell reports for a process they ended (128 + SIGINT / SIGTERM), here after unwinding.
 INTERRUPTED, TERMINATED = 130, 143
 
@@ -196,6 +209,10 @@ EXIT_CODES = {
     AuditError.exit_code: "audit: a locked package has a known vulnerability that is neither fixed nor allowed (or an "
                           "audit_allow entry expired)",
     AuditUnavailable.exit_code: "audit: the vulnerability data could not be had (PyPI's JSON API did not answer)",
+    ProposeError.exit_code: "propose: no release could be proposed (its report names the blocking incompatibility "
+                            "and its error); nothing but the report was written",
+    SubmitError.exit_code: "launch --submit: sbatch or kubectl is not installed here, or the scheduler refused the "
+                           "job (its files stay written)",
     INTERRUPTED: "interrupted by Ctrl-C, after undoing what the command had started",
     TERMINATED: "terminated by SIGTERM, after undoing what the command had started",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..lock.format import lock_file
 from ..plan.build_plan import IMPLIED_APT, select_checks
+from ..profile.accelerators import ACCELERATORS
 from ..profile.load import available_stacks, load_stack
 from ..profile.raw import RawStack
 from ..safety.paths import user_path
@@ -35,6 +36,7 @@ def _lock_file(stack: Stack, rel: Release, target: str) -> str | None:
 
 
 def _describe_release(stack: Stack, rel: Release) -> dict:
+    by_field = {entry.version_field: entry for entry in ACCELERATORS.values()}
     return {
         "name": rel.name,
         "default": rel.name == stack.default_release,
@@ -43,7 +45,9 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
         "summary": rel.summary,
         "notes": list(rel.notes),
         "torch": rel.torch,
-        "cuda": rel.cuda,
+        "cuda": rel.accelerator_version("cuda"),  # the key show --json has always had; "accelerators" names each
+        # each accelerator version the release sets, by the label of its entry ({"CUDA": "12.8"})
+        "accelerators": {by_field[f].label: v for f, v in rel.accelerator_versions.items() if f in by_field},
         "targets": [
             {"name": t.name, "base": t.base.ref, "python": t.python, "torch": t.torch.requirement,
              "torch_index": t.torch_index, "arch_list": list(t.arch_list), "env": dict(t.env),
@@ -78,11 +82,19 @@ def _describe_release(stack: Stack, rel: Release) -> dict:
                     for o in rel.options.values()],
         "declined": [{"name": d.name, "summary": d.summary, "why": d.why, "instead": d.instead,
                       "references": list(d.references)} for d in rel.declined.values()],
+        "held": [{"package": h.package, "at": h.at, "newest": h.newest, "why": h.why, "evidence": list(h.evidence),
+                  "issue": h.issue, "references": list(h.references)} for h in rel.held],
         "env": dict(rel.env),
         "fixes": [{"issue": f.issue.id, "title": f.issue.title, "via": f.via, "detail": f.detail,
                    "proven_by": list(f.issue.proven_by)} for f in rel.fixes],
         "checks": [{"name": c.name, "summary": c.summary, "gpu": c.gpu} for c in select_checks(rel, rel.fixes)],
         "namesake": _describe_namesake(rel),
+        "training": [{"name": t.name, "summary": t.summary, "command": " ".join(t.command), "processes": t.processes,
+                      "saves": t.saves, "evidence": {"log": list(t.evidence.log), "files": list(t.evidence.files)},
+                      "targets": {name: {"flags": " ".join(v.flags), "evidence": {"log": list(v.evidence.log),
+                                                                                  "files": list(v.evidence.files)}}
+                                  for name, v in t.targets.items()}}
+                     for t in rel.training],
     }
 
 
@@ -98,7 +110,7 @@ def _describe_namesake(rel: Release) -> dict | None:
             unable = ns.unable_for(script, target)
             targets[target] = ({"runs": True} if unable is None else
                                {"runs": False, "why": unable.why, "fails_with": unable.fails_with,
-                                "issue": unable.issue, "instead": unable.instead})
+                                "issue": unable.issue, "instead": unable.instead, "training": unable.training})
         scripts.append({"path": script, "targets": targets})
     return {"repository": ns.repository, "commit": ns.commit, "scripts": scripts}
 

@@ -26,24 +26,27 @@ from ..images.containers import (RunOptions, check_options, default_name, exec_i
                                  run_container, running, shell_argv)
 from ..doctor.diagnose import EngineInfo, check_host, check_model, diagnose, diagnose_file, diagnosis_lines
 from ..errors import EXIT_CODES, ContainerError, DoctorError, LockError, SmokeError, UsageError
-from ..images.lookup import image_of, label_identity, matches_profile, packages_of, stack_of
+from ..images.lookup import image_of, label_identity, matches_profile, packages_of, release_of, stack_of
 from ..lock.resolution import check_locks, lock_check_error, lock_each, lock_selection, lock_usage, resolve_checks
 from ..lock.format import package_diff
 from .output import out, print_json
-from ..safety.printable import printable_lines
+from ..safety.printable import printable, printable_lines
 from ..safety.credentials import redact
 from ..profile.load import load_stack
 from ..supply.publish import attachments, push_and_attach
 from ..images.registry import describe_image, pull_prebuilt, require_registry
 from ..images.signing import trusted_keys
+from .devcontainer import devcontainer_app
 from .launch import launch_app
 from .supply import supply_app
+from .propose import propose_app
 from .options import (ImageSpecArg, JsonOpt, NameArg, NamesArg, ProgressJsonOpt, QuietOpt, RegistryOpt, StackSpecArg,
                       TargetOpt, WithOpt, WorkdirOpt)
 from .options import settings as _settings
 from ..render.dockerfile import prepare, write_rendered
 from ..safety.paths import user_path
 from ..smoke.run import SmokeResult, run_smoke, write_junit
+from ..smoke.training import run_training
 from ..profile.spec import split_spec
 from ..engine.references import checked_ref
 
@@ -120,6 +123,8 @@ def render_command(
 
 app.add_typer(supply_app)  # sbom, audit
 app.add_typer(launch_app)  # launch
+app.add_typer(devcontainer_app)  # devcontainer
+app.add_typer(propose_app)  # propose
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -240,6 +245,9 @@ def lock_command(
     strict: Annotated[bool, typer.Option("--strict", help="With --check: a target without a lock fails too.")] = False,
     resolve: Annotated[bool, typer.Option("--resolve", help="With --check: resolve each lock again from the index "
                                           "and fail when it is not what its inputs give (a forged lock).")] = False,
+    base: Annotated[Optional[str], typer.Option("--base", metavar="REV", help="With --resolve: the git revision "
+                                                "the change under check started from (default: HEAD for an edited "
+                                                "lock, else the commit before the lock's last change).")] = None,
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Resolve afresh: no preference for the previous "
                                           "lock's versions.")] = False,
     upgrade_packages: Annotated[Optional[list[str]], typer.Option("--upgrade-package", metavar="NAME",
@@ -250,12 +258,12 @@ def lock_command(
     Locking again prefers the previous lock's versions: only what a changed pin strictly requires
     moves (--upgrade and --upgrade-package move more on purpose), and lock prints what moved.
     """
-    lock_usage(spec, every, check, strict, resolve, upgrade, upgrade_packages or [])
+    lock_usage(spec, every, check, strict, resolve, upgrade, upgrade_packages or [], base)
     name, release = split_spec(spec) if spec else (None, None)
     selected = lock_selection(name, release, target, options or [])
     if check:
         checks = check_locks(selected, spec is None)
-        checks = resolve_checks(selected, checks, _settings(ctx)) if resolve else checks
+        checks = resolve_checks(selected, checks, _settings(ctx), base=base) if resolve else checks
         for item in checks:
             output.print_lock_check(item, user_path(item.path))
         if failed := lock_check_error(checks, strict):
@@ -294,28 +302,43 @@ def test_command(
     junit: Annotated[Optional[Path], typer.Option("--junit", readable=False, help="Also write a JUnit XML report here.")] = None,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the container (it is removed by default).")] = False,
     only: Annotated[Optional[list[str]], typer.Option("--only", metavar="CHECK",
-                                                      help="Run only this check (repeatable).")] = None,
+                                                      help="Run only this check or training entry (repeatable).")] = None,
+    training: Annotated[bool, typer.Option("--training", help="Run the release's training entries (today's training "
+                                                               "code, on a tiny model) instead of the smoke checks.")] = False,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps of each entry (with --training).")] = 2,
 ) -> None:
-    """Run the image's smoke checks in a network-less container; exit 0 only when none failed."""
+    """Run the image's smoke checks (or, with --training, its release's training entries) in a network-less
+    container; exit 0 only when none failed."""
     targets.check_gpus(gpus)
     engine = engines.connect()
-    image = image_of(engine, spec, target, options or [], _settings(ctx).registry)
+    logs: dict[str, str] = {}
 
     def show(result: SmokeResult) -> None:
         if not as_json:
             out.print(f"{result.status.upper():5} {result.check:24} {result.seconds:6.1f}s  {result.detail}")
 
-    if not as_json:
-        out.print(f"smoke checks of {image}")
-    report = run_smoke(engine, image, gpus=gpus, keep=keep, only=only or (), on_result=show)
+    if training:
+        image, release, target_name = release_of(engine, spec, target, options or [], _settings(ctx).registry)
+        if not as_json:
+            out.print(f"training entries of {release.name} ({target_name}) in {image}")
+        report, logs = run_training(engine, image, release, target_name, only=only or (), steps=steps, gpus=gpus,
+                                    keep=keep, on_result=show)
+    else:
+        image = image_of(engine, spec, target, options or [], _settings(ctx).registry)
+        if not as_json:
+            out.print(f"smoke checks of {image}")
+        report = run_smoke(engine, image, gpus=gpus, capabilities=targets.entry_or_default(target).gpu_capabilities,
+                           keep=keep, only=only or (), on_result=show)
     if junit is not None:
         write_junit(report, junit)
     output.print_smoke_end(report, as_json)
     if not report.ok:
         names = ", ".join(r.check for r in report.failed) or f"runner exit {report.exit_code}"
-        found = diagnose("\n".join(r.detail for r in report.failed))
-        raise SmokeError("\n".join((f"{len(report.failed)} of {len(report.results)} smoke checks failed in {image}: "
-                                    f"{names}", *diagnosis_lines(found))))
+        found = diagnose("\n".join([r.detail for r in report.failed] + [logs.get(r.check, "") for r in report.failed]))
+        kept = output.write_training_logs(image, {r.check: logs[r.check] for r in report.failed if r.check in logs})
+        what = "training entries" if training else "smoke checks"
+        raise SmokeError("\n".join((f"{len(report.failed)} of {len(report.results)} {what} failed in {image}: "
+                                    f"{names}", *kept, *diagnosis_lines(found))))
 
 
 @app.command("run")
@@ -445,7 +468,7 @@ def doctor_command(
     if image is not None:
         name, release = stack_of(engines.connect().labels(checked_ref(image)), image)
         if not name:
-            raise DoctorError(f"image {image} has no {schema.STACK} label: give --stack instead")
+            raise DoctorError(f"image {printable(image)} has no {schema.STACK} label: give --stack instead")
     loaded = load_stack(name) if name else None
     if loaded is not None:
         release = loaded.release(release).name
@@ -453,6 +476,7 @@ def doctor_command(
     if log is not None:
         report["diagnoses"] = [d.to_dict() for d in diagnose_file(log, loaded.name if loaded else None, release)]
     if host:
+        targets.check_name(target)
         probe = lambda: EngineInfo(**engines.host_info())  # noqa: E731 - doctor asks through the engine package
         report["host"] = [c.to_dict() for c in check_host(loaded, release, target, engine_probe=probe)]
     if model is not None:
@@ -462,7 +486,7 @@ def doctor_command(
         return
     if "diagnoses" in report:
         if not report["diagnoses"]:
-            out.print(f"no known failure recognised in {'standard input' if log == '-' else log}")
+            out.print(f"no known failure recognised in {'standard input' if log == '-' else printable(log)}")
         for item in report["diagnoses"]:
             output.print_diagnosis(item)
     output.print_checks(report.get("host", []) + report.get("model", []))

@@ -11,8 +11,9 @@ import typer
 from ..config import load_settings
 from ..engine import connect as engines
 from ..errors import UsageError
-from ..images.launch import KINDS, LaunchRequest, launch_job
+from ..images.launch import KINDS, LaunchRequest, launch_job, submit_job
 from ..profile import targets
+from ..safety.printable import printable
 from .output import out
 
 launch_app = typer.Typer()
@@ -66,21 +67,27 @@ def launch_command(
                                                              "hosts: an extra `docker run` argument (repeatable).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output", "-o", help="A new or empty folder for the job's "
                                                        "files (default: ./NAME-KIND).")] = None,
+    submit: Annotated[bool, typer.Option("--submit", help="Then hand it to the scheduler: sbatch (slurm); kubectl "
+                                         "apply of the JobSet, after the ssh secret for deepspeed (k8s).")] = False,
 ) -> None:
     """Write a multi-node job for Slurm, Kubernetes or plain hosts that runs a built image's training command."""
     if kind not in KINDS:
-        raise UsageError(f"launch kind '{kind}' is not one of {', '.join(KINDS)}")
+        raise UsageError(f"launch kind '{printable(kind)}' is not one of {', '.join(KINDS)}")
     settings = _settings(ctx, registry=registry, gpus_per_node=gpus_per_node, partition=partition,
                          network_interface=interface)
     request = LaunchRequest(kind=kind, stack=spec, target=target, options=tuple(options or ()),
                             command=tuple(command or ()), folder=output_dir, name=name, image=image, nodes=nodes,
                             launcher=launcher, container=container, hosts=tuple(hosts or ()), port=port,
                             ssh_port=ssh_port, env=tuple(env or ()), volumes=tuple(volumes or ()),
-                            engine_args=tuple(engine_args or ()))
+                            engine_args=tuple(engine_args or ()), submit=submit)
     written = launch_job(request, settings, engines.connect)
     out.print(f"wrote {written.spec.kind} job {written.spec.name} for {written.spec.image} into {written.folder}:")
     for path in written.files:
         out.print(f"  {path}")
+    if submit:
+        for line in submit_job(written):
+            out.print(f"  {line}")
+        return
     out.print("next:")
     for line in written.next_steps():
         out.print(f"  {line}")

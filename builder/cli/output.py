@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,7 +22,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ..engine.api import BuildEvent
-from ..errors import INTERRUPTED, TERMINATED, StackbuildError, Terminated, raise_terminated
+from ..errors import INTERRUPTED, TERMINATED, SmokeError, StackbuildError, Terminated, raise_terminated
+from ..images.build import log_dir
+from ..safety.atomic import write_atomic
 from ..safety.printable import printable_lines
 from ..safety.credentials import redact
 
@@ -123,6 +126,22 @@ def print_smoke_end(report, as_json: bool) -> None:
         out.print(f"container kept: docker exec -it {report.container} bash")
 
 
+def write_training_logs(image: str, logs: dict[str, str]) -> list[str]:
+    """Each failed training entry's whole output, written to stackbuild's log folder; a line naming each file."""
+    lines = []
+    folder = log_dir()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for entry, text in logs.items():
+        path = folder / f"training-{entry}-{stamp}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, redact(text), SmokeError)
+        except SmokeError:
+            continue
+        lines.append(f"  {entry}: the whole log is {path}")
+    return lines
+
+
 def warn(text: str) -> None:
     print(f"warning: {printable_lines(redact(text))}", file=sys.stderr, flush=True)
 
@@ -157,8 +176,10 @@ def print_stack_list(rows: list[dict]) -> None:
     """`stackbuild list`: one row per stack; its title last (on its own line when narrow)."""
     table = []
     for row in rows:
-        releases = ", ".join(f"{r['name']}{'*' if r['default'] else ''}{' (era)' if r['era'] else ''}"
-                             for r in row["releases"])
+        # the era releases under one "(era)", then the current ones: a stack's releases fit 80 columns
+        names = {era: ", ".join(f"{r['name']}{'*' if r['default'] else ''}" for r in row["releases"] if r["era"] == era)
+                 for era in (True, False)}
+        releases = "; ".join(filter(None, (names[True] and f"{names[True]} (era)", names[False])))
         targets = ", ".join(sorted({t for r in row["releases"] for t in r["targets"]}))
         table.append((row["name"], releases, targets, row["title"]))
     print_table(("STACK", "RELEASES (* = default)", "TARGETS", "TITLE"), table)
@@ -173,13 +194,33 @@ def print_namesake(ns: dict) -> None:
         grouped: dict[tuple, list[str]] = {}  # one paragraph per reason, naming the targets it covers
         for target, state in script["targets"].items():
             if not state["runs"]:
-                key = (state["why"], state["fails_with"], state["issue"], state["instead"])
+                key = (state["why"], state["fails_with"], state["issue"], state["instead"], state.get("training"))
                 grouped.setdefault(key, []).append(target)
-        for (why, fails_with, issue, instead), names in grouped.items():
+        for (why, fails_with, issue, instead, training), names in grouped.items():
             out.print(f"      {', '.join(names)}: cannot run - {why}")
             if fails_with:
                 out.print(f"          fails with: {fails_with}{' (doctor: ' + issue + ')' if issue else ''}")
             out.print(f"          instead: {instead}")
+            if training:
+                out.print(f"          runs in its place: training entry {training} (stackbuild test --training)")
+
+
+def print_training(entries: list[dict]) -> None:
+    """A release's training entries: the command each runs, per target its flags, what it must save."""
+    for entry in entries:
+        out.print(f"  training {entry['name']}: {entry['summary']}")
+        out.print(f"    command: {entry['command']}")
+        saves = ("a PEFT adapter, LoRA B trained away from zero" if entry["saves"] == "adapter"
+                 else "a full model, weights trained away from the initial ones")
+        out.print(f"    processes: {entry['processes']}; saves: {saves}")
+        for kind in ("log", "files"):
+            for item in entry["evidence"][kind]:
+                out.print(f"    evidence ({'log shows' if kind == 'log' else 'saves'}): {item}")
+        for target, variant in entry["targets"].items():
+            out.print(f"    {target}: {variant['flags'] or '(no flags)'}")
+            for kind in ("log", "files"):
+                for item in variant["evidence"][kind]:
+                    out.print(f"      evidence ({'log shows' if kind == 'log' else 'saves'}): {item}")
 
 
 def print_stack(info: dict) -> None:
@@ -194,11 +235,13 @@ def print_stack(info: dict) -> None:
         flags = ", ".join(x for x in ("default" if rel["default"] else "", "era" if rel["era"] else "") if x)
         out.print()
         out.print(Text(f"{info['name']}@{rel['name']}", style="bold"), f"{f'({flags}) ' if flags else ''}- {rel['summary']}")
-        out.print(f"  date: {rel['date']}   torch {rel['torch']}   CUDA {rel['cuda']}")
+        versions = "".join(f"   {label} {version}" for label, version in rel["accelerators"].items())
+        out.print(f"  date: {rel['date']}   torch {rel['torch']}{versions}")
         for note in rel["notes"]:
             out.print(f"  note: {note}")
         if rel.get("namesake"):
             print_namesake(rel["namesake"])
+        print_training(rel.get("training", []))
         out.print("  targets:")
         for t in rel["targets"]:
             extra = f"  archs {' '.join(t['arch_list'])}" if t["arch_list"] else ""
@@ -226,6 +269,12 @@ def print_stack(info: dict) -> None:
             only += "  (own last layer)" if pkg["last"] else ""
             why = f"  - {pkg['why']}" if pkg["why"] else ""
             out.print(f"    {pkg['requirement']}{only}{why}")
+        for held in rel["held"]:
+            out.print(f"  held: {held['package']} {held['at']} (newest {held['newest']}) - {held['why']}")
+            for line in held["evidence"]:
+                out.print(f"    evidence: {line}")
+            for ref in ([held["issue"]] if held["issue"] else []) + held["references"]:
+                out.print(f"    see: {ref}")
         for patch in rel["patches"]:
             out.print(f"  patch {patch['id']} ({patch['package']}/{patch['file']}): {patch['summary']}")
         for option in rel["options"]:
@@ -564,3 +613,24 @@ def print_checks(checks: list[dict]) -> None:
     for check in checks:
         fix = f"\n        fix: {check['fix']}" if check.get("fix") and check["status"] != "ok" else ""
         out.print(f"{check['status'].upper():7} {check['name']:18} {check['detail']}{fix}")
+
+
+def print_proposal_step(step) -> None:
+    """One step of `stackbuild propose` as it happens."""
+    out.print(f"  {'ok' if step.ok else '--'}  {step.what}")
+    if not step.ok:
+        for line in step.detail[-6:]:
+            out.print(f"        {line}")
+
+
+def print_proposal(proposal) -> None:
+    """What `stackbuild propose` proposed for one stack: the moves, the held pins, what it wrote."""
+    if not proposal.ok:
+        out.print(f"{proposal.spec}: not proposed - nothing written")
+        return
+    for d in sorted(proposal.decisions.values(), key=lambda d: d.name):
+        move = f"{d.current} -> {d.chosen}" if d.moved else d.current
+        if d.moved or d.held:
+            out.print(f"  {d.name} {move}" + (f"  (held: newest {d.newest} - {d.why})" if d.held else ""))
+    if proposal.written:
+        out.print(f"{proposal.spec} proposed: wrote {', '.join(proposal.written)}")

@@ -60,17 +60,6 @@ from ..safety.files import open_regular
 
 Status = Literal["ok", "warn", "fail", "unknown"]
 
-# Minimum Linux driver per CUDA toolkit, per NVIDIA's CUDA toolkit release notes (the "Toolkit
-# Driver Version" of each GA release). Below it, but at or above the major's minor-version
-# compatibility floor, most programs still run (no PTX JIT): doctor warns there and fails below.
-CUDA_MIN_DRIVER: dict[str, str] = {
-    "11.7": "515.43.04", "11.8": "520.61.05",
-    "12.0": "525.60.13", "12.1": "530.30.02", "12.2": "535.54.03", "12.3": "545.23.06",
-    "12.4": "550.54.14", "12.5": "555.42.02", "12.6": "560.28.03", "12.8": "570.26", "12.9": "575.51.03",
-    "13.0": "580.65.06",
-}
-CUDA_COMPAT_FLOOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
-
 GIB = 1024 ** 3
 SHM_MIN = 1 * GIB
 RAM_MIN = 16 * GIB
@@ -307,7 +296,7 @@ def check_host(stack=None, release: str | None = None, target: str | None = None
         target = targets.for_host(bool(gpus))
 
     checks.append(_runtime_check(engine, target, accelerator))
-    checks.append(_driver_check(gpus, gpu_error, rel))
+    checks.append(_driver_check(gpus, gpu_error, rel, accelerator))
     checks.extend(_gpu_checks(gpus, gpu_error, rel))
     checks.append(_shm_check(Path(shm_path)))
     meminfo = _read_meminfo(Path(meminfo_path))
@@ -421,29 +410,40 @@ def _runtime_check(engine: EngineInfo | None, target: str, accelerator) -> HostC
                      accelerator.host_runtime_fix if status == "warn" else "")
 
 
-def _driver_check(gpus: list[Gpu] | None, gpu_error: str, rel) -> HostCheck:
+def _driver_check(gpus: list[Gpu] | None, gpu_error: str, rel, accelerator) -> HostCheck:
+    """The host's driver against the minimum the accelerator's entry gives for the release's version."""
     if gpus is None:
         return HostCheck("driver", "unknown", f"{gpu_error} (GPU checks skipped; the cpu target still works)")
+    vendor, label = accelerator.vendor, accelerator.label
     if not gpus:
-        return HostCheck("driver", "unknown", "nvidia-smi lists no GPU")
+        return HostCheck("driver", "unknown", f"{accelerator.host_tool[0]} lists no GPU")
     driver = gpus[0].driver
-    if rel is None:
-        return HostCheck("driver", "ok", f"NVIDIA driver {driver} (no stack given: no CUDA minimum to compare)")
-    cuda = rel.cuda
-    need = CUDA_MIN_DRIVER.get(cuda)
-    if need is None:
-        return HostCheck("driver", "unknown", f"NVIDIA driver {driver}; no minimum known for CUDA {cuda}")
-    floor = CUDA_COMPAT_FLOOR.get(cuda.split(".")[0], need)
+    version = rel.accelerator_versions.get(accelerator.version_field) if rel is not None else None
+    if version is None:
+        return HostCheck("driver", "ok", f"{vendor} driver {driver} (no stack given: no {label} minimum to compare)")
+    need = accelerator.min_driver.get(version)
+    major = version.split(".")[0]
     have = version_tuple(driver)
-    where = "minimum per NVIDIA's CUDA toolkit release notes"
+    if need is None:
+        floor = accelerator.driver_floor.get(major)
+        if floor is not None and have < version_tuple(floor):
+            return HostCheck("driver", "fail", f"{vendor} driver {driver} is too old for {label} {version}: every "
+                             f"{label} {major}.x needs {floor} or newer (its minor-version compatibility floor)",
+                             f"update the {vendor} driver to {floor} or newer, or choose a release built for an "
+                             f"older {label}")
+        return HostCheck("driver", "unknown", f"{vendor} driver {driver}; no minimum known for {label} {version}"
+                         + (f" (it is within {label} {major}.x minor-version compatibility, >= {floor}: built code "
+                            "runs, PTX JIT and the newest features may not)" if floor is not None else ""))
+    floor = accelerator.driver_floor.get(major, need)
+    where = f"minimum per {vendor}'s {label} toolkit release notes"
     if have >= version_tuple(need):
-        return HostCheck("driver", "ok", f"NVIDIA driver {driver} >= {need}, the CUDA {cuda} {where}")
-    fix = f"update the NVIDIA driver to {need} or newer, or choose a release built for an older CUDA"
+        return HostCheck("driver", "ok", f"{vendor} driver {driver} >= {need}, the {label} {version} {where}")
+    fix = f"update the {vendor} driver to {need} or newer, or choose a release built for an older {label}"
     if have >= version_tuple(floor):
-        return HostCheck("driver", "warn", f"NVIDIA driver {driver} is below {need} ({where} for CUDA {cuda}) but "
-                         f"within CUDA {cuda.split('.')[0]}.x minor-version compatibility (>= {floor}); "
+        return HostCheck("driver", "warn", f"{vendor} driver {driver} is below {need} ({where} for {label} {version}) "
+                         f"but within {label} {major}.x minor-version compatibility (>= {floor}); "
                          "PTX JIT and some newer features will fail", fix)
-    return HostCheck("driver", "fail", f"NVIDIA driver {driver} is too old for CUDA {cuda} (needs {need}, "
+    return HostCheck("driver", "fail", f"{vendor} driver {driver} is too old for {label} {version} (needs {need}, "
                      f"{where})", fix)
 
 
@@ -560,7 +560,7 @@ def check_model(directory: str | Path, *, meminfo_path: str | Path = "/proc/memi
     """
     root = Path(directory)
     if not root.exists():
-        raise DoctorError(f"model folder not found: {root} (pass the directory that holds config.json and the "
+        raise DoctorError(f"model folder not found: {printable(str(root))} (pass the directory that holds config.json and the "
                           "weight files)")
     if not root.is_dir():
         raise DoctorError(f"{printable(str(root))} is not a directory (pass the model folder, not a single file)")

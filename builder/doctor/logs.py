@@ -20,6 +20,7 @@ over the same source, for the few lines that need one.
 from __future__ import annotations
 
 import codecs
+import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -171,6 +172,16 @@ class _Issue:
         self.pending = [(h, p) for h, p in self.pending if h >= line - window]
         self.pending.append((line, patterns))
 
+    def saturated(self) -> bool:
+        """Nothing more in the log can change this issue's diagnosis: its lines and patterns are complete."""
+        return len(self.lines) >= MAX_LINES_REPORTED and len(self.matched) == len(self.issue.patterns)
+
+    def event(self, line: int, kind: int, patterns: frozenset[int]) -> None:
+        if kind:
+            self.hit(line, patterns)
+        else:
+            self.context(line)
+
     def context(self, line: int) -> None:
         for hit, patterns in self.pending:
             if hit >= line - self.issue.context_window:
@@ -189,8 +200,8 @@ def _segment_match(pattern: LogPattern, text: str, lo: int, hi: int) -> bool:
     return any(pattern.regex.search(segment) for segment in text[lo:hi].split("\r"))
 
 
-def line_starts(text: str, pattern: LogPattern) -> list[int]:
-    """Start offsets of the lines of ``text`` this pattern matches, in order, each line once.
+def line_starts(text: str, pattern: LogPattern) -> Iterator[int]:
+    """Start offsets of the lines of ``text`` this pattern matches, in order, each line once (lazily).
 
     Linear: each line's bounds are found once, a line that fails is skipped whole, and a line
     longer than MAX_LINE_CHARS is cut into tiles of half that; an occurrence of the fixed text in
@@ -198,7 +209,7 @@ def line_starts(text: str, pattern: LogPattern) -> list[int]:
     around it is found), and the next occurrence looked for in the tile after: each tile is read
     at most three times.
     """
-    literal, found = pattern.literal, []
+    literal = pattern.literal
     half = MAX_LINE_CHARS // 2
     pos = text.find(literal)
     start = end = -1
@@ -209,32 +220,36 @@ def line_starts(text: str, pattern: LogPattern) -> list[int]:
             end = len(text) if end < 0 else end
         if end - start <= MAX_LINE_CHARS:
             if _segment_match(pattern, text, start, end):
-                found.append(start)
+                yield start
             pos = text.find(literal, end)
             continue
         tile = (pos - start) // half  # the windows: tiles tile-1..tile+1 for an occurrence in tile
         lo = start + max(0, tile - 1) * half
         hi = min(end, start + (tile + 2) * half)
         if _segment_match(pattern, text, lo, hi):
-            found.append(start)
+            yield start
             pos = text.find(literal, end)
         else:
             pos = text.find(literal, max(pos + 1, start + (tile + 1) * half))
-    return found
 
 
-def _line_numbers(text: str, offsets: list[int], base: int) -> list[int]:
-    """1-based line numbers of sorted offsets in a chunk whose first line is ``base + 1``."""
-    out, line, previous = [], base + 1, 0
+def _line_numbers(text: str, offsets: Iterable[int], base: int) -> Iterator[int]:
+    """1-based line numbers of sorted offsets in a chunk whose first line is ``base + 1`` (lazily)."""
+    line, previous = base + 1, 0
     for offset in offsets:
         line += text.count("\n", previous, offset)
         previous = offset
-        out.append(line)
-    return out
+        yield line
 
 
 class LogScanner:
-    """Known issues in a log fed chunk by chunk (``feed``), then ``results``."""
+    """Known issues in a log fed chunk by chunk (``feed``), then ``results``.
+
+    Hits stream from the patterns' searches into each issue's state, merged in line order (a
+    context line before a hit on the same line), so nothing per matching line is ever held: a log
+    of millions of matching lines needs no more memory than a clean one. An issue that already
+    has its MAX_LINES_REPORTED lines and every pattern matched is not searched again.
+    """
 
     def __init__(self, issues: Iterable[KnownIssue]):
         self._issues = [_Issue(issue) for issue in issues if issue.patterns]
@@ -243,26 +258,31 @@ class LogScanner:
     def feed(self, raw_chunk: str) -> None:
         text = clean(raw_chunk)
         for state in self._issues:
-            issue = state.issue
-            hits: dict[int, set[int]] = {}
-            for index, pattern in enumerate(issue.patterns):
-                starts = line_starts(text, pattern)
-                for line in _line_numbers(text, starts, self._base):
-                    hits.setdefault(line, set()).add(index)
-            if not hits and not (issue.context and state.pending):
+            if state.saturated():
                 continue
-            contexts: set[int] = set()
-            if issue.context:
-                for pattern in issue.context:
-                    contexts.update(_line_numbers(text, line_starts(text, pattern), self._base))
-            events = sorted([(line, 1, frozenset(p)) for line, p in hits.items()]
-                            + [(line, 0, frozenset()) for line in contexts])
-            for line, kind, patterns in events:
-                if kind:
-                    state.hit(line, patterns)
-                else:
-                    state.context(line)
+            streams = [self._stream(text, pattern, 1, index, state) for index, pattern in enumerate(state.issue.patterns)]
+            streams += [self._stream(text, pattern, 0, -1, state) for pattern in state.issue.context]
+            current: tuple[int, int] | None = None  # the (line, kind) being gathered
+            patterns: set[int] = set()
+            for line, kind, index in heapq.merge(*streams):
+                if (line, kind) != current:
+                    if current is not None:
+                        state.event(*current, frozenset(patterns))
+                    current, patterns = (line, kind), set()
+                if index >= 0:
+                    patterns.add(index)
+            if current is not None:
+                state.event(*current, frozenset(patterns))
         self._base += text.count("\n")
+
+    def _stream(self, text: str, pattern: LogPattern, kind: int, index: int,
+                state: _Issue) -> Iterator[tuple[int, int, int]]:
+        """(line, kind, pattern index) of each line ``pattern`` matches, until its hits can change nothing."""
+        for line in _line_numbers(text, line_starts(text, pattern), self._base):
+            yield line, kind, index
+            if state.saturated() or (index >= 0 and index in state.matched
+                                     and len(state.lines) >= MAX_LINES_REPORTED):
+                return
 
     def results(self) -> list[tuple[KnownIssue, tuple[int, ...], tuple[LogPattern, ...]]]:
         """(issue, its first MAX_LINES_REPORTED matching lines, the patterns that matched) per issue found."""

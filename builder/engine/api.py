@@ -217,7 +217,8 @@ class ContainerEngine(Protocol):
                         volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
                         workdir: str | None = None, ports: dict[str, int | None] | None = None,
                         user: str | None = None, ipc_host: bool = False,
-                        ulimits: dict[str, int] | None = None, lifetime_s: int | None = None) -> str:
+                        ulimits: dict[str, int] | None = None, init: bool = True,
+                        lifetime_s: int | None = None) -> str:
         """Start a container whose command only waits (for ever, or ``lifetime_s`` seconds); its id."""
 
     def containers(self, label: str) -> list[dict]:

@@ -132,6 +132,16 @@ def _cli_context_hint() -> str:
     return ""
 
 
+def own_hostname(name: str) -> str:
+    """The hostname of a container without a network, which its /etc/hosts maps to 127.0.0.1: the container's
+    name where that is a hostname, else "stackbuild". Docker writes no line for the hostname of a container
+    without a network, and torch 2.15's torchrun (its rendezvous's TCP store) connects to this host by its
+    name: unresolvable, every launch waited 300 s and failed ("The client socket has timed out after
+    300000ms while trying to connect to (<container id>, <port>)")."""
+    label = name.lower()[:63].strip("-")
+    return label if re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", label) else "stackbuild"
+
+
 class DockerEngine:
     """A connected Docker engine: implements builder/engine/api.py's Engine (builds: the classic builder)."""
 
@@ -367,14 +377,15 @@ class DockerEngine:
                         volumes: dict[str, str] | None = None, env: dict[str, str] | None = None,
                         workdir: str | None = None, ports: dict[str, int | None] | None = None,
                         user: str | None = None, ipc_host: bool = False,
-                        ulimits: dict[str, int] | None = None, lifetime_s: int | None = None) -> str:
+                        ulimits: dict[str, int] | None = None, init: bool = True,
+                        lifetime_s: int | None = None) -> str:
         """Start a long-lived container (its command just waits) and return its id.
 
         ``gpus`` is the device request (from the target's entry, or --gpus), None for no GPU.
         ``volumes`` maps named volumes to paths; ``binds`` are ``SRC:DST[:ro]``; ``ulimits`` maps a
-        limit's name to its soft and hard value (-1: unlimited). ``lifetime_s`` bounds the wait: the
-        container stops by itself after that many seconds (None: it waits until stopped). Nothing
-        created is left behind when it fails.
+        limit's name to its soft and hard value (-1: unlimited); ``init`` runs an init process as PID 1.
+        ``lifetime_s`` bounds the wait: the container stops by itself after that many seconds (None:
+        it waits until stopped). Nothing created is left behind when it fails.
         """
         device_requests = None
         if gpus is not None:
@@ -382,16 +393,17 @@ class DockerEngine:
                                                           capabilities=[list(gpus.capabilities)])]
         all_binds = list(binds or []) + [f"{volume}:{path}" for volume, path in (volumes or {}).items()]
         limits = [docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in (ulimits or {}).items()] or None
+        hostname = own_hostname(name) if network == "none" else None
         host_config = self.client.create_host_config(
             network_mode=network, device_requests=device_requests, shm_size=None if ipc_host else shm_size,
-            ipc_mode="host" if ipc_host else None, init=True, binds=all_binds or None, ulimits=limits,
-            port_bindings=ports or None)
+            ipc_mode="host" if ipc_host else None, init=init, binds=all_binds or None, ulimits=limits,
+            port_bindings=ports or None, extra_hosts={hostname: "127.0.0.1"} if hostname else None)
         wait = ["sleep", str(lifetime_s) if lifetime_s else "infinity"]
         try:
             created = self._call("container create", self.client.create_container, image,
                                  command=wait, name=name, labels=labels, host_config=host_config,
                                  environment=env or None, working_dir=workdir, user=user,
-                                 ports=list(ports) if ports else None)
+                                 ports=list(ports) if ports else None, hostname=hostname)
         except docker.errors.ImageNotFound:
             raise ContainerError(f"image {image} is not on this engine (build or pull it first)") from None
         except docker.errors.APIError as exc:

@@ -12,6 +12,7 @@ import re
 
 from .api import Engine
 from ..errors import ConfigError
+from ..safety.printable import printable
 
 ENGINE_KINDS = ("auto", "buildkit", "classic")
 # A buildx builder's name (`docker buildx ls`).
@@ -24,7 +25,7 @@ def resolve(kind: str = "auto", builder: str | None = None) -> str:
     from .buildkit import buildx_version
 
     if kind not in ENGINE_KINDS:
-        raise ConfigError(f"engine '{kind}' is not one of {', '.join(ENGINE_KINDS)}")
+        raise ConfigError(f"engine '{printable(kind)}' is not one of {', '.join(ENGINE_KINDS)}")
     if kind == "classic" and builder:
         raise ConfigError(f"--builder {builder} names a buildx builder, which the classic engine does not use: "
                           "drop --engine classic (or the builder)")

@@ -73,12 +73,12 @@ def parse_binds(specs: list[str]) -> list[str]:
     for spec in specs:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or not parts[1] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise UsageError(f"-v {spec}: write it as SRC:DST or SRC:DST:ro")
+            raise UsageError(f"-v {printable(spec)}: write it as SRC:DST or SRC:DST:ro")
         source = Path(parts[0]).expanduser()
         if not source.exists():
-            raise UsageError(f"-v {spec}: {source} does not exist on this host")
+            raise UsageError(f"-v {printable(spec)}: {printable(str(source))} does not exist on this host")
         if not parts[1].startswith("/"):
-            raise UsageError(f"-v {spec}: the path inside the container must be absolute")
+            raise UsageError(f"-v {printable(spec)}: the path inside the container must be absolute")
         binds.append(":".join([str(source.resolve()), *parts[1:]]))
     return binds
 
@@ -94,17 +94,17 @@ def parse_ports(specs: list[str]) -> dict[str, int | None]:
         host, _, inside = spec.rpartition(":")
         if not inside.isdigit() or (host and not host.isdigit()) or not 0 < int(inside) < 65536 \
                 or (host and not 0 < int(host) < 65536):
-            raise UsageError(f"-p {spec}: write it as CONTAINER_PORT or HOST_PORT:CONTAINER_PORT")
+            raise UsageError(f"-p {printable(spec)}: write it as CONTAINER_PORT or HOST_PORT:CONTAINER_PORT")
         ports[f"{int(inside)}/tcp"] = int(host) if host else None
     return ports
 
 
 def check_options(options: RunOptions) -> None:
     if options.name is not None and not NAME.match(options.name):
-        raise UsageError(f"--name {options.name}: use letters, digits, '_', '.' and '-' (at most 63, starting "
+        raise UsageError(f"--name {printable(options.name)}: use letters, digits, '_', '.' and '-' (at most 63, starting "
                          "with a letter or digit)")
     if not SIZE.match(options.shm_size):
-        raise UsageError(f"--shm-size {options.shm_size}: write a size like 16g or 512m")
+        raise UsageError(f"--shm-size {printable(options.shm_size)}: write a size like 16g or 512m")
     if options.gpus is not None:
         targets.check_gpus(options.gpus)
     if options.network not in NETWORKS:
@@ -115,17 +115,33 @@ def check_options(options: RunOptions) -> None:
                          f"{options.network} there is none to publish (use --network bridge"
                          + (", or reach the port on the host directly)" if options.network == "host" else ")"))
     if options.workdir is not None and not options.workdir.startswith("/"):
-        raise UsageError(f"--workdir {options.workdir}: must be an absolute path inside the container")
+        raise UsageError(f"--workdir {printable(options.workdir)}: must be an absolute path inside the container")
 
 
-def run_container(engine: ContainerEngine, image: str, labels: dict[str, str], name: str, target: str,
-                  options: RunOptions) -> Started:
-    """Create and start a working container of ``image``; nothing is left behind when it fails."""
+@dataclass(frozen=True)
+class TrainingSetup:
+    """How a working container of a target is set up for training: what `run` asks the engine for
+    and what `devcontainer` writes into devcontainer.json, made in one place (``training_setup``)."""
+
+    gpus: GpuRequest | None  # the device request: the target's default (every GPU on a GPU target) or --gpus
+    shm_size: str | None  # /dev/shm; None when the host's IPC namespace is shared
+    ipc_host: bool
+    ulimits: dict[str, int]  # name -> soft and hard value (-1: unlimited)
+    volumes: dict[str, str]  # named volume -> path inside
+    binds: list[str]  # SRC:DST[:ro], SRC absolute
+    env: dict[str, str]
+    user: str | None  # None: the image's own user
+    workdir: str | None  # None: the image's WORKDIR
+    ports: dict[str, int | None]
+    network: str
+    init: bool = True  # an init process reaps what training leaves behind (DataLoader workers, launchers)
+
+
+def training_setup(target: str, options: RunOptions) -> TrainingSetup:
+    """The training defaults for a container of ``target``, with ``options`` applied; UsageError for a
+    malformed option, before anything is created."""
     check_options(options)
-    binds = parse_binds(options.volumes)
     env = parse_env(options.env)
-    ports = parse_ports(options.ports)
-    gpus = GpuRequest.of(targets.gpu_devices(target, options.gpus), targets.entry_or_default(target).gpu_capabilities)
     volumes = {}
     if options.hf_cache:
         volumes[HF_VOLUME] = HF_HOME
@@ -134,26 +150,45 @@ def run_container(engine: ContainerEngine, image: str, labels: dict[str, str], n
     if user:
         # a host user has no home in the image: give it a writable one
         env.setdefault("HOME", "/tmp")
-    ulimits = dict(TRAINING_ULIMITS)
+    return TrainingSetup(
+        gpus=GpuRequest.of(targets.gpu_devices(target, options.gpus), targets.entry_or_default(target).gpu_capabilities),
+        shm_size=None if options.ipc_host else options.shm_size, ipc_host=options.ipc_host,
+        ulimits=dict(TRAINING_ULIMITS), volumes=volumes, binds=parse_binds(options.volumes), env=env, user=user,
+        workdir=options.workdir, ports=parse_ports(options.ports), network=options.network)
+
+
+def start_training(engine: ContainerEngine, image: str, name: str, labels: dict[str, str], setup: TrainingSetup,
+                   lifetime_s: int | None = None) -> tuple[str, dict[str, int], tuple[str, ...]]:
+    """Start a container of ``image`` set up as ``setup`` says: (its id, the limits it got, warnings).
+
+    An engine that may not raise a limit (rootless, or sandboxed without CAP_SYS_RESOURCE) says
+    "error setting rlimit type N": the container starts without that limit, and a warning says so."""
+    ulimits = dict(setup.ulimits)
     warnings: list[str] = []
     while True:
         try:
             container = engine.start_container(
-                image, name, {LABEL: "1", **labels}, gpus, options.shm_size, network=options.network, binds=binds,
-                volumes=volumes, env=env, workdir=options.workdir, ports=ports, user=user,
-                ipc_host=options.ipc_host, ulimits=ulimits)
-            return Started(name, container, image, tuple(warnings))
+                image, name, labels, setup.gpus, setup.shm_size, network=setup.network, binds=setup.binds,
+                volumes=setup.volumes, env=setup.env, workdir=setup.workdir, ports=setup.ports, user=setup.user,
+                ipc_host=setup.ipc_host, ulimits=ulimits, init=setup.init, lifetime_s=lifetime_s)
+            return container, ulimits, tuple(warnings)
         except ContainerError as exc:
-            # An engine that may not raise a limit (rootless, or sandboxed without CAP_SYS_RESOURCE) says
-            # "error setting rlimit type N": start without that limit, and say so.
             refused = re.search(r"error setting rlimit type (\d+)", str(exc))
             limit = RLIMIT_NAMES.get(int(refused[1])) if refused else None
             if limit not in ulimits:
                 raise
             del ulimits[limit]
             warnings.append(f"this Docker engine may not set the {limit} limit (operation not permitted): started "
-                            f"without --ulimit {limit}={TRAINING_ULIMITS[limit]}"
+                            f"without --ulimit {limit}={setup.ulimits[limit]}"
                             + ("; pinned-memory offload and NCCL may be limited" if limit == "memlock" else ""))
+
+
+def run_container(engine: ContainerEngine, image: str, labels: dict[str, str], name: str, target: str,
+                  options: RunOptions) -> Started:
+    """Create and start a working container of ``image``; nothing is left behind when it fails."""
+    setup = training_setup(target, options)
+    container, _, warnings = start_training(engine, image, name, {LABEL: "1", **labels}, setup)
+    return Started(name, container, image, warnings)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ command, ``write_job`` renders the files one kind of cluster needs, from a ``Job
   world size) from Slurm's environment and runs torchrun or DeepSpeed's launcher on every node,
   in the image through pyxis/enroot (``srun --container-image``) or the Docker engine of each node;
 - ``k8s``: a JobSet (torchrun on every pod; or DeepSpeed's launcher in a pod of its own reaching
-  worker pods that run stackbuild-sshd, as Kubeflow's MPI and DeepSpeed runtimes do) and a
-  Kubeflow PyTorchJob, each with a headless Service, /dev/shm as a memory volume, GPU requests and
-  the image pinned by digest;
+  worker pods that run stackbuild-sshd, as Kubeflow's MPI and DeepSpeed runtimes do), and for
+  torchrun a Kubeflow Trainer v2 TrainJob (its torch-distributed runtime) and a Kubeflow
+  PyTorchJob; each with a headless Service (the TrainJob's runtime makes its own), /dev/shm as a
+  memory volume, GPU requests and the image pinned by digest;
 - ``hosts``: a DeepSpeed hostfile, the job's ssh key pair and the commands that start each node's
   container (stackbuild-sshd) and the launcher, or torchrun's rendezvous on every host.
 
@@ -30,11 +31,14 @@ import yaml
 
 from ..config import INTERFACE, PARTITION
 from ..engine.api import ImageEngine
-from ..errors import ConfigError, RenderError, SelectionError, UsageError
+from ..engine.references import image_ref_problem
+from ..errors import ConfigError, RenderError, SelectionError, SubmitError, UsageError
 from ..profile import targets
 from ..render.dockerfile import BuildContext, prepare
 from ..profile.spec import split_spec
 from ..safety.atomic import write_folder_atomic
+from ..safety.credentials import redact
+from ..safety.printable import printable
 from .registry import locate
 
 KINDS = ("slurm", "k8s", "hosts")
@@ -59,6 +63,7 @@ class JobSpec:
     nodes: int = 2
     procs_per_node: int = 1  # GPUs per node on a GPU image; processes per node on a cpu one
     gpus: bool = True  # request GPUs (a cuda image)
+    gpu_resource: str = ""  # the Kubernetes resource its GPUs are (the target's accelerator entry's k8s_resource)
     launcher: str = "torchrun"
     port: int = 29500
     ssh_port: int = 2222
@@ -74,12 +79,15 @@ class JobSpec:
 
 def check_spec(spec: JobSpec) -> None:
     """Every value that reaches a script or manifest, checked; UsageError/ConfigError naming it and the fix."""
+    problem = image_ref_problem(spec.image)
+    if problem:
+        raise UsageError(f"--image '{printable(spec.image)}' {problem}")
     if spec.kind not in KINDS:
-        raise UsageError(f"launch kind '{spec.kind}' is not one of {', '.join(KINDS)}")
+        raise UsageError(f"launch kind '{printable(spec.kind)}' is not one of {', '.join(KINDS)}")
     if spec.launcher not in LAUNCHERS:
-        raise UsageError(f"--launcher '{spec.launcher}' is not one of {', '.join(LAUNCHERS)}")
+        raise UsageError(f"--launcher '{printable(spec.launcher)}' is not one of {', '.join(LAUNCHERS)}")
     if not JOB_NAME.match(spec.name):
-        raise UsageError(f"--name '{spec.name}' is not a job name: lowercase letters, digits and '-', starting "
+        raise UsageError(f"--name '{printable(spec.name)}' is not a job name: lowercase letters, digits and '-', starting "
                          "with a letter, at most 40 characters (pod and host names are made from it)")
     if not spec.command:
         raise UsageError("no training command: give it after '--', e.g. -- train.py --config ds.json")
@@ -91,26 +99,29 @@ def check_spec(spec: JobSpec) -> None:
         if not 1 <= port <= 65535:
             raise UsageError(f"{flag} {port} is not a port number (1 to 65535)")
     if spec.partition is not None and not PARTITION.match(spec.partition):
-        raise ConfigError(f"partition '{spec.partition}' is not a Slurm partition name (letters, digits, '_', '.', "
+        raise ConfigError(f"partition '{printable(spec.partition)}' is not a Slurm partition name (letters, digits, '_', '.', "
                           "'-')")
     if spec.interface is not None and not INTERFACE.match(spec.interface):
-        raise ConfigError(f"network interface '{spec.interface}' is not an interface list (e.g. eth0, ib0 or "
+        raise ConfigError(f"network interface '{printable(spec.interface)}' is not an interface list (e.g. eth0, ib0 or "
                           "^lo,docker)")
     if spec.container not in SLURM_CONTAINERS:
-        raise UsageError(f"--container '{spec.container}' is not one of {', '.join(SLURM_CONTAINERS)}")
+        raise UsageError(f"--container '{printable(spec.container)}' is not one of {', '.join(SLURM_CONTAINERS)}")
     for host in spec.hosts:
         if not HOST_NAME.match(host):
-            raise UsageError(f"--host '{host}' is not a host name or address")
+            raise UsageError(f"--host '{printable(host)}' is not a host name or address")
     if spec.kind == "hosts" and len(spec.hosts) != spec.nodes:
         raise UsageError(f"launch hosts needs one --host per node: {len(spec.hosts)} given for --nodes "
                          f"{spec.nodes} (the first is the master)")
+    if spec.kind == "k8s" and spec.gpus and not spec.gpu_resource:
+        raise ConfigError("the target's accelerator names no Kubernetes resource for its GPUs (k8s_resource in "
+                          "builder/profile/accelerators.py)")
     if spec.kind == "k8s" and not DIGEST.search(spec.image):
         raise SelectionError(f"{spec.image} is not pinned by digest, which a Kubernetes job needs (every pod "
                              "must run the same image): push it (`stackbuild push …`) or pass --image "
                              "REGISTRY/NAME@sha256:…")
     for key, _ in spec.env:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*\Z", key):
-            raise UsageError(f"--env '{key}' is not a variable name (write NAME=VALUE)")
+            raise UsageError(f"--env '{printable(key)}' is not a variable name (write NAME=VALUE)")
     for text in (*spec.command, *(v for _, v in spec.env), *(p for m in spec.mounts for p in m), *spec.engine_args):
         if any(ord(c) < 32 and c != "\t" for c in text):
             raise UsageError(f"{text!r} holds a control character (a newline would end the script's line)")
@@ -124,6 +135,7 @@ def render_job(spec: JobSpec) -> dict[str, str]:
     if spec.kind == "k8s":
         files = {f"{spec.name}.jobset.yaml": _yaml_documents(_jobset(spec))}
         if spec.launcher == "torchrun":
+            files[f"{spec.name}.trainjob.yaml"] = _yaml_documents(_trainjob(spec))
             files[f"{spec.name}.pytorchjob.yaml"] = _yaml_documents(_pytorchjob(spec))
         return files
     return _hosts(spec)
@@ -167,9 +179,12 @@ def _deepspeed_no_ssh(spec: JobSpec, hostfile: str, node_rank: str, master_addr:
 
 def _docker_run(spec: JobSpec, env_names: list[str], mounts: list[tuple[str, str]], workdir: str | None,
                 detach_name: str | None = None) -> list[str]:
-    """`docker run` of one node's container: host network and IPC, memlock, the GPUs of a GPU image."""
+    """`docker run` of one node's container: host network (unless an --engine-arg names another) and IPC,
+    memlock, the GPUs of a GPU image."""
     args = ["docker", "run"] + (["-d", "--name", detach_name] if detach_name else ["--rm"])
-    args += ["--network", "host", "--ipc", "host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
+    if not any(re.match(r"--(network|net)(=|\Z)", arg) for arg in spec.engine_args):
+        args += ["--network", "host"]
+    args += ["--ipc", "host", "--ulimit", "memlock=-1", "--ulimit", "stack=67108864"]
     if spec.gpus:
         args += ["--gpus", "all"]
     for name in env_names:
@@ -245,7 +260,7 @@ def _k8s_container(spec: JobSpec, name: str, command: list[str], gpus: bool) -> 
         container["env"] = env
     if gpus and spec.gpus:
         count = str(spec.procs_per_node)
-        container["resources"] = {"limits": {"nvidia.com/gpu": count}, "requests": {"nvidia.com/gpu": count}}
+        container["resources"] = {"limits": {spec.gpu_resource: count}, "requests": {spec.gpu_resource: count}}
     return container
 
 
@@ -332,6 +347,33 @@ def _pytorchjob(spec: JobSpec) -> list[dict]:
            "spec": {"runPolicy": {"backoffLimit": 0}, "pytorchReplicaSpecs": replicas}}
     selector = {"training.kubeflow.org/job-name": spec.name}
     return [_headless_service(spec, selector), job]
+
+
+TRAINER_RUNTIME = "torch-distributed"  # the ClusterTrainingRuntime Kubeflow Trainer v2 installs for torchrun
+
+
+def _trainjob(spec: JobSpec) -> list[dict]:
+    """Kubeflow Trainer v2's TrainJob (trainer.kubeflow.org/v1alpha1) on its torch-distributed runtime,
+    which makes the JobSet and its headless Service and gives torchrun its rendezvous in PET_NNODES,
+    PET_NPROC_PER_NODE, PET_NODE_RANK, PET_MASTER_ADDR and PET_MASTER_PORT (torchrun reads them);
+    /dev/shm comes in through a runtime patch of the runtime's `node` job and container."""
+    trainer: dict = {"image": spec.image, "command": ["torchrun", *spec.command], "numNodes": spec.nodes,
+                     "numProcPerNode": spec.procs_per_node}
+    env = [{"name": k, "value": v} for k, v in _net_env(spec)]
+    if env:
+        trainer["env"] = env
+    if spec.gpus:
+        count = str(spec.procs_per_node)
+        trainer["resourcesPerNode"] = {"limits": {spec.gpu_resource: count}, "requests": {spec.gpu_resource: count}}
+    pod = {"volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM}}],
+           "containers": [{"name": "node", "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]}
+    patch = {"manager": "stackbuild", "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": "node", "template": {"spec": {"template": {"spec": pod}}}}]}}}}
+    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": {"name": spec.name},
+           "spec": {"runtimeRef": {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                   "name": TRAINER_RUNTIME},
+                    "trainer": trainer, "runtimePatches": [patch]}}
+    return [job]
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -433,13 +475,19 @@ def gpus_of(context: BuildContext) -> bool:
     return targets.target(context.plan.target.name).gpu
 
 
+def gpu_resource_of(context: BuildContext) -> str:
+    """The Kubernetes resource the plan's GPUs are requested as: its accelerator entry's, '' for none."""
+    entry = targets.target(context.plan.target.name).accelerator_entry
+    return entry.k8s_resource if entry is not None else ""
+
+
 def write_job(files: dict[str, str], folder: Path, keys: bool) -> list[str]:
     """Write the job's files into a new or empty folder, all or nothing; the paths written."""
     try:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise RenderError(f"{folder} is not a new or empty folder: give launch -o a new folder")
+            raise RenderError(f"{printable(str(folder))} is not a new or empty folder: give launch -o a new folder")
     except OSError as exc:
-        raise RenderError(f"{folder} cannot be read ({exc.strerror})") from None
+        raise RenderError(f"{printable(str(folder))} cannot be read ({exc.strerror})") from None
     content = {path: text.encode() for path, text in files.items()}
     if keys:
         content.update(make_key_pair(folder.parent if folder.parent.is_dir() else Path("."), "stackbuild-launch"))
@@ -476,6 +524,7 @@ class LaunchRequest:
     env: tuple[str, ...] = ()  # NAME=VALUE
     volumes: tuple[str, ...] = ()  # SRC:DST
     engine_args: tuple[str, ...] = ()
+    submit: bool = False  # hand the job to the scheduler once written (sbatch, kubectl apply)
 
 
 @dataclass(frozen=True)
@@ -495,7 +544,9 @@ class WrittenJob:
                 steps.append(f"kubectl create secret generic {name}-ssh --from-file={folder}/keys")
             steps.append(f"kubectl apply -f {folder}/{name}.jobset.yaml   (JobSet controller)")
             if self.spec.launcher == "torchrun":
-                steps.append(f"or: kubectl apply -f {folder}/{name}.pytorchjob.yaml   (Kubeflow training-operator)")
+                steps.append(f"or: kubectl apply -f {folder}/{name}.trainjob.yaml   (Kubeflow Trainer v2, its "
+                             f"{TRAINER_RUNTIME} runtime)")
+                steps.append(f"or: kubectl apply -f {folder}/{name}.pytorchjob.yaml   (Kubeflow training-operator v1)")
             return steps
         if self.spec.launcher == "deepspeed":
             return [f"copy {folder} to every host, then on each: sh start-node.sh",
@@ -508,15 +559,57 @@ def _pairs(values: tuple[str, ...], sep: str, flag: str, example: str) -> tuple[
     for value in values:
         left, found, right = value.partition(sep)
         if not found or not left or not right:
-            raise UsageError(f"{flag} '{value}' is not {example}")
+            raise UsageError(f"{flag} '{printable(value)}' is not {example}")
         out.append((left, right))
     return tuple(out)
+
+
+def submit_commands(written: WrittenJob) -> list[list[str]]:
+    """What `--submit` runs, in order: sbatch for Slurm; for Kubernetes the key pair's secret (DeepSpeed's
+    launcher) and `kubectl apply` of the JobSet. Plain hosts have no scheduler."""
+    spec, folder = written.spec, written.folder
+    if spec.kind == "slurm":
+        return [["sbatch", str(folder / f"{spec.name}.sbatch")]]
+    if spec.kind == "k8s":
+        commands = []
+        if spec.launcher == "deepspeed":
+            commands.append(["kubectl", "create", "secret", "generic", f"{spec.name}-ssh",
+                             f"--from-file={folder / 'keys'}"])
+        return commands + [["kubectl", "apply", "-f", str(folder / f"{spec.name}.jobset.yaml")]]
+    raise UsageError("launch hosts --submit: plain hosts have no scheduler to hand the job to; run start-node.sh "
+                     "on every host (the files are written)")
+
+
+def submit_job(written: WrittenJob, run=subprocess.run) -> list[str]:
+    """Run ``submit_commands``; the scheduler's answers (e.g. 'Submitted batch job 42'), one line each."""
+    answers = []
+    for command in submit_commands(written):
+        if shutil.which(command[0]) is None:
+            raise SubmitError(f"{command[0]} is not installed here, so the job in {printable(str(written.folder))} "
+                              f"was written but not submitted: run `{printable(shlex.join(command))}` where "
+                              f"{command[0]} is (a login node, a machine with the cluster's kubeconfig), or leave out "
+                              "--submit")
+        try:
+            done = run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise SubmitError(f"`{printable(shlex.join(command))}` did not answer within 300 s; the job's files are "
+                              f"in {printable(str(written.folder))}") from None
+        lines = [redact(line) for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        if done.returncode != 0:
+            said = " | ".join(lines[-3:]) or "no output"
+            raise SubmitError(f"`{printable(shlex.join(command))}` failed (exit {done.returncode}): {printable(said)}; "
+                              f"the job's files are in {printable(str(written.folder))}")
+        answers += lines
+    return answers
 
 
 def launch_job(request: LaunchRequest, settings, connect) -> WrittenJob:
     """Resolve the image (``connect()`` gives an engine when one is needed), render the job, write it."""
     if request.kind not in KINDS:
-        raise UsageError(f"launch kind '{request.kind}' is not one of {', '.join(KINDS)}")
+        raise UsageError(f"launch kind '{printable(request.kind)}' is not one of {', '.join(KINDS)}")
+    if request.submit and request.kind == "hosts":
+        raise UsageError("launch hosts --submit: plain hosts have no scheduler to hand the job to; leave out "
+                         "--submit and run start-node.sh on every host")
     name, release = split_spec(request.stack)
     context = prepare(name, release, request.target, list(request.options))
     gpus = gpus_of(context)
@@ -532,6 +625,7 @@ def launch_job(request: LaunchRequest, settings, connect) -> WrittenJob:
     spec = JobSpec(
         kind=request.kind, name=request.name or context.plan.stack.name, image=image, command=request.command,
         nodes=request.nodes, procs_per_node=settings.gpus_per_node or (8 if gpus else 1), gpus=gpus,
+        gpu_resource=gpu_resource_of(context),
         launcher=request.launcher, port=request.port, ssh_port=request.ssh_port, partition=settings.partition,
         interface=settings.network_interface, container=request.container, hosts=request.hosts,
         env=_pairs(request.env, "=", "--env", "NAME=VALUE"),

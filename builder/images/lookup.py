@@ -14,8 +14,10 @@ from ..errors import LockError, SelectionError, StackbuildError
 from ..lock.format import read_lock
 from ..plan.build_plan import plan_for
 from .registry import locate
-from ..render.dockerfile import prepare
+from ..render.dockerfile import BuildContext, prepare
+from ..profile.load import load_stack
 from ..profile.names import KEBAB, RELEASE
+from ..profile.resolved import Release
 from ..profile.spec import is_lock_file, looks_like_image, split_spec
 from ..safety.printable import printable
 
@@ -32,13 +34,41 @@ def image_of(engine: ImageEngine, what: str, target: str | None, options: list[s
             raise SelectionError(f"image {what} is not on this engine (pull or build it first)")
         return what
     name, release = split_spec(what)
-    context = prepare(name, release, target, options)
-    plan = context.plan
+    return built_image(engine, prepare(name, release, target, options), registry, what)
+
+
+def built_image(engine: ImageEngine, context: BuildContext, registry: str | None, what: str) -> str:
+    """The local name of the image of this plan, by its content tag (never downloading anything);
+    SelectionError naming the build to run when it is not here. ``what`` is the stack as the user named it."""
     located = locate(engine, context, registry, "known")
     if located.local is None:
         raise SelectionError(f"{located.ref.immutable} is not here: run `stackbuild build {what} --target "
-                             f"{plan.target.name}` first (a changed profile or template means a new content tag)")
+                             f"{context.plan.target.name}` first (a changed profile or template means a new content "
+                             "tag)")
     return located.local[0]
+
+
+def release_of(engine: ImageEngine, what: str, target: str | None, options: list[str],
+               registry: str | None) -> tuple[str, Release, str]:
+    """(image, release, target) of what a user names: a stack's content-tagged image with its
+    plan's release and target, or an image as given with the shipped release and target its labels
+    name (names only, never paths)."""
+    image = image_of(engine, what, target, options, registry)
+    if not looks_like_image(what):
+        name, release = split_spec(what)
+        plan = prepare(name, release, target, options).plan
+        return image, plan.release, plan.target.name
+    labels = engine.labels(image)
+    stack, release = stack_of(labels, image)
+    found = label_identity(labels).get(schema.TARGET)
+    if stack is None or release is None or found is None:
+        raise SelectionError(f"image {printable(image)} has no stackbuild stack, release and target labels: name the "
+                             "stack instead (STACK[@RELEASE] with --target)")
+    try:
+        return image, load_stack(stack).release(release), found
+    except StackbuildError as exc:
+        raise SelectionError(f"image {printable(image)}: its labels name {stack}@{release}, which the shipped "
+                             f"profiles do not have ({exc})") from None
 
 
 def matches_profile(engine: ImageEngine, profile: str | None, info: dict, registry: str | None) -> bool | None:

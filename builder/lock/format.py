@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -268,10 +269,17 @@ def lock_problems(lock: Lock, expected: LockInputs) -> list[str]:
         problems.append("the profile changed since the lock was made:\n" + "\n".join(f"  {d}" for d in diff))
     versions = lock.versions()
     for req in lock.inputs.requirements:
-        name, sep, version = req.partition("==")
-        if sep and versions.get(canonicalize_name(name)) != version:
-            problems.append(f"{req} is an input but the lock installs "
-                            f"{versions.get(canonicalize_name(name), 'no such package')}")
+        if "==" not in req:
+            continue
+        # a pin (peft==0.21.2) or a release series with extras (cuda-toolkit[nvcc]==13.2.*)
+        try:
+            wanted = Requirement(req)
+        except InvalidRequirement:
+            problems.append(f"{printable(req[:120])} is an input but not a requirement")
+            continue
+        locked = versions.get(canonicalize_name(wanted.name))
+        if locked is None or not wanted.specifier.contains(locked, prereleases=True):
+            problems.append(f"{req} is an input but the lock installs {locked or 'no such package'}")
     for package in lock.packages():
         if not package.is_git and not package.hashes:
             problems.append(f"{package.requirement} has no hash")

@@ -35,6 +35,7 @@ from ..profile import targets
 from ..config import Settings
 from ..errors import LockError, UsageError
 from ..safety.credentials import redact
+from ..safety.printable import printable
 from .format import (FORMAT, Lock, LockChanges, LockedPackage, LockInputs, lock_changes, lock_file, lock_problems,
                        package_diff, parse_lock, read_lock, resolution_problems, write_lock)
 from ..plan.build_plan import BuildPlan, lock_inputs, lock_path, lock_required, plan_build
@@ -51,12 +52,16 @@ def uv_binary() -> str:
 
 
 def _uv_command(uv: str, inputs: LockInputs, infile: Path, outfile: Path, settings: Settings | None,
-                torch_index: str | None, constraints: Path | None = None, exclude_newer: str | None = None) -> list[str]:
+                torch_index: str | None, constraints: Path | None = None, exclude_newer: str | None = None,
+                exempt_pins: bool = True) -> list[str]:
     command = [uv, "pip", "compile", str(infile), "-o", str(outfile), "--python-version", inputs.python,
                "--python-platform", inputs.platform, "--exclude-newer", exclude_newer or inputs.exclude_newer,
-               "--generate-hashes", "--no-header", "--no-annotate", "--no-config", "--quiet"]
-    for name in sorted({canonicalize_name(re.split(r"[=@ ]", r, maxsplit=1)[0]) for r in inputs.requirements}):
-        command += ["--exclude-newer-package", f"{name}=false"]  # the profile's own pins are chosen on purpose
+               "--no-header", "--no-annotate", "--no-config", "--quiet"]
+    if exempt_pins:
+        command.insert(command.index("--no-header"), "--generate-hashes")
+        # a requirement's project name: an extra ("cuda-toolkit[nvcc]==13.2.2") is no part of it
+        for name in sorted({canonicalize_name(re.split(r"[\[=@ ]", r, maxsplit=1)[0]) for r in inputs.requirements}):
+            command += ["--exclude-newer-package", f"{name}=false"]  # the profile's own pins are chosen on purpose
     if settings and settings.pip_index_url:
         command += ["--index-url", settings.pip_index_url]
     for url in (settings.pip_extra_index_url.split() if settings and settings.pip_extra_index_url else []):
@@ -66,6 +71,32 @@ def _uv_command(uv: str, inputs: LockInputs, infile: Path, outfile: Path, settin
     if constraints:
         command += ["-c", str(constraints)]
     return command
+
+
+def _uv_env(settings: Settings | None) -> dict[str, str]:
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+    if settings and settings.ca_bundle:
+        env["SSL_CERT_FILE"] = str(settings.ca_bundle)
+    return env
+
+
+def newest_version(requirement: str, inputs: LockInputs, settings: Settings | None, torch_index: str | None = None
+                   ) -> str:
+    """The newest version of ``requirement`` (a name, or a name with a version range) that the index offered as of
+    ``inputs.exclude_newer`` for the inputs' Python and platform: uv's choice for it alone (``--no-deps``), as a
+    lock would resolve it, with no exemption from the date. LockError (uv's own words) when there is none."""
+    uv = uv_binary()
+    with tempfile.TemporaryDirectory(prefix="stackbuild-newest-") as tmp:
+        infile, outfile = Path(tmp) / "newest.in", Path(tmp) / "newest.txt"
+        infile.write_text(requirement + "\n")
+        command = _uv_command(uv, inputs, infile, outfile, settings, torch_index, exempt_pins=False) + ["--no-deps"]
+        _run_uv(command, _uv_env(settings), f"the newest {requirement} as of {inputs.exclude_newer[:10]}")
+        name = canonicalize_name(re.split(r"[=<>!~ ;\[]", requirement, maxsplit=1)[0])
+        for line in outfile.read_text().splitlines():
+            pinned = re.match(r"^([A-Za-z0-9._-]+)(?:\[[^]]*\])?==(\S+)", line.strip())
+            if pinned and canonicalize_name(pinned[1]) == name:
+                return pinned[2]
+    raise LockError(f"uv found no version of {requirement} as of {inputs.exclude_newer[:10]}")
 
 
 def _run_uv(command: list[str], env: dict[str, str], spec: str) -> None:
@@ -149,9 +180,7 @@ def make_lock(plan: BuildPlan, settings: Settings | None = None, prefer: Lock | 
     preferences = pins(prefer.packages() if prefer else ())
     inputs = lock_inputs(plan)
     uv = uv_binary()
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
-    if settings and settings.ca_bundle:
-        env["SSL_CERT_FILE"] = str(settings.ca_bundle)
+    env = _uv_env(settings)
     spec = f"{plan.spec} ({plan.target.name})"
     index = plan.target.torch_index
     day = torch_release_date(plan, settings)
@@ -180,7 +209,10 @@ def make_lock(plan: BuildPlan, settings: Settings | None = None, prefer: Lock | 
                     memo[key] = outfile.read_text()
             return outfile, parse_lock(_as_lock_text(outfile.read_text(), inputs), str(outfile)).packages()
 
-        torch_reqs = [r for key, reqs in inputs.groups if key in ("bootstrap", "torch") for r in reqs]
+        # torch's CUDA wheels and the compiler wheels installed beside them (the toolkit section) are one
+        # CUDA release: resolved together, so a library both want (CCCL's headers: torch 2.15 through
+        # nvshmem, the compiler through cuda-toolkit[cccl]) is taken at the toolkit's version
+        torch_reqs = [r for key, reqs in inputs.groups if key in ("bootstrap", "torch", "toolkit") for r in reqs]
         torch_file, torch_packages = resolve("torch", torch_reqs, None, torch_cutoff)
         exempt = [p.name for p in torch_packages if not p.is_git]
         full_file, full = resolve("all", inputs.requirements, torch_file)
@@ -323,37 +355,142 @@ def lock_check_error(checks: list[LockCheck], strict: bool) -> LockError | None:
                      + " (run `stackbuild lock STACK@RELEASE --target TARGET`)")
 
 
-def resolve_check(plan: BuildPlan, check: LockCheck, settings: Settings | None, memo: dict | None = None) -> LockCheck:
+def _git(folder: Path, *args: str) -> str | None:
+    """``git -C folder ARGS``'s output, or None when git is missing, the folder is no repository, or it fails."""
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, timeout=60,
+                              env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
+
+
+def base_lock(path: Path, base: str | None = None) -> tuple[Lock | None, str, list[dict[str, str]]]:
+    """The lock at ``path`` as it was before the change under check, read from git: (the lock or None, the
+    revision or why there is none, the versions of each other lock of its stack and release then).
+
+    ``base`` names the revision (a pull request's base, the commit before a push); by default it is
+    HEAD when the working tree changes the lock, else the parent of the last commit that changed it.
+    Lines the change did not touch were checked when they changed; the lines it did are checked now.
+    The other locks of the release (its other targets and options) count as they were at that
+    revision: a lock made preferring a sibling's versions (an option's first lock, a cuda lock
+    relocked to share its cpu twin's layers) takes them from there, never from the same change.
+    """
+    top = _git(path.parent, "rev-parse", "--show-toplevel")
+    if top is None:
+        return None, "not in a git repository", []
+    folder = Path(top.strip())  # every path below is relative to the repository's top
+    relative = os.path.relpath(os.path.realpath(path), os.path.realpath(folder)).replace(os.sep, "/")
+    explicit = base is not None
+    if base is None:
+        if _git(folder, "ls-files", "--error-unmatch", "--", relative) is None:
+            return None, "not committed", []
+        changed = _git(folder, "diff", "--name-only", "HEAD", "--", relative)
+        if changed:
+            base = "HEAD"
+        else:
+            last = (_git(folder, "log", "-1", "--format=%H", "--", relative) or "").strip()
+            if not last:
+                return None, "no commit changed it", []
+            base = f"{last}^"
+    if base.startswith("-") or any(c.isspace() or ord(c) < 32 for c in base):
+        raise UsageError(f"--base {printable(base)} is not a git revision")
+    if _git(folder, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}") is None:
+        if explicit:
+            raise UsageError(f"--base {printable(base)}: no such commit in {printable(str(folder))} (fetch the "
+                             "history it names, e.g. actions/checkout with fetch-depth: 0)")
+        return None, f"no revision {printable(base)}", []
+    at = path.name.find("@")
+    release = path.name[:path.name.find("-", at) + 1] if at > 0 else path.name  # <stack>@<release>-<target>….txt
+    siblings = []
+    listed = _git(folder, "ls-tree", "--name-only", base, "--", relative.rsplit("/", 1)[0] + "/") or ""
+    for name in listed.splitlines():
+        if name != relative and name.rsplit("/", 1)[-1].startswith(release) and name.endswith(".txt"):
+            text = _git(folder, "show", f"{base}:{name}")
+            if text is None:
+                continue
+            try:
+                siblings.append(parse_lock(text, name).versions())
+            except LockError:
+                continue
+    text = _git(folder, "show", f"{base}:{relative}")
+    if text is None:
+        return None, f"new since {base}", siblings
+    try:
+        return parse_lock(text, f"{relative} at {base}"), base, siblings
+    except LockError as exc:
+        return None, f"unreadable at {base}: {exc}", siblings
+
+
+def change_problems(committed: Lock, before: Lock | None, fresh: Lock, preferred: Lock | None,
+                    siblings: list[dict[str, str]], cutoff: str) -> list[str]:
+    """Where a line the change made is not what resolving the inputs as of the date gives.
+
+    A package whose version is new since ``before`` (every package, without one) must have the
+    version of the fresh resolution, of the resolution that prefers ``before``'s versions
+    (``preferred``: what `stackbuild lock` makes from the previous lock), or of another lock of the
+    release as it was before the change (``siblings``: what a lock preferring it takes). Any other
+    version - another real release from before the date included - is a forgery, whatever the seal says.
+    """
+    old = before.versions() if before is not None else {}
+    new = fresh.versions()
+    kept = preferred.versions() if preferred is not None else {}
+    problems = []
+    versions = committed.versions()
+    for key, packages in committed.groups:
+        for package in packages:
+            name, version = package.name, versions[package.name]
+            if old.get(name) == version or version in (new.get(name), kept.get(name)) \
+                    or any(sibling.get(name) == version for sibling in siblings):
+                continue
+            gives = [f"{name}=={new[name]}" if name in new else "no such package"]
+            if name in kept and kept[name] != new.get(name):
+                gives.append(f"{name}=={kept[name]} preferring the previous lock's versions")
+            was = f" (the previous lock had {name}=={old[name]})" if name in old else ""
+            problems.append(f"[{key}] {package.requirement}: a resolution of the inputs as of {cutoff} has "
+                            f"{' or '.join(gives)}{was}")
+    return problems
+
+
+def resolve_check(plan: BuildPlan, check: LockCheck, settings: Settings | None, memo: dict | None = None,
+                  base: str | None = None) -> LockCheck:
     """A fitting lock checked against the index: `lock --check --resolve`.
 
     Its inputs are resolved again, preferring the lock's own versions: the result must be the lock
     (same packages, versions and sections; each recorded hash one the index publishes), or the lock
-    was forged or cannot be made from its inputs, whatever its seal says. Then once more without
-    preferences, as a fresh `stackbuild lock --upgrade` would: what that moves is drift, reported and
-    not a failure (the index's view of a past date grows).
+    cannot be made from its inputs. Then every version the change under check made (since the lock's
+    previous committed version, see ``base_lock``; every version of a lock git does not have) must
+    be what resolving the inputs as of the date gives: afresh, or preferring the previous lock's
+    versions, as `stackbuild lock` does. Anything else is forged, whatever its seal says. What a
+    fresh resolution moves in the lines the change kept is drift, reported and not a failure (the
+    index's view of a past date grows).
     """
     if check.state != "ok":
         return check
     try:
         committed = read_lock(check.path)
+        before, _, siblings = base_lock(check.path, base)
         again = make_lock(plan, settings, prefer=committed, memo=memo)
         fresh = make_lock(plan, settings, memo=memo, sections=False)
+        preferred = make_lock(plan, settings, prefer=before, memo=memo, sections=False) \
+            if before is not None and before.versions() != committed.versions() else None
     except LockError as exc:
         return LockCheck("unresolved", check.label, check.path, (str(exc),))
     problems = resolution_problems(committed, again)
+    problems += change_problems(committed, before, fresh, preferred, siblings, committed.inputs.exclude_newer)
     drift = tuple(package_diff(committed.versions(), fresh.versions()))
     return LockCheck("forged" if problems else "ok", check.label, check.path, tuple(problems), drift)
 
 
 def resolve_checks(plans: list[BuildPlan], checks: list[LockCheck], settings: Settings | None,
-                   workers: int = 4) -> list[LockCheck]:
+                   workers: int = 4, base: str | None = None) -> list[LockCheck]:
     """resolve_check of every fitting lock, a few at a time (uv waits on the index more than on the CPU)."""
     by_path = {lock_path(plan): plan for plan in plans}
     memo: dict = {}
 
     def one(check: LockCheck) -> LockCheck:
         plan = by_path.get(check.path)
-        return resolve_check(plan, check, settings, memo) if plan is not None else check
+        return resolve_check(plan, check, settings, memo, base) if plan is not None else check
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, checks))
@@ -366,13 +503,13 @@ def check_upgrade_packages(plans: list[BuildPlan], names: list[str]) -> None:
     locked = {p.name for plan in plans for p in (previous_lock(plan)[0] or Lock(lock_inputs(plan), ())).packages()}
     unknown = [n for n in names if canonicalize_name(n) not in locked]
     if unknown:
-        raise UsageError(f"--upgrade-package {', '.join(unknown)}: not in the previous lock of "
+        raise UsageError(f"--upgrade-package {printable(', '.join(unknown))}: not in the previous lock of "
                          f"{', '.join(plan.label for plan in plans[:3])}{' …' if len(plans) > 3 else ''} "
                          "(name a package the lock has; --upgrade moves every package)")
 
 
 def lock_usage(spec: str | None, every: bool, check: bool, strict: bool, resolve: bool, upgrade: bool,
-               upgrade_packages: list[str]) -> None:
+               upgrade_packages: list[str], base: str | None = None) -> None:
     """UsageError for a combination of `stackbuild lock`'s options that means nothing."""
     if spec is None and not (every or check):
         raise UsageError("name a stack (stackbuild lock qlora@2023.07), or pass --all or --check")
@@ -382,6 +519,8 @@ def lock_usage(spec: str | None, every: bool, check: bool, strict: bool, resolve
         raise UsageError("--strict goes with --check")
     if resolve and not check:
         raise UsageError("--resolve goes with --check (lock --check --resolve)")
+    if base is not None and not resolve:
+        raise UsageError("--base goes with --check --resolve (the revision the change under check started from)")
     if check and (upgrade or upgrade_packages):
         raise UsageError("--upgrade and --upgrade-package go with lock, not with --check")
 

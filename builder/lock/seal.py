@@ -18,7 +18,7 @@ from ..errors import LockError
 
 SEAL = re.compile(r"^# sha256 (?P<part>header|\[[a-z0-9:._-]+\]): (?P<digest>[0-9a-f]{64})\Z")
 SECTION = re.compile(r"^# \[(?P<key>[a-z0-9:._-]+)\]\Z")
-KNOWN_SECTION = re.compile(r"^(?:bootstrap|torch|packages|last|compiled:[a-z0-9._-]+)\Z")
+KNOWN_SECTION = re.compile(r"^(?:bootstrap|torch|toolkit|packages|last|compiled:[a-z0-9._-]+)\Z")
 
 
 def _digest(lines: list[str]) -> str:

@@ -13,12 +13,15 @@ from pathlib import Path
 
 from . import labels as schema
 from ..profile import targets
+from ..profile.accelerators import ACCELERATORS, WheelToolkit
+from ..profile.versions import version_tuple
 from ..smoke.checks import COMMON_CHECKS, SmokeCheck, ordered
 from ..profile.versions import DISTRO_GLIBC, parse_base_image
 from ..errors import LockError, SelectionError
 from ..lock.format import Lock, LockInputs, lock_file, lock_problems, read_lock
 from ..profile.load import load_stack
 from ..profile.resolved import Fix, Patch, Pin, Release, ShippedFile, Stack, TargetSpec
+from ..safety.printable import printable
 
 # Always in the image: the interpreter with headers (JIT-built ops include Python.h), a C
 # toolchain (torch.compile and DeepSpeed's JIT compile at run time), CA certificates, and git
@@ -73,6 +76,7 @@ class BuildPlan:
     # folder they fill, which becomes CUDA_HOME; empty where the base brings the toolkit
     toolkit: tuple[str, ...] = ()
     toolkit_home: str | None = None
+    toolkit_layout: WheelToolkit | None = None  # the accelerator entry's rules for laying it out
 
     @property
     def spec(self) -> str:
@@ -89,6 +93,22 @@ class BuildPlan:
         entry = targets.target(self.target.name)
         return entry.torch_origin(self.target.torch_index, entry.accelerator_version(self.release))
 
+    @property
+    def site_packages(self) -> str:
+        return f"/opt/venv/lib/python{self.target.python}/site-packages"
+
+    @property
+    def bundled_copies(self) -> tuple[tuple[str, str], ...]:
+        """(folder, original) pairs where a package of the torch layer bundles copies of an accelerator's
+        libraries (every accelerator's entry, whatever the target: the cpu and cuda images share the layer),
+        as the lock's [torch] section pins it; the layer links those copies to the originals. Empty when
+        not locked (the versions are unknown)."""
+        if self.lock is None:
+            return ()
+        torch = {p.name: p.version for p in self.lock.group("torch")}
+        return tuple(sorted({(c.folder, c.original) for a in ACCELERATORS.values() for c in a.bundled_copies
+                             if torch.get(c.package) and version_tuple(torch[c.package])[:len(c.since)] >= c.since}))
+
     def manifest(self) -> dict:
         """What the image says about itself (copied to /opt/stackbuild/manifest.json)."""
         return {
@@ -97,6 +117,8 @@ class BuildPlan:
             "target": self.target.name,
             # what the checks branch on: the accelerator the target builds for ("cuda"), None for none
             "accelerator": targets.target(self.target.name).accelerator,
+            # what "a GPU is visible" means to the smoke runner: globs of its accelerator's device nodes
+            "device_nodes": list(targets.target(self.target.name).device_nodes),
             "options": list(self.options),
             "python": self.target.python,
             "base": self.target.base.ref,
@@ -111,6 +133,7 @@ class BuildPlan:
                        for c in self.checks],
             "locked": self.lock is not None,
             "multinode": bool(self.multinode_apt),
+            **({"bundled_copies_linked": [folder for folder, _ in self.bundled_copies]} if self.bundled_copies else {}),
         }
 
     def labels(self) -> dict[str, str]:
@@ -145,7 +168,7 @@ def select_target(stack: Stack, release: Release, target: str | None) -> TargetS
     name = target or targets.default_of(release.targets)
     if name not in release.targets:
         known = ", ".join(targets.ordered(release.targets))
-        raise SelectionError(f"{stack.name}@{release.name} has no target '{name}'; targets: {known}")
+        raise SelectionError(f"{stack.name}@{release.name} has no target '{printable(name)}'; targets: {known}")
     return release.targets[name]
 
 
@@ -166,7 +189,7 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
                                  f"instead: {dec.instead}")
         if name not in rel.options:
             known = ", ".join(rel.options) or "none"
-            raise SelectionError(f"{stack.name}@{rel.name} has no option '{name}'; options: {known}")
+            raise SelectionError(f"{stack.name}@{rel.name} has no option '{printable(name)}'; options: {known}")
         if spec.name not in rel.options[name].targets:
             raise SelectionError(f"option '{name}' of {stack.name}@{rel.name} is for targets "
                                  f"{', '.join(rel.options[name].targets)}, not {spec.name}")
@@ -200,7 +223,7 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
     pins = {p.name: (p.version or p.url or "") for p in all_pins}
 
     entry = targets.target(spec.name)
-    toolkit = entry.toolkit_requirements(spec.base, bool(compiled))
+    toolkit = entry.toolkit_requirements(spec.base, bool(compiled), entry.accelerator_version(rel))
     runtime_env = dict(entry.runtime_env(spec.base))
     runtime_env.update(rel.env)
     runtime_env.update(spec.env)
@@ -209,7 +232,8 @@ def plan_build(stack: Stack, release: str | None = None, target: str | None = No
         packages=tuple(packages), last_packages=tuple(last_packages), patches=rel.patches, files=stack.files,
         runtime_env=tuple(sorted(runtime_env.items())), fixes=tuple(fixes), pins=dict(sorted(pins.items())),
         checks=select_checks(rel, fixes), stack_apt=tuple(sorted(stack_apt)), multinode_apt=multinode_apt,
-        toolkit=toolkit, toolkit_home=entry.toolkit_home(spec.python, rel.cuda) if toolkit else None,
+        toolkit=toolkit, toolkit_layout=entry.wheel_toolkit(spec.base, bool(compiled)),
+        toolkit_home=entry.toolkit_home(spec.python, entry.accelerator_version(rel)) if toolkit else None,
     )
     return replace(plan, lock=load_lock(plan)) if with_lock else plan
 

@@ -196,6 +196,7 @@ def _log_pattern(value: str) -> str:
 
 
 IssueId = Annotated[str, AfterValidator(_issue_id)]
+Reference = Annotated[str, AfterValidator(_reference)]
 OneLine = Annotated[str, AfterValidator(_one_line)]
 PatternText = Annotated[str, AfterValidator(_log_pattern)]
 
@@ -213,7 +214,7 @@ class RawIssue(Strict):
     cause: str = Field(description="Why it happens")
     fix: str = Field(description="How to fix it by hand today")
     prevention: str = Field(description="How a stackbuild image prevents it")
-    references: list[Annotated[str, AfterValidator(_reference)]] = Field([], description="owner/repo#number threads")
+    references: list[Reference] = Field([], description="owner/repo#number threads")
     patterns: list[PatternText] = Field([], description="Regexes matched per log line after ANSI colours are "
                                                         "stripped; a failure needs at least one")
     context: list[PatternText] = Field([], description="When present, a pattern hit only counts if a context "

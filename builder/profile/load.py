@@ -20,6 +20,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 from pydantic import ValidationError
 
 from . import versions as compat
@@ -31,11 +32,12 @@ from ..safety.printable import printable
 from .rules import RuleCheck
 from .accelerators import ACCELERATORS
 from .raw import (TARGETS, RawCompiled, RawFile, RawFix, RawNamesake, RawPackage, RawRelease, RawStackHead,
-                           RawTarget)
+                           RawTarget, RawTraining, RawTrainingEvidence)
 from ..safety.paths import display_path, stacks_dir
 from .spec import is_profile_path
-from .resolved import (AuditAllow, CompiledPackage, Declined, Fix, Namesake, NamesakeUnable, Option, PackagePin, Patch, Pin, Release,
-                    ShippedFile, Stack, TargetSpec)
+from .resolved import (TRAINING_PLACEHOLDERS, AuditAllow, CompiledPackage, Declined, Fix, Held, Namesake, NamesakeUnable,
+                       Option, PackagePin, Patch, Pin, Release, ShippedFile, Stack, TargetSpec, Training,
+                       TrainingEvidence, TrainingVariant)
 from .problems import dotted, problems_from_validation
 from .source import PathKey, YamlSource, load_yaml
 
@@ -52,6 +54,11 @@ GIT_URL = re.compile(r"^git\+https://[A-Za-z0-9.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}\Z")
 REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9_.-]{1,100}\Z")
 SCRIPT_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
+# A training command's words: plain arguments (no shell syntax, no quoting) with {placeholders}.
+COMMAND_WORD = re.compile(r"^[A-Za-z0-9_./:=,+@%-]+\Z")
+PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+EVIDENCE_FILE = re.compile(r"^[A-Za-z0-9_.*?\[\]-][A-Za-z0-9_.*?\[\]/-]*\Z")
+REQUIRED_PLACEHOLDERS = ("model", "data", "output", "steps")
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,7 +89,7 @@ def load_stack(spec: str) -> Stack:
     path = stack_path(spec)
     display = display_path(path)
     if not path.exists() and not path.is_symlink():
-        raise SelectionError(f"profile file not found: {display}")
+        raise SelectionError(f"profile file not found: {printable(display)}")
     source, problems = load_yaml(path, display)
     if source is None:
         raise ProfileError(problems)
@@ -422,23 +429,112 @@ class _Resolver:
             self.problem((*at, "targets"), "a release needs at least one target",
                          f"add {' and/or '.join(targets.NAMES)}")
 
+        training = self._training(raw, at)
         if len(self.problems) > before:
             return None
         release = Release(
             name=name, summary=raw.summary, date=raw.date, era=raw.era, notes=tuple(raw.notes), torch=raw.torch,
-            cuda=raw.cuda, with_torch=with_torch, bootstrap=bootstrap, targets=targets, apt=apt,
+            with_torch=with_torch, bootstrap=bootstrap, targets=targets, apt=apt,
             compiled=tuple(compiled), packages=packages, last_packages=last_packages, patches=tuple(patches), env=env,
             fixes=fixes,
             options=options, checks=tuple(dict.fromkeys((*head.checks, *raw.checks))),
-            namesake=self._namesake(head, raw, at), multinode=raw.multinode, declined=declined,
+            namesake=self._namesake(head, raw, at, training), training=training, multinode=raw.multinode,
+            declined=declined,
             audit_allow=tuple(AuditAllow(a.id, a.reason, a.expires) for a in raw.audit_allow),
             accelerator_versions={a.version_field: version for a in ACCELERATORS.values()
                                   if (version := raw.accelerator_version(a.version_field)) is not None},
         )
+        release = replace(release, held=self._held(raw, release, at))
         RuleCheck(self.problem, at, release).run()
         return release if len(self.problems) == before else None
 
-    def _namesake(self, head: RawStackHead, raw: RawRelease, at: PathKey) -> Namesake | None:
+    def _command_words(self, text: str, path: PathKey) -> tuple[str, ...]:
+        """A command line's words, each plain or with known {placeholders}; problems for anything else."""
+        words = tuple(text.split(" "))
+        for word in words:
+            names = PLACEHOLDER.findall(word)
+            rest = PLACEHOLDER.sub("", word)
+            unknown = [name for name in names if name not in TRAINING_PLACEHOLDERS]
+            if unknown:
+                self.problem(path, f"unknown placeholder '{{{unknown[0]}}}'",
+                             f"use {', '.join('{' + n + '}' for n in TRAINING_PLACEHOLDERS)}")
+            elif word == "" or (rest and not COMMAND_WORD.match(rest)) or (not rest and not names):
+                self.problem(path, f"{word!r} is not a plain argument (words are separated by one space; no quotes, "
+                             "shell syntax or braces other than placeholders)", "write plain words such as "
+                             "--lora_target_modules q_proj v_proj")
+        return words
+
+    def _evidence(self, raw: RawTrainingEvidence, path: PathKey) -> TrainingEvidence:
+        for index, pattern in enumerate(raw.files):
+            if not EVIDENCE_FILE.match(pattern) or ".." in pattern.split("/"):
+                self.problem((*path, "files", index), f"'{pattern}' is not a relative file pattern inside the output "
+                             "folder", "write it like checkpoint-*/pytorch_model_fsdp.bin")
+        return TrainingEvidence(tuple(raw.log), tuple(raw.files))
+
+    def _training(self, raw: RawRelease, at: PathKey) -> tuple[Training, ...]:
+        """The release's training entries, checked: names, command words, targets and evidence patterns."""
+        entries: list[Training] = []
+        for index, entry in enumerate(raw.training):
+            tpath = (*at, "training", index)
+            if not NAME.match(entry.name):
+                self.problem((*tpath, "name"), f"'{entry.name}' is not an entry name", "use lowercase words joined by '-'")
+            elif any(e.name == entry.name for e in raw.training[:index]):
+                self.problem((*tpath, "name"), f"training entry '{entry.name}' is listed twice", "keep one entry")
+            command = self._command_words(entry.command, (*tpath, "command"))
+            if command and command[0].startswith(("-", "{")):
+                self.problem((*tpath, "command"), f"'{command[0]}' is not a program", "start with the program, e.g. trl")
+            used = set(PLACEHOLDER.findall(entry.command))
+            for name in REQUIRED_PLACEHOLDERS:
+                if name not in used:
+                    self.problem((*tpath, "command"), f"the command does not use {{{name}}}",
+                                 f"pass {{{name}}} where the program takes its {name}")
+            if not 1 <= entry.processes <= 8:
+                self.problem((*tpath, "processes"), f"{entry.processes} processes is out of range", "use 1 to 8")
+            elif entry.processes > 1 and "processes" not in used:
+                self.problem((*tpath, "command"), f"the entry starts {entry.processes} processes but its command does "
+                             "not say so", "pass {processes} to the launcher, e.g. --num_processes {processes}")
+            if not entry.targets:
+                self.problem((*tpath, "targets"), "the entry runs on no target", f"add {' and/or '.join(raw.targets)}")
+            variants = {}
+            for tname, variant in entry.targets.items():
+                vpath = (*tpath, "targets", tname)
+                if tname not in raw.targets:
+                    self.problem(vpath, f"target '{tname}' is not a target of this release",
+                                 f"use one of: {', '.join(raw.targets)}")
+                flags = self._command_words(variant.flags, (*vpath, "flags")) if variant.flags else ()
+                variants[tname] = TrainingVariant(tname, flags, self._evidence(variant.evidence, (*vpath, "evidence")))
+            entries.append(Training(entry.name, entry.summary, command, entry.processes, entry.saves,
+                                    self._evidence(entry.evidence, (*tpath, "evidence")), variants))
+        return tuple(entries)
+
+    def _held(self, raw: RawRelease, release: Release, at: PathKey) -> tuple[Held, ...]:
+        """The release's held pins: each names a package the release pins, at the version it pins, below its newest."""
+        pinned = release.pinned_versions()
+        out: list[Held] = []
+        for index, entry in enumerate(raw.held):
+            hpath = (*at, "held", index)
+            name = canonicalize_name(entry.package)
+            if name not in pinned:
+                self.problem((*hpath, "package"), f"'{entry.package}' is not pinned by this release",
+                             f"name one of its pins: {', '.join(sorted(pinned))}")
+                continue
+            if entry.at != pinned[name]:
+                self.problem((*hpath, "at"), f"{name} is pinned at {pinned[name]}, not {entry.at}",
+                             f"set at: \"{pinned[name]}\"")
+            if Version(entry.newest) <= Version(entry.at):
+                self.problem((*hpath, "newest"), f"{entry.newest} is not newer than {entry.at}",
+                             "a held pin is below the newest version; remove the entry if it is not")
+            if name in {h.package for h in out}:
+                self.problem((*hpath, "package"), f"'{name}' is held twice", "keep one entry")
+            if entry.issue is not None and entry.issue not in self.kb:
+                self.problem((*hpath, "issue"), f"unknown known-issue id '{entry.issue}'",
+                             "ids are defined in stacks/known-issues.yaml")
+            out.append(Held(name, entry.at, entry.newest, entry.why, tuple(entry.evidence), entry.issue,
+                            tuple(entry.references)))
+        return tuple(out)
+
+    def _namesake(self, head: RawStackHead, raw: RawRelease, at: PathKey,
+                  training: tuple[Training, ...] = ()) -> Namesake | None:
         project, run = head.namesake, raw.namesake
         if project is None:
             if run is not None:
@@ -475,8 +571,18 @@ class _Resolver:
             if entry.issue is not None and entry.fails_with is None:
                 self.problem((*upath, "issue"), "an issue without the fails_with line it explains",
                              "add fails_with: <the error line>, or remove issue")
+            if entry.training is not None:
+                runs = {t.name: t for t in training}
+                if entry.training not in runs:
+                    self.problem((*upath, "training"), f"'{entry.training}' is not a training entry of this release",
+                                 f"use one of: {', '.join(runs) or '(none: add a training list)'}")
+                else:
+                    missing = [t for t in entry.targets if t not in runs[entry.training].targets]
+                    if missing:
+                        self.problem((*upath, "training"), f"training entry '{entry.training}' does not run on "
+                                     f"{', '.join(missing)}", "add the target to the entry, or name another")
             unable.append(NamesakeUnable(tuple(entry.scripts), tuple(entry.targets), entry.why, entry.fails_with,
-                                         entry.issue, entry.instead))
+                                         entry.issue, entry.instead, entry.training))
         return Namesake(project.repository, tuple(project.scripts), run.commit, tuple(unable))
 
     def _packages(self, entries: list[str | RawPackage], path: PathKey) -> tuple[PackagePin, ...]:
@@ -496,7 +602,7 @@ class _Resolver:
         at: PathKey = ("releases", rname, "targets", tname)
         base = compat.parse_base_image(traw.base)
         if base is None:
-            self.problem((*at, "base"), f"unknown base image '{traw.base}'", f"use {compat.KNOWN_BASES_HINT}")
+            self.problem((*at, "base"), f"unknown base image '{traw.base}'", f"use {targets.known_bases_hint()}")
             return None
         entry = targets.target(tname)
         accelerator = entry.accelerator_version(raw)  # the field its accelerator's entry names

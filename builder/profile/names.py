@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import StackbuildError
+from ..safety.printable import printable
 
 # Every rule matches the whole string: "\Z", never "$", which also accepts a final newline (and a
 # newline is how a value would smuggle an instruction into a Dockerfile).
@@ -23,6 +24,6 @@ def parse_assignments(pairs: list[str], error: type[StackbuildError], message: s
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not IDENTIFIER.match(name):
-            raise error(message.format(pair))
+            raise error(message.format(printable(pair)))
         out[name] = value
     return out

@@ -23,6 +23,11 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """The keys the model takes (what an unknown-field error lists)."""
+        return set(cls.model_fields)
+
 
 def dotted(path: PathKey) -> str:
     out = ""
@@ -58,7 +63,7 @@ def problems_from_validation(
         fix = ""
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
-            allowed = sorted(parent.model_fields) if parent else []
+            allowed = sorted(parent.field_names() if issubclass(parent, Strict) else parent.model_fields) if parent else []
             message = "unknown field"
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             if close:

@@ -11,11 +11,12 @@ import re
 from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, WithJsonSchema, model_validator
+from pydantic import (AfterValidator, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
+                      WithJsonSchema, model_validator)
 
 from . import targets
 from .accelerators import ACCELERATORS
-from .knowledge import CheckName, IssueId, OneLine
+from .knowledge import CheckName, IssueId, OneLine, Reference
 from .problems import Strict
 
 TARGETS = targets.NAMES
@@ -55,7 +56,8 @@ def _version_text(value: str) -> str:
     except InvalidVersion:
         raise ValueError(f"'{value}' is not a version || write a version such as 2.0.1") from None
     if "+" in value:
-        raise ValueError(f"'{value}' has a local version || name the plain release; the CUDA build follows from 'cuda'")
+        builds = "; ".join(f"the {a.label} build follows from '{a.version_field}'" for a in ACCELERATORS.values())
+        raise ValueError(f"'{value}' has a local version || name the plain release; {builds}")
     return value
 
 
@@ -164,6 +166,9 @@ class RawNamesakeUnable(Strict):
     issue: IssueId | None = Field(None, description="The known issue (stacks/known-issues.yaml) doctor reports for "
                                   "that failure; its fix for this release names what runs the script.")
     instead: OneLine = Field(description="What to use instead: another release or target that runs it.")
+    training: str | None = Field(None, description="The name of this release's training entry (its 'training' "
+                                 "list) that runs in the script's place on these targets: today's code for the "
+                                 "same job.")
 
 
 class RawNamesakeRun(Strict):
@@ -173,6 +178,46 @@ class RawNamesakeRun(Strict):
                         "release runs.")
     unable: list[RawNamesakeUnable] = Field([], description="Scripts x targets this release cannot run, each with "
                                             "why and what to use instead; everything not listed must run.")
+
+
+
+class RawTrainingEvidence(Strict):
+    """What shows that a run went the way the entry promises (distributed, offloaded), besides what it saved."""
+
+    log: list[OneLine] = Field([], description="Text the run's output must contain (e.g. DeepSpeed's 'Detected "
+                               "ZeRO Offload').")
+    files: list[str] = Field([], description="Files the run must write, as glob patterns relative to its output "
+                             "folder (e.g. checkpoint-*/pytorch_model_fsdp.bin: the checkpoint FSDP saves).")
+
+
+class RawTrainingTarget(Strict):
+    """How a training entry runs on one target."""
+
+    flags: str = Field("", description="Arguments added to the command on this target: --use_cpu or --ddp_backend "
+                       "gloo on cpu; a GPU variant's --load_in_4bit, --bf16 true or --attn_implementation "
+                       "flash_attention_2 on cuda.")
+    evidence: RawTrainingEvidence = Field(default_factory=RawTrainingEvidence,
+                                          description="Evidence required on this target besides the entry's own.")
+
+
+class RawTraining(Strict):
+    """Today's training code for the stack's job, run from what the image's locked wheels ship (a CLI such as
+    `trl sft` or `accelerate launch`), unchanged, on a tiny model and data made in the container."""
+
+    name: str = Field(description="The entry's name (lowercase words joined by '-'), e.g. sft-lora.")
+    summary: OneLine = Field(description="What it runs and what it proves.")
+    command: OneLine = Field(description="The command line, words separated by spaces, no shell syntax. "
+                             "Placeholders: {model} (the tiny model's folder), {data} (a folder of JSON lines with a "
+                             "'text' field), {output} (the folder it must save into), {steps} (training steps), "
+                             "{processes} (the entry's processes).")
+    processes: int = Field(1, description="How many training processes the command starts (1-8).")
+    saves: Literal["adapter", "full"] = Field(description="What it must save in {output}: a PEFT adapter whose LoRA B "
+                                              "tensors all left zero, or a full model whose weights differ from the "
+                                              "initial ones.")
+    evidence: RawTrainingEvidence = Field(default_factory=RawTrainingEvidence,
+                                          description="Evidence required on every target.")
+    targets: dict[Target, RawTrainingTarget] = Field(description="The targets it runs on, each with its own "
+                                                     "arguments (the cuda entry is the GPU variant).")
 
 
 def _advisory_id(value: str) -> str:
@@ -200,13 +245,28 @@ class RawAuditAllow(Strict):
                              "expired entry until someone looks again.")
 
 
+class RawHeld(Strict):
+    """A pin this release keeps below the newest version of its date, and why (`stackbuild propose` writes these)."""
+
+    package: str = Field(description="The held package, as the release pins it (torch: the release's torch field).")
+    at: VersionText = Field(description="The version the release pins.")
+    newest: VersionText = Field(description="The newest version the index offered as of the release's date.")
+    why: OneLine = Field(description="Why it cannot move: the compatibility rule, the resolver's conflict, or the "
+                         "build or smoke check that failed with the newer version.")
+    evidence: list[OneLine] = Field([], description="The failing evidence, line by line: the resolver's error, the "
+                                    "failing check's output or the build error (the proposal's report has it whole).")
+    issue: IssueId | None = Field(None, description="The known issue (stacks/known-issues.yaml) behind it, if any.")
+    references: list[Reference] = Field([], description="Public threads behind it (owner/repo#number).")
+
+
 class RawRelease(Strict):
     summary: OneLine
     date: IsoDate
     era: bool = False
     notes: list[OneLine] = []
     torch: VersionText
-    cuda: MajorMinor
+    # each registered accelerator's version field (builder/profile/accelerators.py: "cuda: 12.8"), taken by
+    # _accelerator_fields below and shown in the JSON schema after torch (_accelerator_schema)
     with_torch: list[str] = []
     bootstrap: list[str]
     targets: dict[Target, RawTarget]
@@ -226,26 +286,34 @@ class RawRelease(Strict):
                                              "what to use instead; --with NAME names them.")
     namesake: RawNamesakeRun | None = Field(None, description="The commit of the stack's namesake project that "
                                            "this release runs (required when the stack names one).")
+    training: list[RawTraining] = Field([], description="Today's training code this release runs, offline, on a tiny "
+                                        "model and data it makes (`stackbuild test --training`); an unable namesake "
+                                        "script names the entry that runs in its place.")
     audit_allow: list[RawAuditAllow] = Field([], description="Known vulnerabilities of the locked packages that "
                                              "this release may carry, each with its reason and expiry date.")
+    held: list[RawHeld] = Field([], description="Pins kept below the newest version of the release's date, each "
+                                "with why and its evidence; `stackbuild show` prints them.")
     multinode: bool = Field(False, description="Ready for multi-node training: sshd with host keys made when a "
                             "container starts, pdsh, the RDMA user-space libraries and NCCL defaults, in one small "
                             "layer after torch, and the multinode smoke check (see README, Multi-node).")
-    # The version fields of accelerators whose field is not declared above (builder/profile/accelerators.py)
+    # The version field of each registered accelerator (builder/profile/accelerators.py) the release sets
     _accelerator_versions: dict[str, str] = PrivateAttr(default_factory=dict)
+    model_config = ConfigDict(json_schema_extra=lambda schema, cls: _accelerator_schema(schema))
 
     @model_validator(mode="wrap")
     @classmethod
     def _accelerator_fields(cls, data: Any, handler: Any) -> Any:
-        """Take each registered accelerator's version field the model does not declare, checked as X.Y."""
+        """Take each registered accelerator's version field, checked as X.Y (an error is located at the field).
+
+        None is required here: a target with an accelerator needs its field (the loader names it)."""
         extra: dict[str, str] = {}
         if isinstance(data, dict):
-            names = {a.version_field for a in ACCELERATORS.values()} - set(cls.model_fields)
-            for name in names & set(data):
-                value = data[name]
-                if not isinstance(value, str):
-                    raise ValueError(f"{name}: expected a string, got {value!r} || quote it")
-                extra[name] = _major_minor(value)
+            for name in sorted(_accelerator_fields() & set(data)):
+                try:
+                    extra[name] = _MAJOR_MINOR.validate_python(data[name], strict=True)
+                except ValidationError as exc:
+                    raise ValidationError.from_exception_data(cls.__name__, [
+                        {**error, "loc": (name, *error["loc"])} for error in exc.errors()]) from None
             data = {k: v for k, v in data.items() if k not in extra}
         model = handler(data)
         model._accelerator_versions.update(extra)
@@ -253,9 +321,35 @@ class RawRelease(Strict):
 
     def accelerator_version(self, field_name: str) -> str | None:
         """The release's value of an accelerator's version field, None when it has none."""
-        if field_name in type(self).model_fields:
-            return getattr(self, field_name)
         return self._accelerator_versions.get(field_name)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return super().field_names() | _accelerator_fields()
+
+
+_MAJOR_MINOR: TypeAdapter[str] = TypeAdapter(MajorMinor)
+
+
+def _accelerator_fields() -> set[str]:
+    return {a.version_field for a in ACCELERATORS.values()}
+
+
+def _accelerator_schema(schema: dict[str, Any]) -> None:
+    """A release's JSON schema lists each registered accelerator's version field after torch, as a string
+    "X.Y"; the default target's accelerator field is listed as required (every shipped release targets it;
+    the loader itself asks only for the fields of the accelerators a release's targets use)."""
+    default = targets.target(targets.DEFAULT).accelerator_entry
+    fields = [a.version_field for a in ACCELERATORS.values()]
+    properties = {}
+    for key, value in schema["properties"].items():
+        properties[key] = value
+        if key == "torch":
+            properties.update({name: {"title": name.replace("_", " ").title(), "type": "string"} for name in fields})
+    schema["properties"] = properties
+    if default is not None:
+        required = schema["required"]
+        required.insert(required.index("torch") + 1, default.version_field)
 
 
 class RawStackHead(Strict):

@@ -109,6 +109,7 @@ class NamesakeUnable:
     fails_with: str | None
     issue: str | None
     instead: str
+    training: str | None = None  # the release's training entry that runs in the script's place
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,49 @@ class Namesake:
         return None
 
 
+# The placeholders a training command may use; the runner fills each (builder/smoke/training.py).
+TRAINING_PLACEHOLDERS = ("model", "data", "output", "steps", "processes")
+
+
+@dataclass(frozen=True)
+class TrainingEvidence:
+    log: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # glob patterns relative to the run's output folder
+
+
+@dataclass(frozen=True)
+class TrainingVariant:
+    """How a training entry runs on one target: arguments added to its command, and more evidence."""
+
+    target: str
+    flags: tuple[str, ...]
+    evidence: TrainingEvidence
+
+
+@dataclass(frozen=True)
+class Training:
+    """Today's training code a release runs (the profile's ``training`` list), from the image's own wheels."""
+
+    name: str
+    summary: str
+    command: tuple[str, ...]  # words, placeholders such as {model} unfilled
+    processes: int
+    saves: str  # adapter | full
+    evidence: TrainingEvidence
+    targets: dict[str, TrainingVariant]
+
+    def argv(self, target: str, values: dict[str, str]) -> list[str]:
+        """The command with the target's flags added and every placeholder filled from ``values``."""
+        words = (*self.command, *self.targets[target].flags)
+        filled = {**values, "processes": str(self.processes)}
+        return [word.format_map(filled) for word in words]
+
+    def evidence_for(self, target: str) -> TrainingEvidence:
+        """The entry's evidence and the target's together."""
+        extra = self.targets[target].evidence
+        return TrainingEvidence(self.evidence.log + extra.log, self.evidence.files + extra.files)
+
+
 @dataclass(frozen=True)
 class AuditAllow:
     """A known vulnerability a release may carry (the profile's audit_allow), until ``expires``."""
@@ -138,6 +182,19 @@ class AuditAllow:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A pin kept below the newest version of the release's date: at what, the newest, why, and the evidence."""
+
+    package: str
+    at: str
+    newest: str
+    why: str
+    evidence: tuple[str, ...] = ()
+    issue: str | None = None
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Release:
     name: str
     summary: str
@@ -145,7 +202,6 @@ class Release:
     era: bool
     notes: tuple[str, ...]
     torch: str
-    cuda: str
     with_torch: tuple[Pin, ...]
     bootstrap: tuple[Pin, ...]
     targets: dict[str, TargetSpec]
@@ -159,15 +215,25 @@ class Release:
     options: dict[str, Option]
     checks: tuple[str, ...] = ()  # named by the profile (stack and release); see builder/smoke/checks.py
     namesake: Namesake | None = None
+    training: tuple[Training, ...] = ()
     audit_allow: tuple[AuditAllow, ...] = ()
     multinode: bool = False  # sshd, pdsh, RDMA user space and NCCL defaults in a layer after torch
     declined: dict[str, Declined] = field(default_factory=dict)
+    held: tuple[Held, ...] = ()  # pins kept below the newest of the release's date, each with why
     # each accelerator version field the release sets ({"cuda": "12.1"}), read through the target's entry
     accelerator_versions: dict[str, str] = field(default_factory=dict)
 
     def accelerator_version(self, field_name: str) -> str | None:
         """The release's value of an accelerator's version field (builder/profile/accelerators.py)."""
         return self.accelerator_versions.get(field_name)
+
+    def pinned_versions(self) -> dict[str, str]:
+        """Every exact pin of the release by package name, torch and the bootstrap tools included (git pins have
+        no version and are left out)."""
+        pins = [*self.bootstrap, *self.with_torch, *(p for c in self.compiled for p in (*c.requires, c.pin)),
+                *(p.pin for p in (*self.packages, *self.last_packages)),
+                *(p for o in self.options.values() for p in (*o.packages, *o.last_packages))]
+        return {"torch": self.torch, **{p.name: p.version for p in pins if p.version}}
 
 
 @dataclass(frozen=True)

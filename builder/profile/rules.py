@@ -52,7 +52,9 @@ class RuleCheck:
         seen: dict[str, PathKey] = {}
         for path, pin in self._all_pins():
             if pin.name == "torch":
-                self.problem(path, "torch is pinned by the release's 'torch' and 'cuda' fields",
+                fields = [f"'{name}'" for name in ("torch", *self.rel.accelerator_versions)]
+                fields_text = " and ".join([", ".join(fields[:-1]), fields[-1]] if len(fields) > 1 else fields)
+                self.problem(path, f"torch is pinned by the release's {fields_text} field{'s' * (len(fields) > 1)}",
                                "remove it from this list")
             elif pin.name in seen:
                 self.problem(path, f"'{pin.name}' is pinned twice (also at {dotted(seen[pin.name])})",
@@ -84,9 +86,30 @@ class RuleCheck:
         if comp.memory_per_job_gib is None:
             self.problem(path, "flash-attn's build needs MAX_JOBS bounded by memory or it is OOM-killed",
                            "set memory_per_job_gib (about 9 at NVCC_THREADS=4)")
-        for name, spec in self.rel.targets.items():
-            if targets.target(name).compiles_for_archs and name in comp.targets:
-                self._flash_attn_archs(comp, path, spec)
+        compiled_for = [name for name in self.rel.targets
+                        if targets.target(name).compiles_for_archs and name in comp.targets]
+        for name in compiled_for:
+            self._flash_attn_archs(comp, path, self.rel.targets[name])
+        if compiled_for and comp.pin.version:
+            self._flash_attn_cxx(comp, path)
+
+    def _flash_attn_cxx(self, comp: CompiledPackage, path: PathKey) -> None:
+        needed = compat.torch_cxx_standard(self.rel.torch)
+        if needed <= 17:
+            return
+        known = compat.FLASH_ATTN_CXX_STANDARD.get(comp.pin.version)
+        if known is None:
+            self.problem((*path, "package"),
+                         f"torch {self.rel.torch}'s headers need C++{needed}, and which C++ standard flash-attn "
+                         f"{comp.pin.version} compiles with is not known here",
+                         "keep torch below 2.12, or read flash-attn's setup.py and add the release to "
+                         "FLASH_ATTN_CXX_STANDARD (builder/profile/versions.py)")
+        elif known < needed:
+            self.problem((*path, "package"),
+                         f"flash-attn {comp.pin.version} compiles with -std=c++{known}, and torch {self.rel.torch}'s "
+                         f"headers need C++{needed} (#error C++{needed} or later compatible compiler is required "
+                         "to use ATen)",
+                         "keep torch below 2.12 until a flash-attn release compiles with C++20")
 
     def _flash_attn_archs(self, comp: CompiledPackage, path: PathKey, spec: TargetSpec) -> None:
         for i, arch in enumerate(spec.arch_list):

@@ -7,7 +7,6 @@ the last one, hiding a pin that someone thought was in force).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,16 +122,34 @@ def _bounds_problem(root: yaml.Node) -> str | None:
 
 # libyaml's parser when PyYAML has it (ten times faster on a large hostile file), else PyYAML's own
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_BRACKET = re.compile(r"[\[\]{}]")
+_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
 
 
-def _flow_depth(text: str) -> int:
-    """An upper bound of the flow nesting ([ and {) of ``text``; brackets in strings count too."""
-    depth = deepest = 0
-    for bracket in _BRACKET.findall(text):
-        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
-        deepest = max(deepest, depth)
-    return deepest
+def _too_deep(text: str) -> bool:
+    """Whether ``text`` nests sequences and mappings (flow or block) more than MAX_DEPTH levels deep.
+
+    Counted on the parser's events, so brackets inside a quoted or plain string do not count, and
+    stopped at the first event past MAX_DEPTH: a "[[[[…" of any length costs only its first levels
+    (PyYAML's composer recurses per level, and its scanner is slow in deep flow nesting). A syntax
+    error is left for the composing parse to report with its line.
+    """
+    loader = _LOADER(text)
+    depth = 0
+    try:
+        while (event := loader.get_event()) is not None:
+            if isinstance(event, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return True
+            elif isinstance(event, _CLOSE):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        # libyaml's own limit (1,000 levels), reached while its scanner looks ahead
+        return "nesting depth" in str(getattr(exc, "problem", "") or exc)
+    finally:
+        loader.dispose()
+    return False
 
 
 def load_yaml(path: Path, display: str, limit: int = MAX_PROFILE_BYTES) -> tuple[YamlSource | None, list[Problem]]:
@@ -147,8 +164,12 @@ def load_yaml(path: Path, display: str, limit: int = MAX_PROFILE_BYTES) -> tuple
         return None, [Problem(display, 0, "", "file not found", "check the path")]
     except (OSError, UnicodeDecodeError) as exc:
         return None, [Problem(display, 0, "", f"cannot read file: {exc}", "make it a readable UTF-8 file")]
-    if _flow_depth(text) > MAX_DEPTH * 4:
-        # PyYAML's scanner is quadratic in flow nesting: refuse "[[[[…" before parsing it
+    return load_yaml_text(text, display)
+
+
+def load_yaml_text(text: str, display: str) -> tuple[YamlSource | None, list[Problem]]:
+    """``load_yaml`` of text already read (within its size limit): the same bounds and problems."""
+    if _too_deep(text):
         return None, [Problem(display, 0, "", f"refused: it is nested more than {MAX_DEPTH} levels deep",
                               "write the profile out plainly")]
     loader = _LOADER(text)

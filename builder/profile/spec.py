@@ -4,6 +4,7 @@ image reference, or a lock file. One place decides which it is."""
 from __future__ import annotations
 
 from ..errors import SelectionError
+from ..safety.printable import printable
 from .names import RELEASE
 
 
@@ -13,7 +14,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     if not sep:
         return spec, None
     if not name or not RELEASE.match(release):
-        raise SelectionError(f"'{spec}' is not STACK or STACK@RELEASE")
+        raise SelectionError(f"'{printable(spec)}' is not STACK or STACK@RELEASE")
     return name, release
 
 

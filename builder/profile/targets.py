@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from . import versions as compat
-from ..errors import UsageError
+from ..errors import SelectionError, UsageError
 from ..safety.printable import printable
 from .accelerators import ACCELERATORS, Accelerator
 
@@ -63,6 +63,12 @@ class Target:
         entry = self.accelerator_entry
         return entry.device_capabilities if entry is not None else ("gpu",)
 
+    @property
+    def device_nodes(self) -> tuple[str, ...]:
+        """Globs of the device nodes that mean a GPU is visible in its containers (its accelerator's), () for none."""
+        entry = self.accelerator_entry
+        return entry.device_nodes if entry is not None else ()
+
     def accelerator_version(self, release) -> str:
         """The release's version of its accelerator (the field its accelerator's entry names), '' for none.
 
@@ -89,16 +95,21 @@ class Target:
                      entry.base_fix.format(version=accelerator_version))]
         if base.cuda is None:
             if self.wheel_base_distro is None or base.distro != self.wheel_base_distro:
-                slim = f"a {self.wheel_base_distro} slim or " if self.wheel_base_distro else "an "
-                return [(f"the {self.name} target needs {slim}nvidia/cuda base, not '{text}'",
+                slim = f"a {self.wheel_base_distro} slim base or " if self.wheel_base_distro else ""
+                return [(f"the {self.name} target needs {slim}{entry.base_name}, not '{text}'",
                          self.base_fix.format(version=accelerator_version))]
-            if compiles and compat.version_tuple(accelerator_version) < compat.NVCC_WHEEL_MIN_CUDA:
-                need = compat.fmt_version(compat.NVCC_WHEEL_MIN_CUDA)
-                return [(f"'{text}' has no CUDA compiler, and PyPI has none for CUDA {accelerator_version} "
-                         f"(its nvidia-cuda-nvcc-cu12 wheels hold only ptxas); a compiled package needs CUDA >= {need} "
+            toolkit = entry.wheel_toolkit
+            if compiles and (toolkit is None or not toolkit.has(accelerator_version)):
+                if toolkit is None:
+                    return [(f"'{text}' has no {entry.compiler}, and PyPI has no {entry.label} compiler",
+                             entry.base_fix.format(version=accelerator_version))]
+                need = compat.fmt_version(toolkit.since)
+                torch = entry.first_torch_with(toolkit.since)
+                return [(f"'{text}' has no {entry.label} compiler, and PyPI has none for {entry.label} "
+                         f"{accelerator_version} ({toolkit.before}); a compiled package needs {entry.label} >= {need} "
                          "on a slim base",
-                         f"use nvidia/cuda:{accelerator_version}.<patch>-cudnn-devel-ubuntu24.04 (NVIDIA's toolkit), "
-                         f"or a torch built for CUDA >= {need} (torch >= 2.11)")]
+                         toolkit.instead.format(version=accelerator_version)
+                         + f", or a torch built for {entry.label} >= {need}" + (f" (torch >= {torch})" if torch else ""))]
             return []
         problems = []
         if not base.devel:
@@ -111,25 +122,31 @@ class Target:
                              f"the same {entry.label}"))
         return problems
 
-    def toolkit_requirements(self, base: compat.BaseImage, compiles: bool) -> tuple[str, ...]:
-        """What an image on ``base`` installs to compile for this target beside torch's own libraries:
-        on a slim base, the compiler wheels of the toolkit release torch depends on (its lock holds the
-        version); nothing where the base image brings the toolkit or nothing is compiled."""
+    def wheel_toolkit(self, base: compat.BaseImage, compiles: bool):
+        """The accelerator's compiler wheels (its entry's ``wheel_toolkit``) an image on ``base`` installs:
+        on a slim base where code is compiled; None where the base brings the toolkit or nothing is compiled."""
         if not compiles or not self.libraries_from_wheels(base):
-            return ()
-        return (compat.CUDA_WHEEL_COMPILER,)
+            return None
+        return self.accelerator_entry.wheel_toolkit
+
+    def toolkit_requirements(self, base: compat.BaseImage, compiles: bool, accelerator_version: str) -> tuple[str, ...]:
+        """What an image on ``base`` installs to compile for this target beside torch's own libraries: the
+        compiler wheels of ``accelerator_version``'s series (the lock holds the release torch depends on)."""
+        toolkit = self.wheel_toolkit(base, compiles)
+        return (toolkit.requirement(accelerator_version),) if toolkit is not None else ()
 
     def toolkit_home(self, python: str, accelerator_version: str) -> str:
         """Where the compiler wheels put the toolkit (bin/, include/, lib/) in the image's venv."""
-        major = compat.version_tuple(accelerator_version)[0]
-        return f"/opt/venv/lib/python{python}/site-packages/nvidia/cu{major}"
+        return self.accelerator_entry.wheel_toolkit.home_in(f"/opt/venv/lib/python{python}/site-packages",
+                                                            accelerator_version)
 
     def runtime_env(self, base: compat.BaseImage) -> tuple[tuple[str, str], ...]:
         """What a container runtime reads from an image on ``base`` to hand it the GPUs and driver
-        libraries (NVIDIA's images set the same; a slim base must say it itself)."""
+        libraries: its accelerator entry's runtime_env (the accelerator's own images set the same; a slim
+        base must say it itself)."""
         if not self.libraries_from_wheels(base):
             return ()
-        return (("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"), ("NVIDIA_VISIBLE_DEVICES", "all"))
+        return self.accelerator_entry.runtime_env
 
     def torch_source(self, torch: str, accelerator_version: str) -> TorchSource | tuple[str, str]:
         """torch's version and index for this target, or a (problem, fix) when no such build exists."""
@@ -176,6 +193,25 @@ DEFAULT = NAMES[0]
 def target(name: str) -> Target:
     """The entry of a target name the profile model has already checked."""
     return TARGETS[name]
+
+
+def known_bases_hint() -> str:
+    """The bases a profile may name, in words: the slim bases for the targets without an accelerator, each
+    accelerator's own for the targets it carries (its entry's base_hint)."""
+    plain = [t.name for t in TARGETS.values() if t.accelerator is None]
+    parts = [f"{compat.DEBIAN_BASES_HINT} for {', '.join(plain)}"]
+    for entry in ACCELERATORS.values():
+        carried = [t.name for t in TARGETS.values() if t.accelerator == entry.name]
+        if entry.base_hint and carried:
+            parts.append(f"{entry.base_hint} for {', '.join(carried)}")
+    return "; ".join(parts)
+
+
+def check_name(name: Optional[str]) -> Optional[str]:
+    """``name`` when it is a target (or None); SelectionError naming the targets otherwise."""
+    if name is not None and name not in TARGETS:
+        raise SelectionError(f"unknown target '{printable(name)}': targets are {', '.join(NAMES)}")
+    return name
 
 
 def entry_or_default(name: Optional[str]) -> Target:

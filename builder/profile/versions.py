@@ -40,17 +40,11 @@ TORCH_LINES: dict[str, TorchLine] = {
     # PyPI's 2.11.0 depends on cuda-toolkit==13.0.2's wheels (cp310-cp314); only its CUDA 13.0 build
     # was read here (the PyTorch index is out of reach).
     "2.11": TorchLine((3, 10), (3, 14), (3, 13), ("13.0",), "13.0"),
+    # PyPI's 2.15.0 (2026-10-28) has cp311-cp315 wheels and depends on cuda-toolkit==13.2.2's wheels
+    # (nvidia-cuda-runtime 13.2, cuDNN 9.26, NCCL 2.30; torch.version.cuda "13.2"), and its torch.compile
+    # refuses Python 3.16+ (torch/_dynamo/eval_frame.py), read in qlora@2026.12's image; only that build was read.
+    "2.15": TorchLine((3, 11), (3, 15), (3, 15), ("13.2",), "13.2"),
 }
-
-# The first CUDA whose nvcc is on PyPI: nvidia-cuda-nvcc 13.x holds nvcc, cudafe++, fatbinary,
-# nvlink and ptxas (with nvidia-nvvm's cicc and nvidia-cuda-crt's headers), under nvidia/cu13/;
-# nvidia-cuda-nvcc-cu12 (12.8, 12.9) holds only ptxas.
-NVCC_WHEEL_MIN_CUDA = (13, 0)
-# The compiler a slim base's image installs where it compiles CUDA code: the extras of the
-# cuda-toolkit metapackage that torch >= 2.11 itself depends on (torch 2.11.0: cuda-toolkit==13.0.2
-# [cublas,cudart,...]), so the lock holds it at torch's version and nvcc, headers and libraries
-# are one release.
-CUDA_WHEEL_COMPILER = "cuda-toolkit[cccl,crt,nvcc,nvvm]"
 
 # torch before 2.3 was compiled against NumPy 1.x and fails to import numpy 2 arrays.
 TORCH_NEEDS_NUMPY1_BELOW = (2, 3)
@@ -101,6 +95,24 @@ XFORMERS_TORCH: dict[str, str] = {
     "0.0.34": "2.10.0",
 }
 
+# The C++ standard torch's headers require, from the first series that raised it: torch >= 2.12's
+# ATen/ATen.h stops with "#error C++20 or later compatible compiler is required to use ATen" (seen
+# compiling flash-attn's flash_api.cpp against torch 2.15.0; DeepSpeed 0.19.8's op builder passes
+# -std=c++20 from torch 2.12 on for the same reason).
+TORCH_CXX_STANDARD: tuple[tuple[tuple[int, int], int], ...] = (((2, 12), 20),)
+
+# The C++ standard each flash-attn release compiles its extension with (-std=c++NN in setup.py's
+# cxx and nvcc flags), read from its sdist; a release that is not here is not assumed to compile
+# against a torch that needs a newer standard (read its setup.py, then add it).
+FLASH_ATTN_CXX_STANDARD: dict[str, int] = {"2.8.3.post2": 17}
+
+
+def torch_cxx_standard(torch: str) -> int:
+    """The C++ standard an extension must compile with against this torch (17 before 2.12)."""
+    parts = version_tuple(torch)[:2]
+    return max((std for since, std in TORCH_CXX_STANDARD if parts >= since), default=17)
+
+
 
 @dataclass(frozen=True)
 class BaseImage:
@@ -120,10 +132,19 @@ CUDA_BASE_PATTERN = (
     r"^nvidia/cuda:(?P<version>\d+\.\d+)\.\d+-(?:cudnn\d*-)?(?P<flavour>devel|runtime|base)-ubuntu(?P<rel>\d+\.\d+)\Z"
 )
 
-KNOWN_BASES_HINT = (
-    "debian:{bullseye,bookworm,trixie}-slim for cpu; "
-    "nvidia/cuda:<X.Y.Z>-[cudnn[N]-]devel-ubuntu{20.04,22.04,24.04} for cuda"
-)
+# The slim bases in words (the unknown-base error; each accelerator's entry adds its own).
+DEBIAN_BASES_HINT = "debian:{bullseye,bookworm,trixie}-slim"
+
+# Minimum Linux driver per CUDA toolkit, per NVIDIA's CUDA toolkit release notes (the "Toolkit
+# Driver Version" of each GA release). Below it, but at or above the major's minor-version
+# compatibility floor, most programs still run (no PTX JIT): doctor warns there and fails below.
+CUDA_MIN_DRIVER: dict[str, str] = {
+    "11.7": "515.43.04", "11.8": "520.61.05",
+    "12.0": "525.60.13", "12.1": "530.30.02", "12.2": "535.54.03", "12.3": "545.23.06",
+    "12.4": "550.54.14", "12.5": "555.42.02", "12.6": "560.28.03", "12.8": "570.26", "12.9": "575.51.03",
+    "13.0": "580.65.06",
+}
+CUDA_COMPAT_FLOOR: dict[str, str] = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 
 
 def parse_base_image(ref: str) -> BaseImage | None:

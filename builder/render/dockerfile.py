@@ -187,6 +187,8 @@ def render_context(plan: BuildPlan) -> BuildContext:
             body = {"id": patch.id, "package": patch.package, "file": patch.file, "find": patch.find,
                     "replace": patch.replace, "count": patch.count}
             files[f"patches/{patch.id}.json"] = (json.dumps(body, indent=2) + "\n").encode()
+    if plan.bundled_copies:
+        files["cuda_dedupe.py"] = (templates_dir() / "context" / "cuda_dedupe.py").read_bytes()
     if plan.multinode_apt:
         multinode = templates_dir() / "context" / "multinode"
         for path in sorted(multinode.iterdir()):

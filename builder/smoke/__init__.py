@@ -1,1 +1,1 @@
-"""Smoke checks: the catalog of checks an image can carry (pure data, imports nothing) and the runner that runs them in a container through an engine."""
+"""Smoke checks and training entries: the catalog of checks an image can carry (pure data, imports nothing), the runner that runs them in a container through an engine, and the runner of a release's training entries in a container (it imports the profile's resolved model, the engine interface, errors and safety)."""

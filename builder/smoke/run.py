@@ -74,6 +74,7 @@ class SmokeReport:
 SMOKE_LIFETIME_S = sum(check.timeout for check in CHECKS.values()) + 600
 # The label's value on a container `--keep` asked for: sweep_leftovers never touches those.
 KEPT = "kept"
+RUNNER = "/opt/stackbuild/smoke/run.py"  # the in-image runner (templates/context/smoke/run.py)
 
 
 def sweep_leftovers(engine: ContainerEngine) -> list[str]:
@@ -89,31 +90,49 @@ def sweep_leftovers(engine: ContainerEngine) -> list[str]:
     return removed
 
 
-def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None, keep: bool = False,
+def runner_command(only: list[str] | tuple[str, ...] = (), isolated: bool = False) -> list[str]:
+    """The in-image runner's command line: every check, or ``only`` these (with the image's own Python).
+
+    ``isolated``: every check in a fresh interpreter, one at a time - what a container with GPUs needs (a
+    forked process may initialise the accelerator otherwise). The caller says so from its device request,
+    which comes from the target's accelerator entry; the runner's own device-node probe is only the
+    fallback for a run started by hand."""
+    return ["python", RUNNER, *(["--isolated"] if isolated else []), *(["--only", *only] if only else [])]
+
+
+def parse_result(line: str) -> SmokeResult | None:
+    """One check's result from a line the runner prints (one JSON object); None for any other line."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "status" not in data:
+        return None
+    return SmokeResult(str(data.get("check", "?")), str(data["status"]), str(data.get("detail", "")),
+                       float(data.get("seconds", 0.0)))
+
+
+def run_smoke(engine: ContainerEngine, image: str, *, gpus: str | None = None,
+              capabilities: tuple[str, ...] = ("gpu",), keep: bool = False,
               only: list[str] | tuple[str, ...] = (),
               on_result: Callable[[SmokeResult], None] = lambda result: None) -> SmokeReport:
     """Start a network-less container of ``image``, run its smoke runner (every check, or ``only``
-    these), and remove the container unless ``keep``. Smoke containers of killed runs go first."""
+    these), and remove the container unless ``keep``. Smoke containers of killed runs go first.
+
+    ``gpus`` are requested with ``capabilities`` (the target's accelerator entry's device request)."""
     report = SmokeReport(image, swept=sweep_leftovers(engine))
     name = f"stackbuild-smoke-{uuid.uuid4().hex[:10]}"
-    container = engine.start_container(image, name, {schema.SMOKE: KEPT if keep else "1"},
-                                       GpuRequest.of(gpus),
+    request = GpuRequest.of(gpus, capabilities)
+    container = engine.start_container(image, name, {schema.SMOKE: KEPT if keep else "1"}, request,
                                        lifetime_s=None if keep else SMOKE_LIFETIME_S)
     report.container = name if keep else None
     try:
-        command = ["python", "/opt/stackbuild/smoke/run.py", *(["--only", *only] if only else [])]
-        lines, exit_code = engine.exec_lines(container, command)
+        lines, exit_code = engine.exec_lines(container, runner_command(only, isolated=request is not None))
         for line in lines:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(data, dict) or "status" not in data:
-                continue
-            result = SmokeResult(str(data.get("check", "?")), str(data["status"]), str(data.get("detail", "")),
-                                 float(data.get("seconds", 0.0)))
-            report.results.append(result)
-            on_result(result)
+            result = parse_result(line)
+            if result is not None:
+                report.results.append(result)
+                on_result(result)
         report.exit_code = exit_code()
     finally:
         if not keep:

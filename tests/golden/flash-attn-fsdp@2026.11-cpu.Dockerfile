@@ -50,9 +50,14 @@ ENV PATH=/opt/venv/bin:$PATH \
 # torch: torch==2.10.0 from PyPI, with what it needs as of the
 # release's date: the lock's [torch] section, installed without a resolver, every file hash-checked.
 # The largest layer, shared by every stack and release with the same base, Python and torch lock.
+# triton/backends/nvidia/lib: copies of CUDA libraries a package bundles;
+# cuda_dedupe.py links each that is byte for byte a file of the CUDA wheels (or an earlier copy) to
+# that file, in this layer, so the bytes are stored once (a different build is left as it is).
+COPY cuda_dedupe.py /opt/stackbuild/cuda_dedupe.py
 COPY lock/2-torch.txt /opt/stackbuild/lock/
 RUN . /opt/stackbuild/site.sh && site_begin \
  && uv pip install --python /opt/venv/bin/python --compile-bytecode --no-deps --require-hashes -r /opt/stackbuild/lock/2-torch.txt \
+ && /opt/venv/bin/python /opt/stackbuild/cuda_dedupe.py /opt/venv/lib/python3.11/site-packages triton/backends/nvidia/lib=nvidia \
  && sed -n 's/ .*//; /==/p' /opt/stackbuild/lock/2-torch.txt >> /opt/stackbuild/held.txt \
  && site_end
 
@@ -73,6 +78,7 @@ RUN . /opt/stackbuild/site.sh && site_begin \
       openssh-client \
       openssh-server \
       pdsh \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/* \
  && rm -f /etc/ssh/ssh_host_* \
  && install -m 0755 /opt/stackbuild/multinode/stackbuild-sshd /usr/local/bin/stackbuild-sshd \

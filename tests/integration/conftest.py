@@ -7,7 +7,12 @@ STACKBUILD_BUILD_NETWORK=host and STACKBUILD_CA_BUNDLE for this machine's TLS pr
 Stack images keep their normal names (stackbuild/<stack>:<release>-<target>) and stay as the
 deliberate layer cache between runs; everything else a test makes (fixture-profile images,
 containers) carries the io.stackbuild.test label, is removed by the test that made it, and is
-swept by label at session end.
+swept at session end: the containers and images of this run only (the client the fixtures hand
+out adds io.stackbuild.test.run=<this run's id> to every test-labelled container and image it
+creates), and test-labelled containers of no run that have exited. Another run on the same engine
+(a second checkout's tests, a bench) keeps its running containers: sweeping every test-labelled
+container killed a two-node training run of another session mid-step, leaving a log that just
+stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import ContainerCollection
+from docker.models.images import ImageCollection
 
 from builder.engine import connect as engines
 from builder.images.build import BuildResult, build_image
@@ -30,6 +37,39 @@ from builder.render.dockerfile import prepare
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEST_LABEL = "io.stackbuild.test"
+RUN_LABEL = "io.stackbuild.test.run"
+RUN_ID = uuid.uuid4().hex[:12]  # this test session's: its sweep removes what carries it
+
+
+def _with_run(labels):
+    """A test-labelled container's or image's labels, with this run's id added."""
+    if isinstance(labels, dict) and TEST_LABEL in labels:
+        return {RUN_LABEL: RUN_ID, **labels}  # an explicit run id stays
+    return labels
+
+
+class _RunContainers(ContainerCollection):
+    def create(self, image, command=None, **kwargs):
+        kwargs["labels"] = _with_run(kwargs.get("labels"))
+        return super().create(image, command, **kwargs)
+
+
+class _RunImages(ImageCollection):
+    def build(self, **kwargs):
+        kwargs["labels"] = _with_run(kwargs.get("labels"))
+        return super().build(**kwargs)
+
+
+class RunClient(docker.DockerClient):
+    """docker.DockerClient whose test-labelled containers and images carry this run's id."""
+
+    @property
+    def containers(self):
+        return _RunContainers(client=self)
+
+    @property
+    def images(self):
+        return _RunImages(client=self)
 
 # testcontainers starts a reaper container (Ryuk) pulled from Docker Hub, which is unreachable here;
 # containers are removed by the tests themselves and swept by label at session end instead.
@@ -42,10 +82,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.docker)
 
 
+def sweep(client, run_id: str) -> list[str]:
+    """Remove run `run_id`'s test-labelled containers and images, and test-labelled containers of no run
+    that have exited; the names of the containers removed. Another run's, running or not, stay."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        run = container.labels.get(RUN_LABEL)
+        if run == run_id or (run is None and container.status in ("exited", "dead")):
+            try:
+                container.remove(force=True)
+                removed.append(container.name)
+            except docker.errors.NotFound:  # gone meanwhile (--rm)
+                pass
+    for image in client.images.list(filters={"label": f"{RUN_LABEL}={run_id}"}):
+        client.images.remove(image.id, force=True)
+    return removed
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     try:
-        client = docker.from_env(version="auto", timeout=900)
+        client = RunClient.from_env(version="auto", timeout=900)
         client.ping()
     except Exception as exc:  # any failure to reach the engine
         message = f"no Docker engine: {exc}"
@@ -54,10 +111,7 @@ def docker_client():
         pytest.skip(message)
     cache_before = {r["ID"] for r in client.df().get("BuildCache") or []}
     yield client
-    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
-        container.remove(force=True)
-    for image in client.images.list(filters={"label": TEST_LABEL}):
-        client.images.remove(image.id, force=True)
+    sweep(client, RUN_ID)
     # the fixture profiles' BuildKit cache (their images are gone); the stack images' cache stays
     prune_build_cache_records(client, cache_before)
     client.close()

@@ -14,8 +14,12 @@ import docker.errors
 import pytest
 
 from builder.images.containers import HF_HOME, HF_VOLUME, LABEL
+from builder.profile.load import load_stack
 
 from .conftest import unique
+
+# `stackbuild run alpaca-lora` starts the default release's image: build that one
+DEFAULT = load_stack("alpaca-lora").default_release
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -57,7 +61,7 @@ def _shell(name: str, typed: bytes, expect: bytes, timeout: float = 60) -> bytes
 
 
 def test_run_exec_shell_ps_stop_rm(stack_images, docker_client, container_name, tmp_path):
-    stack_images("alpaca-lora", "2026.11")
+    stack_images("alpaca-lora", DEFAULT)
     (tmp_path / "data.txt").write_text("from the host\n")
     run = _cli("run", "alpaca-lora", "-t", "cpu", "--name", container_name, "--network", "none",
                "-v", f"{tmp_path}:/work:ro", "-w", "/work", "-e", "GREETING=hi")
@@ -87,7 +91,7 @@ def test_run_exec_shell_ps_stop_rm(stack_images, docker_client, container_name, 
     assert b"shell-42 " + HF_HOME.encode() in seen
 
     listed = json.loads(_cli("ps", "--json").stdout)
-    assert {"name": container_name, "stack": "alpaca-lora@2026.11 (cpu)", "status": "running"}.items() <= \
+    assert {"name": container_name, "stack": f"alpaca-lora@{DEFAULT} (cpu)", "status": "running"}.items() <= \
         next(c for c in listed if c["name"] == container_name).items()
 
     again = _cli("run", "alpaca-lora", "-t", "cpu", "--name", container_name, "--network", "none")
@@ -106,7 +110,7 @@ def test_run_exec_shell_ps_stop_rm(stack_images, docker_client, container_name, 
 
 
 def test_gpus_on_a_host_without_the_nvidia_runtime(stack_images, docker_client, container_name):
-    stack_images("alpaca-lora", "2026.11")
+    stack_images("alpaca-lora", DEFAULT)
     run = _cli("run", "alpaca-lora", "-t", "cpu", "--name", container_name, "--network", "none", "--gpus", "all")
     assert run.returncode == 10, run.stderr
     assert "use --gpus none" in run.stderr and "Traceback" not in run.stderr
@@ -115,7 +119,7 @@ def test_gpus_on_a_host_without_the_nvidia_runtime(stack_images, docker_client, 
 
 
 def test_other_containers_are_not_stackbuilds_to_touch(stack_images, docker_client, container_name):
-    image = stack_images("alpaca-lora", "2026.11").ref.immutable
+    image = stack_images("alpaca-lora", DEFAULT).ref.immutable
     docker_client.containers.create(image, ["sleep", "1"], name=container_name, labels={"io.stackbuild.test": "1"})
     refused = _cli("rm", container_name)
     assert refused.returncode == 4 and "not a stackbuild container" in refused.stderr

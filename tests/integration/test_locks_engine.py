@@ -44,8 +44,12 @@ def test_relocking_after_a_one_pin_bump_moves_only_that_pin(tmp_path):
     committed lock beside it; PyPI's view of 2026-11-28 has grown since (httpx, regex), yet only peft moves."""
     (tmp_path / "locks").mkdir()
     profile = (ROOT / "stacks" / "qlora.yaml").read_text()
-    assert profile.count("- peft==0.21.2\n") == 1
-    (tmp_path / "qlora.yaml").write_text(profile.replace("- peft==0.21.2\n", "- peft==0.21.1\n"))
+    start = profile.index('\n  "2026.11":\n')
+    end = profile.index('\n  "', start + 1)  # the next release's block
+    block = profile[start:end]
+    assert block.count("- peft==0.21.2\n") == 1
+    (tmp_path / "qlora.yaml").write_text(profile[:start] + block.replace("- peft==0.21.2\n", "- peft==0.21.1\n")
+                                         + profile[end:])
     committed = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
     (tmp_path / "locks" / "qlora@2026.11-cpu.txt").write_text(committed)
     run = subprocess.run([sys.executable, "-m", "builder", "lock", f"{tmp_path / 'qlora.yaml'}@2026.11", "-t", "cpu"],

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from builder.doctor.diagnose import diagnose
+from builder.engine.classic import own_hostname
 from builder.profile.load import available_stacks, load_stack
 
 from .conftest import FIXTURES, TEST_LABEL, github_reachable, unique
@@ -109,8 +110,11 @@ def _vendored(repository: str, commit: str) -> Path:
 
 
 def _run(docker_client, image: str, work: Path, src: Path, command: str) -> tuple[int, str]:
+    name = unique("namesake")
+    hostname = own_hostname(name)  # resolvable without a network, as stackbuild's own containers are (torchrun)
     container = docker_client.containers.create(
-        image, ["bash", "-o", "pipefail", "-c", command], name=unique("namesake"), network_mode="none",
+        image, ["bash", "-o", "pipefail", "-c", command], name=name, network_mode="none",
+        hostname=hostname, extra_hosts={hostname: "127.0.0.1"},
         volumes={str(src): {"bind": "/src", "mode": "ro"}, str(work): {"bind": "/w", "mode": "rw"}},
         environment={"HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
                      "WANDB_DISABLED": "true", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"},

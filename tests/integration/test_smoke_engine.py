@@ -160,6 +160,12 @@ def _write_fixture(name: str, pattern: str) -> str:
 # Each case breaks what one check guards, in an image derived from a built one (offline unless it
 # needs an index), and names the message the check must then give: (stack, release, check, RUN lines,
 # needs the network, message).
+# An sshd that, like the real one, daemonizes before it binds, but binds 3 s later (a loaded host).
+SLOW_SSHD = ("mv /usr/sbin/sshd /usr/sbin/sshd.real && printf '%s\\n' '#!/bin/sh' "
+             "'case \" $* \" in *\" -t \"*|*\" -D \"*) exec /usr/sbin/sshd.real \"$@\";; esac' "
+             "'(sleep 3; exec /usr/sbin/sshd.real \"$@\") >/dev/null 2>&1 &' > /usr/sbin/sshd "
+             "&& chmod 0755 /usr/sbin/sshd")
+
 BREAKS = [
     ("alpaca-lora", "2023.04", "pins", ["pip uninstall -y fire"], False, "fire is not installed"),
     ("alpaca-lora", "2023.04", "pip-check", ["pip uninstall -y tqdm"], False, "pip check: "),
@@ -222,6 +228,12 @@ BREAKS = [
     ("deepspeed-zero3-offload", "2026.11", "cuda-binaries",
      [_write_fixture("image_ext_sm80.so", f"{TORCH_SITE['3.11']}/deepspeed/ops/adam/cpu_adam_op*.so")], False,
      "holds device code (sm_80) but the cpu target compiles for no GPU"),
+    # multi-node: host keys baked into a layer (two nodes of the image would share them)
+    ("flash-attn-fsdp", "2026.11", "multinode", ["ssh-keygen -A"], False, "stackbuild-sshd makes them at start"),
+    # stackbuild-sshd without its wait, and an sshd that binds late after daemonizing: a launcher started
+    # right after it is refused
+    ("flash-attn-fsdp", "2026.11", "multinode",
+     [SLOW_SSHD, "sed -i '/^until /,/^done$/d' /usr/local/bin/stackbuild-sshd"], False, "returned before sshd listened"),
 ]
 
 
@@ -238,6 +250,13 @@ def test_each_check_fails_when_what_it_guards_is_broken(stack, release, check, l
     assert result.check == check and result.status == "fail", result
     assert message in result.detail, result.detail
     assert not report.ok and report.exit_code == 1
+
+
+def test_stackbuild_sshd_waits_for_an_sshd_that_binds_late(stack_images, engine, derived_image):
+    """The break above without its sed: stackbuild-sshd waits for the late sshd, and the check passes."""
+    image = derived_image(stack_images("flash-attn-fsdp", "2026.11").ref.immutable, [SLOW_SSHD])
+    [result] = run_smoke(engine, image, only=["multinode"]).results
+    assert result.status == "pass", result
 
 
 # /dev/shm is the container's, not the image's: each case runs the image's runner in a container made that way.

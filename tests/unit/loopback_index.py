@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import re
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 def wheel(name: str, version: str, requires: tuple[str, ...] = ()) -> tuple[str, bytes, bytes]:
     """(file name, wheel bytes, METADATA bytes) of a pure-Python wheel with nothing but metadata."""
     dist = f"{name.replace('-', '_')}-{version}"
+    extras = sorted({m.group(1) for r in requires for m in [re.search(r"extra == \"([a-z0-9-]+)\"", r)] if m})
     metadata = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                        *(f"Provides-Extra: {e}\n" for e in extras),
                         *(f"Requires-Dist: {r}\n" for r in requires)]).encode()
     files = {f"{dist}.dist-info/METADATA": metadata,
              f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}

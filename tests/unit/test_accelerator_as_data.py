@@ -6,6 +6,7 @@ The entries are registered for one test only (monkeypatch puts the tables back).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from builder.engine.api import GpuRequest
 from builder.errors import ProfileError
 from builder.plan.build_plan import plan_build
 from builder.profile import accelerators, targets
-from builder.profile.load import load_stack
+from builder.profile.load import available_stacks, load_stack
 from builder.render.dockerfile import render_context
+from builder.safety.paths import templates_dir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "accelerator" / "rocmlike.yaml"
 
@@ -33,6 +35,8 @@ ROCM = accelerators.Accelerator(
     device_capabilities=("rocm",), device_nodes=("/dev/kfd", "/dev/dri/renderD*"),
     vendor="AMD", host_tool=("rocm-smi", "--showproductname", "--csv"), host_runtime="rocm",
     host_runtime_needs="ROCm container runtime", host_runtime_fix="register the ROCm container runtime with the engine",
+    min_driver={"6.2": "6.8.5"}, driver_floor={"6": "6.7.0"}, k8s_resource="amd.com/gpu",
+    base_hint="rocm/dev-ubuntu-22.04:<X.Y.Z>-complete",
 )
 ROCM_TARGET = targets.Target("rocm", gpu=True, accelerator="rocm", base_distro=None, base_fix="",
                              image_size=30 * targets.GIB)
@@ -48,7 +52,7 @@ def rocm(monkeypatch):
 def test_a_second_accelerator_renders_its_profile_from_data_alone(rocm):
     stack = load_stack(str(FIXTURE))
     release = stack.release(None)
-    assert release.accelerator_versions == {"cuda": "12.4", "rocm": "6.2"}
+    assert release.accelerator_versions == {"rocm": "6.2"}
     plan = plan_build(stack, "2024.10", "rocm", (), with_lock=False)
     assert plan.target.torch.requirement == "torch==2.5.1+rocm6.2"
     assert plan.target.torch_index == "https://download.pytorch.org/whl/rocm6.2"
@@ -106,14 +110,161 @@ def test_doctor_asks_the_targets_accelerator_for_its_host_checks(rocm):
     assert (runtime.name, runtime.status) == ("rocm-runtime", "ok")
 
 
-def test_the_smoke_runners_gpu_probe_is_the_cuda_entrys_device_nodes():
-    """What "a GPU is visible" means to the in-image runner is the cuda entry's device_nodes.
+def _runner(monkeypatch, devices):
+    """The in-image runner (templates/context/smoke/run.py) as a module, seeing ``devices`` as the device nodes."""
+    import fnmatch
+    import importlib.util
 
-    The runner (templates/context/smoke/run.py) is a context file, so rendering the nodes into it or
-    the manifest would change every cuda image's content hash; this keeps the two from drifting apart.
-    """
-    import re
+    spec = importlib.util.spec_from_file_location("stackbuild_smoke_runner", templates_dir() / "context" / "smoke" / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    monkeypatch.setattr(runner.glob, "glob", lambda pattern: fnmatch.filter(devices, pattern))
+    return runner
 
-    runner = (Path(__file__).parents[2] / "templates" / "context" / "smoke" / "run.py").read_text()
-    body = runner[runner.index("def gpu_visible"):].split("\n\n")[0]
-    assert tuple(re.findall(r'"(/dev/[^"]+)"', body)) == accelerators.ACCELERATORS["cuda"].device_nodes
+
+def _manifest(stack, release, target) -> dict:
+    return json.loads(dict(render_context(plan_build(stack, release, target, (), with_lock=False)).files)["manifest.json"])
+
+
+def test_the_image_bakes_its_accelerators_device_nodes_and_the_runner_honours_them(rocm, monkeypatch):
+    """What "a GPU is visible" means to the in-image runner started by hand (no --isolated) is the manifest's
+    device_nodes, written from the target's accelerator entry: the ROCm-like image names /dev/kfd, a cuda image
+    NVIDIA's nodes as before, a cpu image none."""
+    fixture = load_stack(str(FIXTURE))
+    shipped = load_stack("alpaca-lora")
+    rocm_manifest = _manifest(fixture, "2024.10", "rocm")
+    cuda_manifest = _manifest(shipped, shipped.default_release, "cuda")
+    cpu_manifest = _manifest(fixture, "2024.10", "cpu")
+    assert rocm_manifest["device_nodes"] == ["/dev/kfd", "/dev/dri/renderD*"]
+    assert cuda_manifest["device_nodes"] == ["/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/dxg"]
+    assert cpu_manifest["device_nodes"] == []
+    seen = {}
+    for host, devices in {"amd": ["/dev/kfd", "/dev/dri/renderD128"], "nvidia": ["/dev/nvidia0"],
+                          "nvidia-ctl": ["/dev/nvidiactl"], "wsl": ["/dev/dxg"], "none": ["/dev/null"]}.items():
+        runner = _runner(monkeypatch, devices)
+        seen[host] = [runner.gpu_visible(m) for m in (rocm_manifest, cuda_manifest, cpu_manifest)]
+    assert seen == {"amd": [True, False, False], "nvidia": [False, True, False], "nvidia-ctl": [False, True, False],
+                    "wsl": [False, True, False], "none": [False, False, False]}
+
+
+def test_a_release_carries_only_the_version_fields_of_its_targets_accelerators(rocm, tmp_path):
+    """The fixture has no cuda: at all; a release of cpu alone needs no accelerator field; a field not registered
+    is refused like any unknown key."""
+    assert "cuda:" not in FIXTURE.read_text()
+    (tmp_path / "cpu").mkdir()
+    cpu_only = tmp_path / "cpu" / FIXTURE.name
+    text = FIXTURE.read_text()
+    cpu_only.write_text(text.replace('    rocm: "6.2"\n', "").replace(
+        text[text.index("      rocm:\n"):text.index("      cpu:\n")], ""))
+    release = load_stack(str(cpu_only)).release(None)
+    assert list(release.targets) == ["cpu"] and release.accelerator_versions == {}
+    unknown = tmp_path / FIXTURE.name
+    unknown.write_text(text.replace('    rocm: "6.2"\n', '    rocm: "6.2"\n    metal: "3.1"\n'))
+    with pytest.raises(ProfileError) as caught:
+        load_stack(str(unknown))
+    assert "releases.2024.10.metal" in str(caught.value)
+
+
+def test_the_schemas_accelerator_version_fields_are_the_registrys(rocm, monkeypatch):
+    """Each registered accelerator's field is a release property after torch (the fixture's rocm too, not
+    required); the default target's accelerator field, cuda, is required, as every shipped release targets it."""
+    from builder.cli.catalog import profile_schema
+
+    release = profile_schema()["$defs"]["RawRelease"]
+    names = list(release["properties"])
+    assert names[names.index("torch") + 1:names.index("torch") + 3] == ["cuda", "rocm"]
+    assert release["properties"]["rocm"] == {"title": "Rocm", "type": "string"}
+    assert "rocm" not in release["required"] and "cuda" in release["required"]
+    monkeypatch.delitem(accelerators.ACCELERATORS, "rocm")
+    assert "rocm" not in profile_schema()["$defs"]["RawRelease"]["properties"]
+    for name in available_stacks():
+        assert all(targets.DEFAULT in rel.targets for rel in load_stack(name).releases.values()), name
+
+
+def test_doctors_driver_check_reads_the_entrys_driver_table(rocm):
+    """The minimum driver and the compatibility floor are the entry's rows for the release's version."""
+    from builder.doctor.diagnose import check_host
+
+    stack = load_stack(str(FIXTURE))
+    found = {}
+    for driver in ("6.8.5", "6.7.2", "6.1.0"):
+        checks = check_host(stack, "2024.10", target="rocm", nvidia_smi=lambda args, d=driver: f"Fixture GPU, 9.0, {d}\n",
+                            ip_addr=lambda: "")
+        found[driver] = next((c.status, c.detail) for c in checks if c.name == "driver")
+    assert found["6.8.5"] == ("ok", "AMD driver 6.8.5 >= 6.8.5, the ROCm 6.2 minimum per AMD's ROCm toolkit release notes")
+    assert found["6.7.2"][0] == "warn" and "within ROCm 6.x minor-version compatibility (>= 6.7.0)" in found["6.7.2"][1]
+    assert found["6.1.0"] == ("fail", "AMD driver 6.1.0 is too old for ROCm 6.2 (needs 6.8.5, minimum per AMD's ROCm "
+                                      "toolkit release notes)")
+
+
+def test_show_the_bases_hint_and_a_k8s_job_take_the_entrys_words(rocm, tmp_path, cli):
+    """show names each accelerator version by its entry's label; an unknown base lists the entry's bases; a
+    Kubernetes job requests the entry's resource."""
+    from builder.images.launch import JobSpec, gpu_resource_of, render_job
+    from builder.render.dockerfile import prepare
+
+    code, out, err = cli("show", f"{FIXTURE}@2024.10")
+    assert code == 0 and "  date: 2024-10-30   torch 2.5.1   ROCm 6.2\n" in out, err
+    broken = tmp_path / "rocmlike.yaml"
+    broken.write_text(FIXTURE.read_text().replace("rocm/dev-ubuntu-22.04:6.2.4-complete", "rocm/other:6.2"))
+    with pytest.raises(ProfileError) as caught:
+        load_stack(str(broken))
+    assert "rocm/dev-ubuntu-22.04:<X.Y.Z>-complete for rocm" in str(caught.value)
+    context = prepare(str(FIXTURE), "2024.10", "rocm", [])
+    assert gpu_resource_of(context) == "amd.com/gpu"
+    spec = JobSpec(kind="k8s", name="demo", image="localhost:5000/rocmlike@sha256:" + "a" * 64,
+                   command=("train.py",), procs_per_node=8, gpu_resource=gpu_resource_of(context))
+    manifest = "".join(render_job(spec).values())
+    assert "amd.com/gpu: '8'" in manifest and "nvidia.com" not in manifest
+
+
+class _SmokeEngine:
+    """Just enough engine for run_smoke: it records the device request and the runner's command."""
+
+    def __init__(self):
+        self.started, self.commands = [], []
+
+    def containers(self, label):
+        return []
+
+    def start_container(self, image, name, labels, gpus, lifetime_s=None, **_):
+        self.started.append(gpus)
+        return name
+
+    def exec_lines(self, container, command):
+        self.commands.append(command)
+        return [], lambda: 0
+
+    def remove_container(self, container):
+        pass
+
+
+def test_the_smoke_run_takes_its_device_request_and_isolation_from_the_target(rocm):
+    """A smoke run with GPUs asks for the target's capabilities and tells the runner to isolate every check:
+    what "a GPU is visible" means comes from the host's request, not from the runner's NVIDIA device nodes."""
+    from builder.smoke.run import run_smoke
+
+    engine = _SmokeEngine()
+    run_smoke(engine, "img", gpus="all", capabilities=rocm.gpu_capabilities)
+    run_smoke(engine, "img", gpus="none", capabilities=rocm.gpu_capabilities)
+    assert [g.capabilities if g else None for g in engine.started] == [("rocm",), None]
+    assert engine.commands == [["python", "/opt/stackbuild/smoke/run.py", "--isolated"],
+                               ["python", "/opt/stackbuild/smoke/run.py"]]
+
+
+def test_torchs_messages_name_the_registered_accelerators_fields(rocm, tmp_path):
+    """A local torch version and a torch pin in the packages are refused naming the accelerators' own fields."""
+    text = FIXTURE.read_text()
+    cases = [
+        ('torch: "2.5.1"', 'torch: "2.5.1+rocm6.2"',
+         "the CUDA build follows from 'cuda'; the ROCm build follows from 'rocm'"),
+        ("      - transformers==4.46.0", "      - transformers==4.46.0\n      - torch==2.5.1",
+         "torch is pinned by the release's 'torch' and 'rocm' fields"),
+    ]
+    for index, (find, replace, expected) in enumerate(cases):
+        (tmp_path / str(index)).mkdir()
+        broken = tmp_path / str(index) / FIXTURE.name
+        broken.write_text(text.replace(find, replace, 1))
+        with pytest.raises(ProfileError) as caught:
+            load_stack(str(broken))
+        assert expected in str(caught.value), str(caught.value)

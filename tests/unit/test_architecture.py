@@ -283,3 +283,20 @@ def test_every_network_step_is_the_macros_one():
              if path.name != "macros.j2" and re.search(r"site_begin|site_end", path.read_text())]
     assert spelt == []
     assert "site_begin" in (ROOT / "templates" / "partials" / "macros.j2").read_text()
+
+
+def test_the_readmes_layout_table_names_every_module():
+    """README, Development: the layer table lists each subpackage's modules; a new module is added there."""
+    import re
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("| layer | package (modules) | what it owns |"):]
+    table = table[:table.index("\n\n")]
+    listed = {(pkg, name) for pkg, names in re.findall(r"`(\w+)` \(([^)]*)\)", table)
+              for name in re.findall(r"`(\w+)`", names)}
+    packages = {folder.name for folder in (root / "builder").iterdir() if (folder / "__init__.py").exists()}
+    listed |= {(pkg, name) for pkg, name in re.findall(r"`(\w+)\.(\w+)`", table) if pkg in packages}
+    modules = {(package, module.stem) for package in packages for module in (root / "builder" / package).glob("*.py")
+               if module.stem != "__init__"}
+    assert sorted(modules - listed) == [], "modules missing from README's layout table"
+    assert sorted(listed - modules) == [], "README's layout table names modules that do not exist"

@@ -20,7 +20,7 @@ CASES = [
      "name, namesake, notes, releases, requires_python, title)"),
     ("unknown-release-key", "    era: true", "    era: true\n    torhc: x", "torhc:",
      "releases.2023.06.torhc: unknown field (did you mean 'torch'? allowed: apt, audit_allow, bootstrap, checks, compiled, cuda, "
-     "date, declined, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, torch, "
+     "date, declined, env, era, fixes, held, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, torch, training, "
      "with_torch)"),
     ("unknown-target-key", "        arch_list: [\"8.0\", \"9.0\"]", "        arch_list: [\"8.0\", \"9.0\"]\n        archs: []",
      "archs:", "releases.2023.06.targets.cuda.archs: unknown field (did you mean 'arch_list'? allowed: arch_list, "
@@ -78,7 +78,7 @@ CASES = [
      "releases.2023.06.cuda: torch 2.0.1 has no CUDA 12.1 build (torch 2.0.1 is built for CUDA 11.7, 11.8)"),
     ("torch-unknown", 'torch: "2.0.1"', 'torch: "1.13.1"', 'torch: "1.13.1"',
      "releases.2023.06.torch: torch 1.13.1 is not in stackbuild's compatibility table (known: 2.0.x, 2.1.x, 2.2.x, "
-     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x, 2.11.x; add a row to builder/profile/versions.py with its Python and "
+     "2.3.x, 2.4.x, 2.5.x, 2.6.x, 2.7.x, 2.8.x, 2.9.x, 2.10.x, 2.11.x, 2.15.x; add a row to builder/profile/versions.py with its Python and "
      "CUDA support)"),
     ("torch-local-version", 'torch: "2.0.1"', 'torch: "2.0.1+cu118"', 'torch: "2.0.1+cu118"',
      "releases.2023.06.torch: '2.0.1+cu118' has a local version (name the plain release; the CUDA build follows "
@@ -233,8 +233,8 @@ CASES = [c for c in CASES if c[4] is not None] + [
      "not a branch, tag or short hash)"),
     ("namesake-missing", "    namesake:\n      commit:", "    namesakes:\n      commit:", "namesakes:",
      "releases.2023.06.namesakes: unknown field (did you mean 'namesake'? allowed: apt, audit_allow, bootstrap, checks, compiled, "
-     "cuda, date, declined, env, era, fixes, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, "
-     "torch, with_torch)"),
+     "cuda, date, declined, env, era, fixes, held, last_packages, multinode, namesake, notes, options, packages, patches, summary, targets, "
+     "torch, training, with_torch)"),
     ("namesake-unknown-script", "scripts: [train_mem.py]", "scripts: [train_xformers.py]", "train_xformers.py",
      "releases.2023.06.namesake.unable[0].scripts[0]: 'train_xformers.py' is not one of the namesake scripts "
      "(use one of: train.py, train_mem.py)"),

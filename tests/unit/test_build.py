@@ -38,7 +38,7 @@ def test_json_progress(cli, fake):
     events = [json.loads(line) for line in out.splitlines()]
     assert events[0] == {"event": "note", "text": "building with the classic engine"}
     assert events[1]["event"] == "step" and events[1]["step"] == 1
-    assert events[-1]["event"] == "result" and events[-1]["image"] == "stackbuild/alpaca-lora:2026.11-cpu"
+    assert events[-1]["event"] == "result" and events[-1]["image"] == "stackbuild/alpaca-lora:2026.12-cpu"
 
 
 def test_quiet_prints_only_the_result(cli, fake):

@@ -27,7 +27,9 @@ def test_list_json_has_every_stack_release_and_target(cli):
 def test_list_table(cli):
     code, out, _ = cli("list")
     assert code == 0
-    assert "deepspeed-zero3-offload" in out and "2026.11*" in out
+    assert "deepspeed-zero3-offload" in out and "2026.11, 2026.12*" in out
+    # the era releases under one "(era)", then the current ones, so four releases still fit 80 columns
+    assert "2023.05, 2023.07 (era); 2026.11" in out
 
 
 def test_show_prints_pins_flags_patches_and_fixes(cli):
@@ -75,7 +77,7 @@ def test_show_json_is_complete(cli):
 def test_render_to_stdout_defaults_to_cuda_and_default_release(cli):
     code, out, _ = cli("render", "qlora")
     assert code == 0
-    assert out.startswith("# qlora@2026.11, target cuda\n")
+    assert out.startswith("# qlora@2026.12, target cuda\n")
     assert "FROM debian:bookworm-slim" in out and "NVIDIA_VISIBLE_DEVICES" in out  # CUDA from torch's wheels
 
 
@@ -123,14 +125,14 @@ def test_unknown_stack_release_target_option(cli):
     assert cli("render", "qlora@2022.01") == (4, "", "error: stack 'qlora' has no release '2022.01'; releases: "
                                               + ", ".join(__import__("builder.profile.load", fromlist=["x"])
                                                           .load_stack("qlora").releases)
-                                              + " (default 2026.11)\n")
-    assert cli("render", "qlora", "--target", "rocm") == (4, "", "error: qlora@2026.11 has no target 'rocm'; "
+                                              + " (default 2026.12)\n")
+    assert cli("render", "qlora", "--target", "rocm") == (4, "", "error: qlora@2026.12 has no target 'rocm'; "
                                                           "targets: cuda, cpu\n")
-    assert cli("render", "qlora", "--with", "xformers") == (4, "", "error: qlora@2026.11 has no option "
+    assert cli("render", "qlora", "--with", "xformers") == (4, "", "error: qlora@2026.12 has no option "
                                                             "'xformers'; options: lomo\n")
     assert cli("render", "qlora@2023.07", "--with", "lomo") == (4, "", "error: qlora@2023.07 has no option "
                                                                 "'lomo'; options: none\n")
-    assert cli("render", "flash-attn-fsdp", "-t", "cpu", "--with", "xformers") == (
+    assert cli("render", "flash-attn-fsdp@2026.11", "-t", "cpu", "--with", "xformers") == (
         4, "", "error: option 'xformers' of flash-attn-fsdp@2026.11 is for targets cuda, not cpu\n")
     assert cli("show", "qlora@") == (4, "", "error: 'qlora@' is not STACK or STACK@RELEASE\n")
 
@@ -232,11 +234,15 @@ def _catches_sigterm(pid: int) -> bool:
 def test_a_declined_option_says_why_and_what_instead(cli):
     code, out, err = cli("render", "alpaca-lora", "--with", "mezo")
     assert (code, out) == (4, "")
-    assert err.startswith("error: alpaca-lora@2026.11 does not ship option 'mezo' (MeZO zeroth-order fine-tuning ")
+    assert err.startswith("error: alpaca-lora@2026.12 does not ship option 'mezo' (MeZO zeroth-order fine-tuning ")
     assert "no maintained package implements it" in err and "instead: --with lomo" in err
     code, out, _ = cli("show", "qlora@2026.11")
     assert code == 0
     assert "option mezo not shipped: MeZO zeroth-order fine-tuning" in out and "    instead: --with lomo" in out
+    # 2026.12 moved to CUDA 13, for which PyPI has no xformers: the option 2026.11 ships is declined there
+    code, out, err = cli("render", "flash-attn-fsdp@2026.12", "-t", "cuda", "--with", "xformers")
+    assert (code, out) == (4, "") and "links libcudart.so.12" in err and "flash-attn-fsdp@2026.11 --with xformers" in err
+    assert cli("render", "flash-attn-fsdp@2026.11", "-t", "cuda", "--with", "xformers")[0] == 0
 
 
 def test_show_prints_an_options_fixes_advisories_and_checks(cli):

@@ -152,3 +152,35 @@ def test_a_name_the_engine_would_read_as_a_path_is_no_container():
         assert not hasattr(engine, "asked")
     with pytest.raises(SelectionError, match="no container"):
         find(engine, "mine")  # the engine answered a list, not one container
+
+
+@pytest.mark.parametrize(("network", "name", "hostname"), [
+    ("none", "stackbuild-smoke-qlora-1a2b", "stackbuild-smoke-qlora-1a2b"),
+    ("none", "Box_1", "stackbuild"),  # not a hostname: the fixed one
+    ("bridge", "box", None),  # the network's own /etc/hosts line names the container
+])
+def test_a_container_without_a_network_can_resolve_its_own_hostname(network, name, hostname):
+    """torch 2.15's torchrun connects to its own host by name; Docker writes no /etc/hosts line for the hostname
+    of a container without a network, so the engine names it and maps that name to 127.0.0.1."""
+    from builder.engine.classic import DockerEngine
+
+    class Client:
+        host_config: dict = {}
+        create: dict = {}
+
+        def create_host_config(self, **kwargs):
+            Client.host_config = kwargs
+            return kwargs
+
+        def create_container(self, image, **kwargs):
+            Client.create = kwargs
+            return {"Id": "c1"}
+
+        def start(self, container):
+            return None
+
+    DockerEngine(Client(), "unix:///fake.sock").start_container("img:1", name, {"io.stackbuild.container": "1"}, None,
+                                                                network=network)
+    assert Client.create["hostname"] == hostname
+    assert Client.host_config["extra_hosts"] == ({hostname: "127.0.0.1"} if hostname else None)
+

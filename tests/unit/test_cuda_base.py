@@ -18,7 +18,7 @@ from builder.plan.build_plan import lock_inputs, plan_build, plan_for
 from builder.profile.load import load_stack
 from builder.render.dockerfile import render_context, render_dockerfile
 
-# A release on torch 2.11 (CUDA 13 wheels), compiling one DeepSpeed op on a slim cuda base.
+# A 2026.12-like release: torch 2.15 (CUDA 13.2 wheels), compiling one DeepSpeed op on a slim cuda base.
 CUDA13 = """\
 name: cu13
 title: CUDA 13 from wheels
@@ -27,10 +27,10 @@ description: >-
 default_release: "2026.12"
 releases:
   "2026.12":
-    summary: torch 2.11 on CUDA 13 wheels
+    summary: torch 2.15 on CUDA 13.2 wheels
     date: "2026-12-05"
-    torch: "2.11.0"
-    cuda: "13.0"
+    torch: "2.15.0"
+    cuda: "13.2"
     bootstrap:
       - pip==25.3
     targets:
@@ -111,19 +111,23 @@ def test_stacks_that_compile_on_cuda_12_keep_nvidias_toolkit():
 
 def test_a_cuda_13_release_compiles_with_the_toolkit_wheels_as_cuda_home(cu13):
     plan = plan_for(cu13, None, "cuda")
-    assert plan.toolkit == (compat.CUDA_WHEEL_COMPILER,)
+    # the compiler of torch's CUDA series; the lock holds it at the release torch itself depends on
+    # (torch 2.15.0: cuda-toolkit==13.2.2), hashed like every other package
+    assert plan.toolkit == ("cuda-toolkit[cccl,crt,nvcc,nvvm]==13.2.*",)
     assert plan.toolkit_home == "/opt/venv/lib/python3.11/site-packages/nvidia/cu13"
-    assert ("toolkit", (compat.CUDA_WHEEL_COMPILER,)) in lock_inputs(plan).groups
+    assert ("toolkit", plan.toolkit) in lock_inputs(plan).groups
     lines = _lines(render_dockerfile(plan))
     text = "\n".join(lines)
     assert "FROM debian:bookworm-slim" in lines
-    install = _index(lines, "pip install -c /opt/stackbuild/held.txt 'cuda-toolkit[cccl,crt,nvcc,nvvm]'")
+    # unlocked, torch is named beside it: the resolver holds the toolkit at the release torch depends on
+    install = _index(lines, "pip install -c /opt/stackbuild/held.txt torch==2.15.0 'cuda-toolkit[cccl,crt,nvcc,nvvm]==13.2.*'")
     home = _index(lines, "ln -s /opt/venv/lib/python3.11/site-packages/nvidia/cu13 /usr/local/cuda")
     env = lines.index("ENV CUDA_HOME=/usr/local/cuda \\")
-    torch = _index(lines, "torch==2.11.0")
+    torch = _index(lines, "pip install -c /opt/stackbuild/held.txt torch==2.15.0 \\")
     deepspeed = _index(lines, "deepspeed==0.18.9")
     assert torch < install < home < env < deepspeed
     assert "ln -s lib /usr/local/cuda/lib64" in text  # nvcc.profile's -L, DeepSpeed's CUDA_HOME/lib64
+    assert "/usr/local/cuda/bin/nvcc --version" in text
     assert 'name="${lib%%.so.*}.so"' in text  # -lcudart finds libcudart.so -> libcudart.so.13
     assert "    PATH=/usr/local/cuda/bin:$PATH" in lines
     assert "TORCH_CUDA_ARCH_LIST=9.0" in text
@@ -145,7 +149,32 @@ def test_the_compiler_comes_only_where_code_is_compiled(cu13):
 def test_the_cpu_target_has_no_wheel_base_rule():
     cpu = targets.target("cpu")
     base = compat.parse_base_image("debian:bookworm-slim")
-    assert cpu.toolkit_requirements(base, True) == () and cpu.runtime_env(base) == ()
+    assert cpu.toolkit_requirements(base, True, "") == () and cpu.runtime_env(base) == ()
+
+
+def test_the_toolkit_layout_is_the_accelerator_entrys_data(cu13, monkeypatch):
+    """Root, links, compiler, home variable and requirement come from the entry's wheel_toolkit."""
+    import dataclasses
+
+    from builder.profile import accelerators
+
+    cuda = accelerators.ACCELERATORS["cuda"]
+    other = dataclasses.replace(cuda.wheel_toolkit, root="/opt/toolkit", home_variable="TOOLKIT_ROOT",
+                                links=(("lib64", "lib"), ("targets/x86_64-linux", ".")), extras=("nvcc",))
+    monkeypatch.setitem(accelerators.ACCELERATORS, "cuda", dataclasses.replace(cuda, wheel_toolkit=other))
+    plan = plan_for(cu13, None, "cuda")
+    text = render_dockerfile(plan)
+    assert plan.toolkit == ("cuda-toolkit[nvcc]==13.2.*",)
+    assert "ln -s /opt/venv/lib/python3.11/site-packages/nvidia/cu13 /opt/toolkit" in text
+    assert "ln -s . /opt/toolkit/targets/x86_64-linux" in text and "ln -s lib /opt/toolkit/lib64" in text
+    assert "ENV TOOLKIT_ROOT=/opt/toolkit" in text and "PATH=/opt/toolkit/bin:$PATH" in text
+    assert "/usr/local/cuda" not in text and "CUDA_HOME" not in text
+    # the first CUDA with compiler wheels is data too: below it a compiling slim release is refused
+    monkeypatch.setitem(accelerators.ACCELERATORS, "cuda", dataclasses.replace(
+        cuda, wheel_toolkit=dataclasses.replace(other, since=(13, 3))))
+    with pytest.raises(Exception) as caught:
+        plan_for(cu13, None, "cuda")
+    assert "PyPI has none for CUDA 13.2" in str(caught.value) and "needs CUDA >= 13.3" in str(caught.value)
 
 
 def _index(lines: list[str], text: str) -> int:

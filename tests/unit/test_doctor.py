@@ -273,7 +273,7 @@ GOOD = """issues:
          "deepspeed-zero3-offload, flash-attn-fsdp, qlora)"),
         (GOOD + "    fix_era:\n      qlora@1999.01: x\n",
          "kb.yaml:12: issues[0].fix_era.qlora@1999.01: stack 'qlora' has no release '1999.01' (use one of: "
-         "2023.05, 2023.07, 2026.11)"),
+         "2023.05, 2023.07, 2026.11, 2026.12)"),
         (GOOD + "    fix_era:\n      qlora: x\n",
          "kb.yaml:12: issues[0].fix_era.qlora: 'qlora' is not STACK@RELEASE (write the key like qlora@2023.07)"),
         (GOOD.replace("stacks: [qlora]", "stacks: [qlorra]"),
@@ -353,8 +353,8 @@ def test_host_without_gpu_or_engine_says_what_it_could_not_check(meminfo, tmp_pa
 
 
 def test_host_with_a_supported_gpu(meminfo, tmp_path):
-    stack = load_stack("flash-attn-fsdp")
-    checks = _by_name(check_host(stack, engine_probe=_engine(), nvidia_smi=_smi("NVIDIA H100 80GB HBM3, 9.0, 570.86.15"),
+    stack = load_stack("flash-attn-fsdp")  # 2026.11: torch 2.10's CUDA 12.8, whose driver minimum the table has
+    checks = _by_name(check_host(stack, "2026.11", engine_probe=_engine(), nvidia_smi=_smi("NVIDIA H100 80GB HBM3, 9.0, 570.86.15"),
                                  meminfo_path=meminfo, shm_path=tmp_path, disk_path=tmp_path))
     assert checks["engine"] == ("ok", "Docker 27.3.1 at unix:///var/run/docker.sock")
     assert checks["nvidia-runtime"] == ("ok", "runtimes: nvidia, runc")
@@ -510,3 +510,22 @@ def test_doctor_does_not_import_docker_or_transformers():
     source = "".join(p.read_text() for p in (Path(__file__).parents[2] / "builder" / "doctor").glob("*.py"))
     assert not re.search(r"^\s*(import|from)\s+(docker|transformers)\b", source, re.M)
     assert os.path.basename(__file__) == "test_doctor.py"
+
+
+@pytest.mark.parametrize(
+    ("driver", "status", "detail"),
+    [
+        ("580.159.04", "unknown", "NVIDIA driver 580.159.04; no minimum known for CUDA 13.2 (it is within CUDA 13.x "
+         "minor-version compatibility, >= 580.65.06: built code runs, PTX JIT and the newest features may not)"),
+        ("570.86.15", "fail", "NVIDIA driver 570.86.15 is too old for CUDA 13.2: every CUDA 13.x needs 580.65.06 or "
+         "newer (its minor-version compatibility floor)"),
+    ],
+)
+def test_a_cuda_without_a_known_minimum_is_judged_by_its_majors_floor(driver, status, detail, meminfo, tmp_path):
+    """CUDA 13.2 (qlora@2026.12, torch 2.15.0's wheels) has no row in CUDA_MIN_DRIVER; every 13.x needs the 13.x
+    floor, so a 570 driver fails for certain and a 580 one is within compatibility."""
+    checks = check_host(load_stack("qlora"), "2026.12", engine_probe=_engine(),
+                        nvidia_smi=_smi(f"NVIDIA H100 80GB HBM3, 9.0, {driver}"), meminfo_path=meminfo,
+                        shm_path=tmp_path, disk_path=tmp_path)
+    driver_check = next(c for c in checks if c.name == "driver")
+    assert (driver_check.status, driver_check.detail) == (status, detail)

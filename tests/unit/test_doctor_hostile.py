@@ -117,3 +117,36 @@ def test_model_shard_headers_and_corrupt_json_are_reported(tmp_path):
     assert "good.safetensors" not in text.split("are not valid shards")[1].split("\n")[0]
     assert "the index lists 2 shard(s) the folder lacks: ../../etc/passwd, \\x1b]0;pwned\\x07.safetensors" in text
     assert "\x1b" not in text
+
+
+def test_a_pattern_first_seen_after_twenty_hits_still_counts(monkeypatch):
+    """The scan stops following a pattern once its hits can change nothing, never before."""
+    monkeypatch.setattr(logscan, "CHUNK_CHARS", 200)
+    text = "Killed\n" * 300 + "torch.distributed.elastic...: failed (exitcode: -9) local_rank: 0\n" + "Killed\n" * 50
+    found = {d.issue.id: d for d in diagnose(text)}
+    killed = found["host-oom-killed"]
+    assert killed.lines == tuple(range(1, 21))
+    assert set(killed.matched) == {"^Killed$", r"exitcode: -9\)"}, killed.matched
+    # the same with one chunk: the chunking changes nothing
+    monkeypatch.setattr(logscan, "CHUNK_CHARS", 4 * 1024 * 1024)
+    assert {d.issue.id: (d.lines, d.matched) for d in diagnose(text)} == \
+        {i: (d.lines, d.matched) for i, d in found.items()}
+
+
+_PEAK = ("import resource, sys\nfrom builder.doctor.diagnose import diagnose_file\n"
+         "from builder.profile.knowledge import load_knowledge_base\nload_knowledge_base()\n"
+         "diagnose_file(sys.argv[1])\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+
+
+def test_a_log_of_a_million_matching_lines_takes_no_more_memory_than_one_line(tmp_path):
+    """Issue 26: doctor held every matching line of a chunk (about 430 MB on millions of `Killed`)."""
+    import subprocess
+    import sys
+    peaks = {}
+    for name, lines in (("one", 1), ("many", 1_500_000)):
+        log = tmp_path / f"{name}.log"
+        log.write_text("Killed\n" * lines)
+        done = subprocess.run([sys.executable, "-c", _PEAK, str(log)], capture_output=True, text=True, timeout=120,
+                              check=True)
+        peaks[name] = int(done.stdout) // 1024
+    assert peaks["many"] - peaks["one"] < 60, f"peak RSS {peaks} MB: memory grows with the matching lines"

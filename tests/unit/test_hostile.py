@@ -720,8 +720,14 @@ sys.exit(main())
 @pytest.mark.parametrize("sig,code,said", [(2, INTERRUPTED, "error: interrupted\n"),
                                            (15, TERMINATED, "error: terminated\n")])
 def test_a_signal_while_the_program_starts(sig, code, said):
+    import signal
+
+    # the default dispositions, as a terminal gives them: a shell without job control starts a background
+    # command (`pytest &`) with SIGINT ignored, and a program rightly keeps an ignored SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_START], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT,
+                                                                                           signal.SIGTERM)])
     import select
     ready, _, _ = select.select([proc.stderr], [], [], 60)
     if not ready:
@@ -926,3 +932,220 @@ def test_rm_takes_only_stackbuild_containers_and_each_once(cli, monkeypatch):
     assert code == 0 and out == "removed mine\n" and engine.removed == ["mine"], (out, err)
     code, out, err = cli("ps")
     assert "other" not in out
+
+
+# -- nesting is the document's, not its text's (issue 26: a note of 300 "[" was refused) --------
+
+BRACKETS_IN_TEXT = {
+    "quoted": 'title: "' + "[" * 300 + '"',
+    "single quoted": "title: '" + "{[" * 300 + "'",
+    "plain": "title: see " + "[" * 300 + " and " + "}" * 300,
+    "folded": "description: >-\n  " + "[" * 300 + "\n  " + "{" * 300,
+    "comment": "title: A good stack  # " + "[" * 300,
+}
+
+
+@pytest.mark.parametrize("name", list(BRACKETS_IN_TEXT))
+def test_brackets_inside_text_are_not_nesting(name, cli, tmp_path):
+    line = BRACKETS_IN_TEXT[name]
+    old = "description: >-\n  Used by the tests." if name == "folded" else "title: A good stack"
+    assert old in GOOD
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD.replace(old, line, 1))
+    code, out, err = cli("show", str(path))
+    _check(code, out, err, name)
+    assert code == 0, f"{name}: refused: {err}"
+    if name != "comment":
+        assert "[" * 300 in out or "{" * 300 in out or "{[" * 300 in out, f"{name}: the text was not shown"
+
+
+REALLY_NESTED = {
+    "flow 65": "title: " + "[" * 65 + "]" * 65,
+    "flow in a key's value": GOOD.replace("title: A good stack", "title: " + "{a: " * 70 + "x" + "}" * 70),
+    "block 65": "".join("  " * i + f"k{i}:\n" for i in range(65)) + "  " * 65 + "x: 1\n",
+    "mixed": "a:\n" + "".join("  " * i + "- " for i in range(1, 40)) + "[" * 30 + "]" * 30 + "\n",
+}
+
+
+@pytest.mark.parametrize("name", list(REALLY_NESTED))
+def test_a_document_nested_past_the_limit_is_refused_as_nesting(name, cli, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(REALLY_NESTED[name])
+    code, out, err = cli("show", str(path))
+    _check(code, out, err, name)
+    assert code == 3 and "nested more than 64 levels deep" in err, (name, err)
+
+
+def test_sixty_four_levels_are_still_nesting_not_a_refusal(cli, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(GOOD.replace("title: A good stack", "title: " + "[" * 63 + "]" * 63))
+    code, out, err = cli("show", str(path))
+    assert "nested more than" not in err and code == 3, err  # refused by the schema (a title is text), not the guard
+
+
+# -- raw line breaks and escapes from any input never reach an error or a report (issue 26) --------
+
+# One value with every way to start a line or move the cursor: a line feed, a carriage return,
+# the Unicode line separator, NEL, and an escape sequence, each followed by a marker.
+BREAKS = "v\nL1\rL2\u2028L3\x85L4\x1b[2JL5"
+RAW_BREAKS = ("\nL1", "\rL2", "\u2028L3", "\x85L4", "\x1b")
+_S = "qlora@2026.11"
+
+
+def _break_cases() -> list[tuple[str, list[str], dict[str, str]]]:
+    v = BREAKS
+    cases = [[c, v] for c in ("show", "render", "build", "pull", "push", "inspect", "test", "run", "sbom", "audit", "lock")]
+    cases += [["doctor", "--stack", v], ["doctor", "--image", v], ["doctor", v], ["doctor", "--model", v],
+              ["doctor", "--host", "-t", v], ["exec", v, "--", "true"], ["shell", v], ["stop", v], ["rm", v],
+              ["diff", v, _S], ["diff", _S, v], ["diff", _S, "qlora@2023.07", "-t", v], ["launch", v, _S],
+              ["render", _S, "-t", "cpu", "-o", "/nonexistent/" + v],
+              ["render", _S, "-t", "cpu", "--context", "/nonexistent/" + v],
+              ["sbom", _S, "-t", "cpu", "-o", "/nonexistent/" + v], ["--config", "/nonexistent/" + v, "config", "show"],
+              ["lock", _S, "--upgrade-package", v, "-t", "cpu"], ["show", _S + v], ["show", "/tmp/" + v + ".yaml"],
+              ["show", "/tmp/" + v + "@2026.11"], ["test", _S, "-t", "cpu", "--gpus", v],
+              ["test", _S, "-t", "cpu", "--only", v], ["test", _S, "-t", "cpu", "--junit", "/nonexistent/" + v]]
+    for command in ("render", "build", "pull", "push", "inspect", "test", "run", "sbom", "lock", "launch"):
+        base = [command, _S] if command != "launch" else [command, "slurm", _S]
+        cases += [base + ["-t", v], base + ["-t", "cpu", "--with", v]]
+    for option in ("--tag", "--registry", "--network", "--build-arg", "--engine", "--builder", "--cache-from",
+                   "--cache-to", "--compression"):
+        cases.append(["build", _S, "-t", "cpu", option, v])
+    for option in ("--gpus", "--name", "-v", "-w", "-e", "--shm-size", "-p", "--network"):
+        cases.append(["run", _S, "-t", "cpu", option, v])
+    for option in ("--gpus-per-node", "--launcher", "--partition", "--interface", "--registry", "--image",
+                   "--container", "--host", "--ssh-port", "--name", "-e", "-v", "--engine-arg", "-o"):
+        for kind in ("slurm", "hosts", "k8s"):
+            cases.append(["launch", kind, _S, "-t", "cpu", option, v, "--", "train.py"])
+    for command in ("inspect", "test", "run", "sbom", "audit", "pull"):
+        cases += [[command, "img:" + v], [command, "127.0.0.1:5000/" + v]]
+    out = [(" ".join(c).replace(v, "V"), c, {}) for c in cases]
+    for setting in ("REGISTRY", "BUILD_NETWORK", "CA_BUNDLE", "PIP_INDEX_URL", "DEBIAN_MIRROR", "ENGINE", "BUILDER",
+                    "SIGNING_KEY", "VERIFY_KEYS", "PARTITION", "GPUS_PER_NODE", "NETWORK_INTERFACE"):
+        out.append((f"STACKBUILD_{setting}=V", ["config", "show"], {f"STACKBUILD_{setting}": v}))
+    return out
+
+
+BREAK_CASES = _break_cases()
+
+
+@pytest.mark.parametrize("case", BREAK_CASES, ids=[c[0] for c in BREAK_CASES])
+def test_no_input_adds_a_line_or_moves_the_cursor(case, cli, monkeypatch, tmp_path):
+    _, args, env = case
+    monkeypatch.chdir(tmp_path)  # launch writes its job folder here when a value is accepted
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # an engine call fails fast (7)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = cli(*args)
+    assert code != 1 and "Traceback" not in out + err, err[-500:]
+    for raw in RAW_BREAKS:
+        assert raw not in out + err, f"{raw!r} came back raw (exit {code}): {(out + err)[:400]!r}"
+
+
+def test_lock_lines_log_lines_and_log_names_with_breaks_come_back_escaped(cli, tmp_path):
+    import shutil
+    (tmp_path / "locks").mkdir()
+    shutil.copy(ROOT / "stacks" / "qlora.yaml", tmp_path / "qlora.yaml")
+    honest = (ROOT / "stacks" / "locks" / "qlora@2026.11-cpu.txt").read_text()
+    lines, one_line = honest.split("\n"), BREAKS.replace("\n", "")  # a lock line holds no line feed
+    spec = f"{tmp_path / 'qlora.yaml'}@2026.11"
+    for index in range(0, len(lines), max(1, len(lines) // 12)):
+        for text in ("\n".join(lines[:index] + [lines[index] + one_line] + lines[index + 1:]),
+                     reseal("\n".join(lines[:index] + ["evil==1.0" + one_line] + lines[index:]))):
+            (tmp_path / "locks" / "qlora@2026.11-cpu.txt").write_text(text)
+            for args in (("lock", "--check", spec, "-t", "cpu"), ("render", spec, "-t", "cpu")):
+                code, out, err = cli(*args)
+                assert code == 13, (index, args, err)
+                assert not [raw for raw in RAW_BREAKS if raw in out + err], (index, args, out + err)
+    for content in ("Killed" + BREAKS + "\nKilled\n", "nothing known here\n"):
+        log = tmp_path / ("x" + BREAKS + ".log")
+        log.write_text(content)
+        for args in (("doctor", str(log)), ("doctor", str(log), "--stack", "qlora")):
+            code, out, err = cli(*args)
+            assert code == 0, err
+            assert not [raw for raw in RAW_BREAKS if raw in out + err], (content, out + err)
+
+
+def test_values_that_were_accepted_unchecked_are_refused(cli, tmp_path, monkeypatch):
+    """doctor --host took any -t (and printed it as a target); launch --image wrote any text into the job."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("doctor", "--host", "-t", "rocm\nx")
+    assert code == 4 and "unknown target 'rocm\\x0ax': targets are cuda, cpu" in err, err
+    for kind in ("slurm", "hosts", "k8s"):
+        code, out, err = cli("launch", kind, _S, "-t", "cpu", "--host", "127.0.0.2", "--image", "x:1\nsrun evil",
+                             "--", "train.py")
+        assert code == 2 and "--image 'x:1\\x0asrun evil' is not an image reference" in err, (kind, err)
+        assert not list(tmp_path.iterdir()), f"{kind}: a job was written"
+
+
+def test_check_resolve_fails_on_a_version_swapped_for_another_real_release(cli, index, stack):
+    """Issue 26: a resealed lock whose package moved to another real release from before the date passed
+    --resolve (the re-resolution preferred the lock's own versions) with an information line only."""
+    import subprocess
+    from .test_relock import BEFORE, commit
+    index.add("dep", "1.1", BEFORE)  # two real releases from before the date satisfy app's dep>=1.0
+    spec = f"{stack / 'relock.yaml'}@2026.11"
+    assert cli("lock", spec, "-t", "cpu")[0] == 0
+    lock = stack / "locks" / "relock@2026.11-cpu.txt"
+    honest = lock.read_text()
+    assert "\ndep==1.1 " in honest
+    older = next(r for r in index.releases["dep"] if r.version == "1.0")
+    forged = reseal(honest.replace(_entry(honest, "dep"), f"dep==1.0 \\\n    --hash=sha256:{older.sha256}\n"))
+    says = "          [packages] dep==1.0: a resolution of the inputs as of 2026-11-28T23:59:59Z has dep==1.1"
+
+    def check(*extra: str) -> tuple[int, str]:
+        code, out, err = cli("lock", "--check", "--resolve", spec, "-t", "cpu", *extra)
+        _check(code, out, err, "swapped version")
+        return code, out
+
+    lock.write_text(forged)
+    assert cli("lock", "--check", spec, "-t", "cpu")[0] == 0  # the seal and the parser cannot see it
+    code, out = check()  # a lock git does not have: every line must be the resolution's
+    assert code == 13 and "forged    relock@2026.11 (cpu)" in out and says + "\n" in out, out
+    lock.write_text(honest)
+    commit(stack, "the honest lock")
+    code, out = check()
+    assert code == 0 and "information" not in out, out
+    honest_commit = subprocess.run(["git", "-C", str(stack), "rev-parse", "HEAD"], capture_output=True,
+                                   text=True, check=True).stdout.strip()
+    lock.write_text(forged)  # the forgery as an edit, then committed: checked against the lock before it
+    code, out = check()
+    assert code == 13 and says + " (the previous lock had dep==1.1)\n" in out, out
+    commit(stack, "a forged lock")
+    code, out = check()
+    assert code == 13 and says + " (the previous lock had dep==1.1)\n" in out, out
+    # laundered by a later honest relock, the forgery is found from the revision the change started at
+    profile = stack / "relock.yaml"
+    profile.write_text(profile.read_text().replace("app==1.0", "app==1.1"))
+    assert cli("lock", spec, "-t", "cpu")[0] == 0 and "\ndep==1.0 " in lock.read_text()
+    commit(stack, "app 1.1")
+    code, out = check("--base", honest_commit)
+    assert code == 13 and says + " (the previous lock had dep==1.1)\n" in out, out
+    code, out, err = cli("lock", "--check", "--resolve", spec, "-t", "cpu", "--base", "--output=x")
+    assert code == 2 and "--base --output=x is not a git revision" in err, err
+
+
+def test_a_changed_version_is_judged_against_the_resolutions_and_the_releases_other_locks():
+    """change_problems, pure: which versions a change may make (issue 26)."""
+    from builder.lock.format import Lock, LockedPackage, LockInputs
+    from builder.lock.resolution import change_problems
+
+    inputs = LockInputs("s", "3.11", "x86_64-manylinux_2_36", "2026-11-28T23:59:59Z", (("packages", ("app==1.0",)),))
+
+    def lock(**versions: str) -> Lock:
+        return Lock(inputs, (("packages", tuple(LockedPackage(n, v, f"{n}=={v}", ("sha256:" + "a" * 64,))
+                                                for n, v in versions.items())),))
+
+    committed, fresh = lock(app="1.0", dep="1.0"), lock(app="1.0", dep="1.1")
+    cutoff = inputs.exclude_newer
+    assert change_problems(committed, None, fresh, None, [], cutoff) == [
+        "[packages] dep==1.0: a resolution of the inputs as of 2026-11-28T23:59:59Z has dep==1.1"]
+    # kept from the previous lock: drift, not forgery
+    assert change_problems(committed, lock(app="0.9", dep="1.0"), fresh, None, [], cutoff) == []
+    # what `lock` makes preferring the previous lock
+    assert change_problems(committed, lock(app="0.9", dep="0.9"), fresh, lock(app="1.0", dep="1.0"), [], cutoff) == []
+    # what another lock of the release had before the change (an option's first lock prefers the plain one)
+    assert change_problems(committed, None, fresh, None, [{"dep": "1.0"}], cutoff) == []
+    assert change_problems(committed, None, fresh, None, [{"dep": "0.9"}], cutoff) != []
+    assert change_problems(committed, lock(app="1.0", dep="1.1"), fresh, lock(app="1.0", dep="1.1"), [], cutoff) == [
+        "[packages] dep==1.0: a resolution of the inputs as of 2026-11-28T23:59:59Z has dep==1.1 "
+        "(the previous lock had dep==1.1)"]

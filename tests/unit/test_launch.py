@@ -1,8 +1,9 @@
 """`stackbuild launch`: the Slurm script, Kubernetes manifests and plain-host files it writes.
 
-The manifests are validated against the CRDs' own published schemas (vendored in
-fixtures/k8s-schemas, see ORIGIN.md), strictly: a field the schema does not know is an error, as
-`kubectl apply --validate=strict` makes it. No cluster runs here. The Slurm script is checked by
+The manifests are validated against the CRDs' own published schemas and against Kubernetes' own
+OpenAPI schema of the core objects they hold (Service, Job and pod templates, containers, volumes;
+all vendored in fixtures/k8s-schemas, see ORIGIN.md), strictly: a field the schema does not know is
+an error, as `kubectl apply --validate=strict` makes it. No cluster runs here. The Slurm script is checked by
 bash and shellcheck, then run with stand-ins for scontrol, srun and torchrun/deepspeed that print
 what each node would run (a real Slurm runs it in tests/integration).
 """
@@ -10,7 +11,9 @@ what each node would run (a real Slurm runs it in tests/integration).
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import pytest
 import yaml
 
 from builder.images.launch import JobSpec, render_job
+from builder.profile.accelerators import ACCELERATORS
 
 SCHEMAS = Path(__file__).parent / "fixtures" / "k8s-schemas"
 DIGEST = "sha256:" + "a" * 64
@@ -44,55 +48,107 @@ def _crd_schema(file: str, version: str) -> dict:
 CRDS = {
     ("jobset.x-k8s.io/v1alpha2", "JobSet"): ("jobset.x-k8s.io_jobsets.yaml.gz", "v1alpha2"),
     ("kubeflow.org/v1", "PyTorchJob"): ("kubeflow.org_pytorchjobs.yaml.gz", "v1"),
+    ("trainer.kubeflow.org/v1alpha1", "TrainJob"): ("trainer.kubeflow.org_trainjobs.yaml.gz", "v1alpha1"),
 }
+CORE = "kubernetes-release-1.36-swagger.json.gz"
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 
 
-def _unknown_fields(value, schema: dict, path: str = "") -> list[str]:
-    """Fields the schema does not declare (an API server with strict validation refuses them)."""
+@lru_cache(maxsize=None)
+def _core_definitions() -> dict:
+    """Kubernetes' own definitions (OpenAPI v2, release-1.36). IntOrString is typed there as a string of
+    format int-or-string; the API server takes an integer too, and so does this copy."""
+    definitions = json.loads(gzip.decompress((SCHEMAS / CORE).read_bytes()))["definitions"]
+    definitions[INT_OR_STRING] = {"type": ["integer", "string"], "format": "int-or-string"}
+    return definitions
+
+
+def _core_validate(value, name: str, where: str) -> None:
+    """`value` against the core definition `name` (e.g. io.k8s.api.core.v1.Service), strictly."""
+    definitions = _core_definitions()
+    assert name in definitions, name
+    schema = {"$ref": f"#/definitions/{name}", "definitions": definitions}
+    errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(value), key=str)
+    assert not errors, f"{where}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    unknown = _unknown_fields(value, definitions[name], where, definitions)
+    assert not unknown, unknown
+
+
+def _unknown_fields(value, schema: dict, path: str = "", definitions: dict | None = None) -> list[str]:
+    """Fields the schema does not declare (an API server with strict validation refuses them); `$ref`s
+    are followed into `definitions` (the core schema's)."""
+    while definitions is not None and "$ref" in schema:
+        schema = definitions[schema["$ref"].rsplit("/", 1)[1]]
     problems = []
-    if isinstance(value, dict) and schema.get("type") == "object":
+    if isinstance(value, dict) and (schema.get("type") == "object" or "properties" in schema):
         props = schema.get("properties")
         if props is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
             extra = schema.get("additionalProperties")
             for key, item in value.items():
                 if key in props:
-                    problems += _unknown_fields(item, props[key], f"{path}.{key}")
+                    problems += _unknown_fields(item, props[key], f"{path}.{key}", definitions)
                 elif isinstance(extra, dict):
-                    problems += _unknown_fields(item, extra, f"{path}.{key}")
+                    problems += _unknown_fields(item, extra, f"{path}.{key}", definitions)
                 elif path == "" and key in ("apiVersion", "kind", "metadata"):
                     continue
                 else:
                     problems.append(f"{path}.{key}")
         elif isinstance(schema.get("additionalProperties"), dict):
             for key, item in value.items():
-                problems += _unknown_fields(item, schema["additionalProperties"], f"{path}.{key}")
+                problems += _unknown_fields(item, schema["additionalProperties"], f"{path}.{key}", definitions)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
-            problems += _unknown_fields(item, schema["items"], f"{path}[{index}]")
+            problems += _unknown_fields(item, schema["items"], f"{path}[{index}]", definitions)
     return problems
 
 
 def _validate(doc: dict) -> None:
+    """One manifest: its CRD's schema (a custom resource) and the core definitions of the core objects
+    it is or holds."""
     key = (doc["apiVersion"], doc["kind"])
     if key == ("v1", "Service"):
-        _check_service(doc)
+        gvk = _core_definitions()["io.k8s.api.core.v1.Service"]["x-kubernetes-group-version-kind"]
+        assert gvk == [{"group": "", "kind": "Service", "version": "v1"}]
+        _core_validate(doc, "io.k8s.api.core.v1.Service", "Service")
+        assert doc["spec"]["clusterIP"] == "None"  # headless: one DNS record per pod
         return
     schema = _crd_schema(*CRDS[key])
     jsonschema.validate(doc, schema, cls=jsonschema.Draft7Validator)
     assert not _unknown_fields(doc, schema), _unknown_fields(doc, schema)
+    if doc["kind"] == "JobSet":
+        for job in doc["spec"]["replicatedJobs"]:
+            _core_validate(job["template"], "io.k8s.api.batch.v1.JobTemplateSpec", f"JobSet {job['name']}")
+    elif doc["kind"] == "PyTorchJob":
+        for role, replica in doc["spec"]["pytorchReplicaSpecs"].items():
+            _core_validate(replica["template"], "io.k8s.api.core.v1.PodTemplateSpec", f"PyTorchJob {role}")
+    else:
+        _check_trainjob(doc)
 
 
-def _check_service(doc: dict) -> None:
-    """The core Service fields used, as Kubernetes' API defines them (v1 ServiceSpec)."""
-    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
-    assert set(doc["spec"]) <= {"clusterIP", "selector", "publishNotReadyAddresses", "ports"}
-    assert doc["spec"]["clusterIP"] == "None"  # headless: one DNS record per pod
-    for port in doc["spec"]["ports"]:
-        assert set(port) <= {"name", "port", "targetPort", "protocol"} and 1 <= port["port"] <= 65535
+def _check_trainjob(doc: dict) -> None:
+    """The TrainJob's core pieces against the core definitions, and the CRD's CEL rules on its name
+    (the schema's only x-kubernetes-validations at the top: RFC 1035 label, at most 63 characters)."""
+    name = doc["metadata"]["name"]
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name), f"metadata.name {name!r} is not an RFC 1035 label"
+    assert len(name) <= 63, f"metadata.name {name!r} is longer than 63 characters"
+    trainer = doc["spec"]["trainer"]
+    for env in trainer.get("env", []):
+        _core_validate(env, "io.k8s.api.core.v1.EnvVar", "TrainJob env")
+    if "resourcesPerNode" in trainer:
+        _core_validate(trainer["resourcesPerNode"], "io.k8s.api.core.v1.ResourceRequirements", "TrainJob resources")
+    for patch in doc["spec"]["runtimePatches"]:
+        for job in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            pod = job["template"]["spec"]["template"]["spec"]
+            for volume in pod.get("volumes", []):
+                _core_validate(volume, "io.k8s.api.core.v1.Volume", "TrainJob volume")
+            for container in pod.get("containers", []):
+                for mount in container.get("volumeMounts", []):
+                    _core_validate(mount, "io.k8s.api.core.v1.VolumeMount", "TrainJob volumeMount")
 
 
 def _spec(**changes) -> JobSpec:
-    values = dict(kind="k8s", name="demo", image=IMAGE, command=COMMAND, nodes=2, procs_per_node=8, gpus=True)
+    values = dict(kind="k8s", name="demo", image=IMAGE, command=COMMAND, nodes=2, procs_per_node=8, gpus=True,
+                  gpu_resource=ACCELERATORS["cuda"].k8s_resource)
     values.update(changes)
     return JobSpec(**values)
 
@@ -102,15 +158,67 @@ K8S_CASES = [dict(launcher=launcher, nodes=nodes, gpus=gpus, interface="ib0" if 
 
 
 @pytest.mark.parametrize("case", K8S_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_k8s_manifests_validate_against_the_crds_published_schemas(case):
+def test_k8s_manifests_validate_against_the_crds_and_kubernetes_core_schemas(case):
     files = render_job(_spec(**case))
     kinds = []
     for text in files.values():
         for doc in yaml.safe_load_all(text):
             _validate(doc)
             kinds.append(doc["kind"])
-    expected = ["Service", "JobSet"] + (["Service", "PyTorchJob"] if case["launcher"] == "torchrun" else [])
+    expected = ["Service", "JobSet"] + (["TrainJob", "Service", "PyTorchJob"] if case["launcher"] == "torchrun"
+                                        else [])
     assert kinds == expected
+
+
+def _first(kind: str, launcher: str = "torchrun") -> dict:
+    for text in render_job(_spec(launcher=launcher, interface="ib0")).values():
+        for doc in yaml.safe_load_all(text):
+            if doc["kind"] == kind:
+                return doc
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind,break_it,message", [
+    ("Service", lambda d: d["spec"]["ports"][0].update(port="29500"), "'29500' is not of type 'integer'"),
+    ("Service", lambda d: d["spec"].update(headless=True), ".spec.headless"),
+    ("JobSet", lambda d: d["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]
+     .update(gpus=1), ".containers[0].gpus"),
+    ("JobSet", lambda d: d["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["volumes"][0]
+     ["emptyDir"].update(sizeLimit=16), "16 is not of type 'string'"),
+    ("PyTorchJob", lambda d: d["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+     .pop("name"), "'name' is a required property"),
+    ("TrainJob", lambda d: d["spec"]["trainer"]["env"][0].update(value=5), "5 is not of type 'string'"),
+    ("TrainJob", lambda d: d["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+     ["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["volumes"][0].update(medium="Memory"),
+     ".medium"),
+    ("TrainJob", lambda d: d["metadata"].update(name="Demo"), "'Demo' is not an RFC 1035 label"),
+])
+def test_the_validation_refuses_a_broken_manifest(kind, break_it, message):
+    """The schemas above can fail: one wrong or unknown field in each kind is refused, by name."""
+    doc = _first(kind)
+    _validate(doc)
+    break_it(doc)
+    with pytest.raises((AssertionError, jsonschema.ValidationError)) as failure:
+        _validate(doc)
+    assert message in str(failure.value)
+
+
+def test_trainjob_runs_torchrun_on_kubeflow_trainers_runtime_with_shm_and_gpus():
+    job = _first("TrainJob")
+    spec = job["spec"]
+    assert spec["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                  "name": "torch-distributed"}
+    trainer = spec["trainer"]
+    assert trainer["image"] == IMAGE and trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 8
+    # torchrun takes its rendezvous from the runtime's PET_* variables; none of them may be set here
+    assert trainer["command"] == ["torchrun", *COMMAND]
+    assert not [e for e in trainer.get("env", []) if e["name"].startswith("PET_")]
+    assert trainer["resourcesPerNode"]["limits"] == {"nvidia.com/gpu": "8"}
+    pod = spec["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    assert pod["name"] == "node"  # the runtime's trainer job and container are both called node
+    pod = pod["template"]["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+    assert pod["containers"] == [{"name": "node", "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}]
 
 
 def _containers(doc: dict) -> list[tuple[dict, dict]]:
@@ -126,7 +234,7 @@ def _containers(doc: dict) -> list[tuple[dict, dict]]:
 def test_every_pod_has_the_pinned_image_memory_backed_shm_and_its_gpus(launcher):
     for text in render_job(_spec(launcher=launcher, procs_per_node=4)).values():
         for doc in yaml.safe_load_all(text):
-            if doc["kind"] == "Service":
+            if doc["kind"] in ("Service", "TrainJob"):  # TrainJob: its own test
                 continue
             for pod, container in _containers(doc):
                 assert container["image"] == IMAGE
@@ -239,6 +347,16 @@ def test_slurm_script_with_the_engine_on_each_node_runs_deepspeed_from_a_hostfil
                                                                            "hostfile: node2 slots=1"]
 
 
+@pytest.mark.parametrize("network", [("--network=container:sandbox",), ("--net", "none"), ("--network", "none")])
+def test_an_engine_arg_naming_a_network_replaces_the_host_network(network):
+    default = render_job(_spec(kind="slurm", container="docker", gpus=False))["demo.sbatch"]
+    assert "docker run --rm --network host --ipc host" in default
+    script = render_job(_spec(kind="slurm", container="docker", gpus=False, engine_args=network))["demo.sbatch"]
+    assert "--network host" not in script and " ".join(network) in script
+    hosts = render_job(_spec(kind="hosts", hosts=("a", "b"), gpus=False, engine_args=network))["start-node.sh"]
+    assert "--network host" not in hosts and " ".join(network) in hosts
+
+
 # -- plain hosts -----------------------------------------------------------------------------
 
 def test_hosts_deepspeed_files(tmp_path):
@@ -345,3 +463,56 @@ def test_launch_into_a_folder_that_is_not_empty_writes_nothing(cli, fake, tmp_pa
     code, _, stderr = cli("launch", "slurm", "qlora", "--image", IMAGE, "-o", str(tmp_path / "j"), "--", "t.py")
     assert code == 5 and "not a new or empty folder" in stderr
     assert sorted(p.name for p in (tmp_path / "j").iterdir()) == ["mine"]
+
+
+# -- --submit: hand the written job to the scheduler ------------------------------------------------
+
+FAKE_SUBMIT = {  # each records its arguments and answers as the real one does
+    "sbatch": 'echo "sbatch $*" >> "$CALLS"; echo "Submitted batch job 4242"\n',
+    "kubectl": 'echo "kubectl $*" >> "$CALLS"; [ "$1" = apply ] && echo "jobset.jobset.x-k8s.io/demo created"; '
+               '[ "$1" = create ] && echo "secret/demo-ssh created"; exit 0\n',
+}
+
+
+@pytest.fixture
+def scheduler(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    fake = _fake_bin(tmp_path / "sched-bin", FAKE_SUBMIT)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("CALLS", str(calls))
+    return calls
+
+
+def test_launch_slurm_submit_runs_sbatch_on_the_written_script(cli, fake, tmp_path, scheduler):
+    out = tmp_path / "j"
+    code, stdout, stderr = cli("launch", "slurm", "qlora", "--image", IMAGE, "--submit", "-o", str(out), "--", "t.py")
+    assert code == 0, stderr
+    assert scheduler.read_text().splitlines() == [f"sbatch {out}/qlora.sbatch"]
+    assert "Submitted batch job 4242" in stdout and (out / "qlora.sbatch").is_file()
+
+
+def test_launch_k8s_submit_makes_the_ssh_secret_then_applies_the_jobset(cli, fake, tmp_path, scheduler):
+    out = tmp_path / "j"
+    code, stdout, stderr = cli("launch", "k8s", "deepspeed-zero3-offload", "--image", IMAGE, "--launcher", "deepspeed",
+                               "--name", "demo", "--submit", "-o", str(out), "--", "t.py")
+    assert code == 0, stderr
+    assert scheduler.read_text().splitlines() == [f"kubectl create secret generic demo-ssh --from-file={out}/keys",
+                                                  f"kubectl apply -f {out}/demo.jobset.yaml"]
+    assert "secret/demo-ssh created" in stdout and "jobset.jobset.x-k8s.io/demo created" in stdout
+
+
+def test_launch_submit_failures_name_the_command_and_keep_the_files(cli, fake, tmp_path, monkeypatch):
+    refusing = _fake_bin(tmp_path / "refusing", {
+        "sbatch": 'echo "sbatch: error: invalid partition specified: gpu" >&2; exit 1\n'})
+    monkeypatch.setenv("PATH", f"{refusing}:/usr/bin:/bin")
+    code, _, stderr = cli("launch", "slurm", "qlora", "--image", IMAGE, "--submit", "-o", str(tmp_path / "a"),
+                          "--", "t.py")
+    assert code == 17 and "sbatch" in stderr and "invalid partition specified: gpu" in stderr
+    assert (tmp_path / "a" / "qlora.sbatch").is_file()
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    code, _, stderr = cli("launch", "k8s", "qlora", "--image", IMAGE, "--submit", "-o", str(tmp_path / "b"),
+                          "--", "t.py")
+    assert code == 17 and "kubectl is not installed here" in stderr and "kubectl apply -f" in stderr
+    code, _, stderr = cli("launch", "hosts", "qlora", "--image", IMAGE, "--host", "a", "--host", "b", "--submit",
+                          "-o", str(tmp_path / "c"), "--", "t.py")
+    assert code == 2 and "no scheduler" in stderr and not (tmp_path / "c").exists()

@@ -276,8 +276,8 @@ def test_an_orphan_lock_fails_the_whole_check(cli, tmp_path, monkeypatch):
 def test_the_shipped_locks_pass_the_check_ci_runs(cli):
     code, out, err = cli("lock", "--check")
     assert code == 0, out + err
-    # + flash-attn-fsdp@2026.11 cuda +xformers, and alpaca-lora@2026.11 and qlora@2026.11 cpu and cuda +lomo
-    assert out.count("ok        ") == len(TARGETS) - len(UNLOCKED) + 1 + 4
+    # + flash-attn-fsdp@2026.11 cuda +xformers, and alpaca-lora and qlora (2026.11, 2026.12) cpu and cuda +lomo
+    assert out.count("ok        ") == len(TARGETS) - len(UNLOCKED) + 1 + 8
 
 
 def test_lock_usage_errors(cli):

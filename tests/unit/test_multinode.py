@@ -143,3 +143,58 @@ def test_doctor_host_without_rdma_or_a_usable_interface(tmp_path):
     assert checks["network"].status == "warn" and "eth0 no address (down)" in checks["network"].detail
     cpu = _host_checks(tmp_path / "cpu", {}, "", target="cpu")
     assert cpu["rdma"].status == "ok"
+
+
+# -- the multi-node tests' loopback check (tests/integration/nodes.py) ---------------------------------
+
+# c10d at TORCH_CPP_LOG_LEVEL=INFO, two ranks meeting at 127.0.0.2 in a loopback-only namespace (torch
+# 2.10): with hosts looked up in files only, every address is the real one ...
+C10D_LOOPBACK = """\
+[I1206 23:18:36.569710279 socket.cpp:955] [c10d] The client socket has connected to [::ffff:127.0.0.2]:29555 on \
+SocketImpl(fd=12, addr=[::ffff:127.0.0.1]:54636, remote=[::ffff:127.0.0.2]:29555).
+[I1206 23:18:36.569759231 TCPStore.cpp:316] [c10d - debug] TCP client connected to host 127.0.0.2:29555
+[I1206 23:18:36.569859291 TCPStoreLibUvBackend.cpp:848] [c10d - trace] validate magic:1015412686 \
+address:[::ffff:127.0.0.1]:54636
+[I1206 23:18:36.5 socket.cpp:499] [c10d] The server socket has started to listen on [::]:29555.
+[I1206 23:18:36.6 socket.cpp:955] [c10d] The client socket has connected to [node1]:29555 on SocketImpl(fd=3)
+"""
+# ... and with a resolver that does not answer (EAI_AGAIN), torch's formatSockAddr falls back to printing
+# the bytes around its sockaddr pointer: the "IPv6 peer fdff:…" seen in an earlier Slurm run
+C10D_UNRESOLVED = """\
+[I1206 23:18:06.699405980 socket.cpp:859] [c10d - trace] The client socket is attempting to connect to \
+[fdff:ffff::6894:fbab:ff7f:0]:3149.
+[W1206 23:18:06.715593018 socket.cpp:207] [c10d] The hostname of the client socket cannot be retrieved. err=-3
+[I1206 23:18:06.716183548 socket.cpp:955] [c10d] The client socket has connected to \
+[5a8c:fbab:ff7f:0:ffff:ffff:ffff:ffff]:3149 on SocketImpl(fd=12, addr=[f401::f01f:9597:877f:0]:44027, \
+remote=[200::608a:fbab:ff7f:0]:3149).
+"""
+NAMES = {"localhost", "stackbuild-sandbox", "node1", "node2"}
+
+
+def test_loopback_check_accepts_c10d_logs_on_loopback_only():
+    from tests.integration.nodes import non_loopback
+
+    assert non_loopback(C10D_LOOPBACK, NAMES) == []
+
+
+@pytest.mark.parametrize("line,culprit", [
+    ("connected to [fdff:1234::5]:29500 on SocketImpl", "fdff:1234::5"),
+    ("TCP client connected to host 192.0.2.2:29555", "192.0.2.2"),
+    ("remote=[::ffff:10.1.2.3]:29555", "::ffff:10.1.2.3"),
+    ("connected to [fd00::2]:22", "fd00::2"),
+    ("connected to [vm]:29555", "vm"),  # a name the job's hosts file does not give
+    ("connecting to [::]:29555", "::"),  # the unspecified address, where nothing listens
+])
+def test_loopback_check_names_every_address_off_loopback(line, culprit):
+    from tests.integration.nodes import non_loopback
+
+    found = non_loopback(C10D_LOOPBACK + line + "\n", NAMES)
+    assert len(found) == 1 and culprit in found[0]
+
+
+def test_loopback_check_refuses_logs_written_after_a_failed_reverse_lookup():
+    from tests.integration.nodes import non_loopback
+
+    found = non_loopback(C10D_UNRESOLVED, NAMES)
+    assert any("fdff:ffff::6894:fbab:ff7f:0" in f for f in found)
+    assert any("cannot be retrieved" in f and "unreadable" in f for f in found)

@@ -75,7 +75,7 @@ def test_show_prints_where_the_namesake_runs_and_why_not(cli):
     code, out, err = cli("show", "alpaca-lora")
     assert code == 0, err
     assert "namesake: tloen/alpaca-lora at 8bb8579e403d (run unchanged)" in out
-    era, current = out.split("\nalpaca-lora@2026.11 (default)")
+    era, current = out.split("\nalpaca-lora@2026.11 ")  # 2026.11 and 2026.12 (default) follow
     assert "finetune.py: runs on cuda" in era
     assert "cpu: cannot run - finetune.py loads the base model with load_in_8bit=True" in era
     assert "(doctor: bnb-quantized-needs-gpu)" in era

@@ -235,3 +235,57 @@ def test_publish_smoke_tests_every_image_it_pushes_cuda_included(tmp_path):
     assert [c[0] for c in calls] == ["build", "test", "audit", "sbom", "push", "inspect"]
     test = next(c for c in calls if c[0] == "test")
     assert test[:3] == ["test", "qlora@2026.11", "--target"] and test[3] == "cuda"
+
+
+def test_propose_workflow_proposes_every_stack_monthly_on_cis_machine_and_opens_a_pull_request(tmp_path):
+    workflow = load_workflow("propose.yml")
+    on = triggers(workflow)
+    assert set(on["workflow_dispatch"]["inputs"]) == {"date", "make_default"}
+    (schedule,) = on["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert day.isdigit() and month == weekday == "*"  # monthly
+    assert workflow["permissions"] == {"contents": "read"}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}  # write only where the PR is made
+    suite = load_workflow("ci.yml")["jobs"]["suite"]
+    assert job["container"]["image"] == suite["container"]["image"]  # the machine .ci/run brings up
+    assert "--privileged" in job["container"]["options"]
+    steps = job["steps"]
+    for step in steps:  # a third-party action runs only at a full commit
+        owner = step.get("uses", "actions/").split("/")[0]
+        if owner != "actions":
+            assert re.fullmatch(r"[0-9a-f]{40}", step["uses"].split("@")[1]), step["uses"]
+    # the inputs reach the script through the environment, never spliced into its text
+    run = next(s for s in steps if ".ci/propose" in s.get("run", ""))
+    assert "${{" not in run["run"] and set(run["env"]) == {"DATE", "MAKE_DEFAULT"}
+    pr = step_using(steps, "peter-evans/create-pull-request")
+    assert steps.index(pr) == len(steps) - 1
+    assert pr["with"]["body-path"].split()[0] == "propose-report.md" and "propose-report.md" in run["run"]
+    paths = pr["with"]["add-paths"].split()
+    for made in ("stacks/qlora.yaml", "stacks/locks/qlora@2026.12-cpu.txt", "tests/golden/qlora@2026.12-cpu.Dockerfile"):
+        assert any(fnmatch.fnmatch(made, p) for p in paths), made
+    # the script: the machine as .ci/run brings it up, then propose --all with the report and the run's options
+    script = (ROOT / ".ci" / "propose").read_text()
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    for part in ("python3 -m venv .venv", "mapfile -t suites < <(.venv/bin/python .ci/suites.py)",
+                 'bash .ci/harness.sh "${suites[@]}"', "export STACKBUILD_BUILD_NETWORK=host"):
+        assert part in script and part in ci_run, part
+    assert '.venv/bin/stackbuild propose --all --report "$report" "$@"' in script
+    assert "--update-goldens" in script
+    options = set(re.findall(r"(--[a-z-]+)", 'propose --all --report x') + ["--date", "--make-default"])
+    assert options <= cli_options("propose")
+    exe = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    checked = subprocess.run([exe, str(ROOT / ".ci" / "propose")], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+
+
+def test_propose_workflow_passes_the_dispatch_inputs_as_options(tmp_path):
+    """The step's script with a stand-in .ci/propose: the date and --make-default reach it as arguments."""
+    run = next(s for s in load_workflow("propose.yml")["jobs"]["propose"]["steps"] if ".ci/propose" in s.get("run", ""))
+    (tmp_path / ".ci").mkdir()
+    (tmp_path / ".ci" / "propose").write_text('printf "%s\\n" "$@" > args.txt\n')
+    for env, expected in ((("", "false")), ["propose-report.md"]), ((("2026-12-01", "true")),
+                          ["propose-report.md", "--date", "2026-12-01", "--make-default"]):
+        subprocess.run(["bash", "-e", "-o", "pipefail", "-c", run["run"]], cwd=tmp_path, check=True,
+                       env={**os.environ, "DATE": env[0], "MAKE_DEFAULT": env[1]})
+        assert (tmp_path / "args.txt").read_text().split("\n")[:-1] == expected

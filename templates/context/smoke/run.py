@@ -13,8 +13,8 @@ modules that two or more of the selected checks declare (a line "# smoke-runner:
 in the check file: torch, transformers, ...) and forks each check from that warm process, as DataLoader
 workers are forked, so that torch is imported once rather than once per check; a check that must
 see its imports happen (a line "# smoke-runner: own-interpreter") gets a fresh interpreter. Up to
---jobs checks run at once, the cores divided among them (OMP_NUM_THREADS, unless it is set). Where a GPU is visible (CUDA may not be initialised before a fork), with
---isolated, or when a preload fails, every check gets a fresh interpreter, one at a time, as
+--jobs checks run at once, the cores divided among them (OMP_NUM_THREADS, unless it is set). Where a GPU is visible (one of the device nodes the manifest names
+for the image's accelerator: its runtime may not be initialised before a fork), with --isolated, or when a preload fails, every check gets a fresh interpreter, one at a time, as
 `python checks/FILE.py '{"check": ..., "manifest": ...}'`.
 """
 
@@ -73,9 +73,11 @@ def declared(check):
     return modules, own, early
 
 
-def gpu_visible():
-    """An NVIDIA device node is here: CUDA must not be initialised in a process that then forks."""
-    return os.path.exists("/dev/nvidiactl") or bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/dxg")
+def gpu_visible(manifest):
+    """A device node of the image's accelerator is here (the manifest's device_nodes, globs written from the
+    target's accelerator entry; none for a cpu image): its runtime must not be initialised in a process that
+    then forks."""
+    return any(glob.glob(pattern) for pattern in manifest.get("device_nodes", ()))
 
 
 def preload(modules, scratch):
@@ -238,7 +240,7 @@ def run_checks(checks, manifest, timeout, jobs, isolated):
     plans = [(check,) + declared(check) for check in checks]  # (check, modules, own interpreter, early)
     pending = [plan for plan in plans if plan[3]] + [plan for plan in plans if not plan[3]]
     running, finished, next_out = [], {}, 0
-    shared = not isolated and not gpu_visible() and hasattr(os, "fork")
+    shared = not isolated and not gpu_visible(manifest) and hasattr(os, "fork")
     if not shared:
         jobs = 1
     elif jobs > 1 and "OMP_NUM_THREADS" not in os.environ:

@@ -2,7 +2,8 @@
 
 - no ssh host key in the image (they are made when a container starts: two nodes of one image
   must not share one);
-- stackbuild-sshd makes host keys, starts sshd on loopback with a key made here, and an ssh
+- stackbuild-sshd makes host keys, starts sshd on loopback with a key made here and returns only once
+  it listens (one connection attempt, no retry), and an ssh
   session with that key runs a command and gets the image's environment (its Python on PATH);
 - pdsh reaches this host over that ssh (DeepSpeed's multi-node runner is pdsh);
 - the RDMA user-space libraries load (libibverbs and its device list, librdmacm): with them NCCL
@@ -104,16 +105,18 @@ def stop_sshd():
 
 if code:
     finish("fail", "stackbuild-sshd does not start sshd: {}".format(tail(out)))
+# stackbuild-sshd returns only once sshd listens (a launcher starts right after it): one attempt, no retry
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=10).close()
+except OSError as exc:
+    stop_sshd()
+    finish("fail", "stackbuild-sshd returned before sshd listened on 127.0.0.1:{} ({}): a launcher started "
+                   "right after it is refused".format(port, exc))
 made = sorted(os.path.basename(p) for p in glob.glob("/etc/ssh/ssh_host_*_key"))
 ssh_opts = ["-p", str(port), "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
             "-o", "UserKnownHostsFile={}".format(os.path.join(work, "known_hosts")), "-o", "ConnectTimeout=10",
             "-o", "LogLevel=ERROR"]
-deadline = time.monotonic() + 15
-while True:
-    code, out = run(["ssh"] + ssh_opts + ["127.0.0.1", "command -v python; echo stackbuild-ssh-ok"], timeout=30)
-    if code == 0 or time.monotonic() > deadline:
-        break
-    time.sleep(0.3)
+code, out = run(["ssh"] + ssh_opts + ["127.0.0.1", "command -v python; echo stackbuild-ssh-ok"], timeout=30)
 if code or "stackbuild-ssh-ok" not in out:
     stop_sshd()
     finish("fail", "sshd started but does not accept the key: {}".format(tail(out)))
