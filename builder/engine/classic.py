@@ -430,9 +430,10 @@ class DockerEngine:
         return created["Id"]
 
     def containers(self, label: str) -> list[dict]:
-        """The containers (running or not) that carry ``label``, as `docker inspect` gives them."""
+        """The containers (running or not) that carry ``label``, as `docker inspect` gives them; one removed
+        between the list and its inspect (a --rm container that just finished) is gone, not an error."""
         found = self._call("container list", self.client.containers, all=True, filters={"label": label})
-        return [self._call("container inspect", self.client.inspect_container, c["Id"]) for c in found]
+        return [info for info in (self.container(c["Id"]) for c in found) if info is not None]
 
     def container(self, name: str) -> dict | None:
         """`docker container inspect`, or None when there is no such container."""

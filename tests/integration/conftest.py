@@ -49,6 +49,12 @@ def _with_run(labels):
 
 
 class _RunContainers(ContainerCollection):
+    def list(self, *args, **kwargs):
+        # list() inspects every container it listed; one removed in between (a --rm smoke container whose
+        # check finished) is skipped instead of failing the test with NotFound
+        kwargs.setdefault("ignore_removed", True)
+        return super().list(*args, **kwargs)
+
     def create(self, image, command=None, **kwargs):
         kwargs["labels"] = _with_run(kwargs.get("labels"))
         return super().create(image, command, **kwargs)

@@ -184,3 +184,25 @@ def test_a_container_without_a_network_can_resolve_its_own_hostname(network, nam
     assert Client.create["hostname"] == hostname
     assert Client.host_config["extra_hosts"] == ({hostname: "127.0.0.1"} if hostname else None)
 
+
+def test_a_container_removed_between_list_and_inspect_is_gone_not_an_error():
+    """`ps`, and the smoke runner's sweep of earlier runs' containers, list by label and inspect each; a --rm
+    container that finishes in between is simply not there (CI saw NotFound escape from the same race)."""
+    import docker.errors
+    import requests
+
+    from builder.engine.classic import DockerEngine
+
+    class Client:
+        def containers(self, all, filters):
+            return [{"Id": "gone"}, {"Id": "here"}]
+
+        def inspect_container(self, cid):
+            if cid == "gone":
+                response = requests.Response()
+                response.status_code = 404
+                raise docker.errors.NotFound("No such container: gone", response=response)
+            return {"Id": cid, "State": {"Status": "running"}}
+
+    assert DockerEngine(Client(), "unix:///fake.sock").containers("io.stackbuild.smoke") == [
+        {"Id": "here", "State": {"Status": "running"}}]
