@@ -1,7 +1,8 @@
 """A tiny model under FSDP in two processes trains a step and saves a full state dict on rank 0.
 
-With two GPUs it runs on them (NCCL); with one, in one process on it; without a GPU in two CPU
-processes (gloo) where this torch's FSDP runs on CPU (2.1 and later). On a GPU it also proves where the saved
+With two GPUs it runs on them (NCCL); without a GPU, or with one, in two CPU processes (gloo) where this
+torch's FSDP runs on CPU (2.1 and later): one process shards nothing, so one GPU has no gather to prove (an
+older torch runs its one process there). On a GPU it also proves where the saved
 tensors land: on the CPU - through offload_to_cpu=True, or, in images carrying the FSDP save
 patch, through the patch itself with offload_to_cpu=False (the seed's out-of-memory at save).
 """
@@ -70,7 +71,8 @@ def main():
     patched = PATCH in [p["id"] for p in manifest.get("patches", [])]
     gpus = gpu_count()
     major_minor = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-    if gpus:
+    one_gpu = ""
+    if gpus >= 2 or (gpus == 1 and major_minor < (2, 1)):
         device_kind, world = "cuda", min(gpus, 2)
         # the patch makes the save land on the CPU by itself: prove it with offload_to_cpu off
         offload = not patched
@@ -78,6 +80,11 @@ def main():
         if major_minor < (2, 1):
             report("skip", "no GPU visible, and torch {}'s FSDP needs CUDA (CPU FSDP came in torch 2.1); run with "
                            "--gpus all".format(torch.__version__))
+        if gpus == 1:
+            # one process shards nothing (FSDP falls back to NO_SHARD) and ignores offload_to_cpu: its state
+            # dict stays on cuda:0 (seen on an H100, torch 2.11), which is no gather and no fault of the image
+            one_gpu = ("; one GPU: FSDP in one process shards nothing, so there is no gather to prove on it - "
+                       "the save ran on the CPU in 2 processes (two GPUs prove the GPU path)")
         device_kind, world = "cpu", 2
         # the tensors are on the CPU already; torch's CPU FSDP fails with offload_to_cpu=True (seen on 2.3
         # and 2.10: "setStorage: ... out of bounds for storage of size 0")
@@ -86,9 +93,10 @@ def main():
     with tempfile.TemporaryDirectory() as out_dir:
         teardown = ""
         try:
-            # CUDA needs spawned workers; on the CPU they are forked, with torch already imported
+            # CUDA needs spawned workers (so does a process that counted its GPU: CUDA is initialised in it); on
+            # the CPU they are forked, with torch already imported
             mp.start_processes(worker, args=(world, free_port(), device_kind, offload, out_dir), nprocs=world,
-                               join=True, start_method="spawn" if device_kind == "cuda" else "fork")
+                               join=True, start_method="spawn" if device_kind == "cuda" or gpus else "fork")
         except Exception as exc:  # a failed worker's traceback: its last line names the error
             lines = [line for line in str(exc).strip().splitlines() if line.strip()]
             last = lines[-1] if lines else type(exc).__name__
@@ -115,7 +123,7 @@ def main():
         "offload_to_cpu={}".format(offload)
     report("pass", "FSDP on {} ({} processes) trained a step (loss {:.3f}) and saved a full state dict on rank 0 "
                    "({} tensors, {} bytes, on the CPU through {})".format(
-                       device_kind, world, saved["loss"], len(state), size, how) + teardown)
+                       device_kind, world, saved["loss"], len(state), size, how) + one_gpu + teardown)
 
 
 if __name__ == "__main__":
