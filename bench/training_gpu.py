@@ -74,6 +74,19 @@ NEEDS = (("flash_attention_2", "flash_attn", "flash-attn is not installed on thi
          ("--use_deepspeed", "deepspeed", "deepspeed is not installed on this host (its ops are built from the sdist: "
           "bench/gpu_truth.py build --only deepspeed)"))
 ENTRY_TIMEOUT_S = 300
+IMAGE_FILES = "/opt/stackbuild/files/"  # where an image keeps its stack's shipped files (a ds_config, ...)
+
+
+def on_host(argv: list[str], stack, work: str) -> list[str]:
+    """``argv`` with the image's shipped-file paths (IMAGE_FILES) pointed at copies of the stack's files written
+    under ``work``: the GPU host is not the image, and its /opt/stackbuild/files does not exist (the first
+    H100 run of the zero3 entry stopped there: accelerate found no ds_config)."""
+    folder = os.path.join(work, "files")
+    os.makedirs(folder, exist_ok=True)
+    for shipped in stack.files:
+        with open(os.path.join(folder, shipped.name), "w", encoding="utf-8") as handle:
+            handle.write(shipped.content)
+    return [word.replace(IMAGE_FILES, folder + os.sep) for word in argv]
 
 
 def _releases(names: list[str]) -> list[tuple[str, str]]:
@@ -198,7 +211,8 @@ def run(releases: list[str], steps: int, markdown: str | None, keep: str | None,
            "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
     rows = []
     for stack, release in _releases(releases):
-        for entry in load_stack(stack).release(release).training:
+        profile = load_stack(stack)
+        for entry in profile.release(release).training:
             if target not in entry.targets:
                 continue
             flags = " ".join(entry.targets[target].flags)
@@ -216,8 +230,8 @@ def run(releases: list[str], steps: int, markdown: str | None, keep: str | None,
                 entry = fewer_ranks(entry, gpus)
                 row["processes"] = f"{gpus} (of {row['processes']}: {gpus} GPU{'s' if gpus > 1 else ''} here)"
             output = os.path.join(work, "out", f"{stack}-{release}-{entry.name}")
-            argv = entry.argv(target, {"model": paths["model"], "data": paths["data"], "output": output,
-                                       "steps": str(steps)})
+            argv = on_host(entry.argv(target, {"model": paths["model"], "data": paths["data"], "output": output,
+                                               "steps": str(steps)}), profile, work)
             print(f"== {row['release']} {entry.name}: {' '.join(argv)}", flush=True)
             started = time.monotonic()
             try:
@@ -255,7 +269,9 @@ def fewer_ranks(entry, processes: int):
     """The entry run with ``processes`` processes: evidence that names a rank past the last one (a file of rank
     1 when one GPU runs one process) names the last rank instead; the rest of the evidence stays."""
     def last(pattern: str) -> str:
-        return RANK.sub(lambda m: m[1] + str(min(int(m[2]), processes - 1)), pattern)
+        # one process: the Trainer saves its RNG state as rng_state.pth, without a rank
+        return RANK.sub(lambda m: "rng_state" if processes == 1 and m[1] == "rng_state_"
+                        else m[1] + str(min(int(m[2]), processes - 1)), pattern)
 
     def fewer(evidence):
         return dataclasses.replace(evidence, files=tuple(last(p) for p in evidence.files))

@@ -321,7 +321,7 @@ H100_SAVED = ["README.md", "checkpoint-2/config.json", "checkpoint-2/generation_
               "checkpoint-2/model.safetensors", "checkpoint-2/rng_state.pth"]
 
 
-def test_the_zero3_entrys_cuda_evidence_names_the_files_a_bf16_run_saves():
+def _bench():
     import importlib.util
     import sys
 
@@ -330,6 +330,11 @@ def test_the_zero3_entrys_cuda_evidence_names_the_files_a_bf16_run_saves():
     bench = importlib.util.module_from_spec(spec)
     sys.modules["training_gpu_bench"] = bench
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_zero3_entrys_cuda_evidence_names_the_files_a_bf16_run_saves():
+    bench = _bench()
     entry = load_stack("deepspeed-zero3-offload").release("2026.12").training[0]
     saved = _full(files={name: 10 for name in H100_SAVED})
     run = EntryRun(0, "Detected ZeRO Offload and non-DeepSpeed optimizers", saved, 41.6)
@@ -344,3 +349,35 @@ def test_the_zero3_entrys_cuda_evidence_names_the_files_a_bf16_run_saves():
     # with two GPUs the image's own entry asks for rank 1's bf16 shard
     two = _full(files={name.replace("pp_rank_0", "pp_rank_1"): 10 for name in H100_SAVED} | {n: 10 for n in H100_SAVED})
     assert verdict(entry, "cuda", EntryRun(0, "Detected ZeRO Offload", two, 1.0))[0] == "pass"
+
+
+# what the flash-attn-fsdp@2026.12 sft-fsdp entry saved in one process on an H100 (2026-12-07)
+FSDP_ONE_PROCESS_SAVED = ["README.md", "checkpoint-2/config.json", "checkpoint-2/generation_config.json",
+                          "checkpoint-2/model.safetensors", "checkpoint-2/optimizer.bin",
+                          "checkpoint-2/pytorch_model_fsdp.bin", "checkpoint-2/rng_state.pth", "checkpoint-2/scheduler.pt"]
+
+
+def test_one_process_saves_its_rng_state_without_a_rank():
+    """The Trainer names a rank's RNG state rng_state_N.pth only when there are several; the bench's one-GPU
+    run of the FSDP entry saved rng_state.pth and was judged a failure before (no rng_state_0.pth)."""
+    bench = _bench()
+    entry = load_stack("flash-attn-fsdp").release("2026.12").training[0]
+    run = EntryRun(0, "", _full(files={name: 10 for name in FSDP_ONE_PROCESS_SAVED}), 26.7)
+    assert "checkpoint-*/rng_state_1.pth" in entry.evidence_for("cuda").files
+    one = bench.fewer_ranks(entry, 1)
+    assert "checkpoint-*/rng_state.pth" in one.evidence_for("cuda").files
+    assert verdict(one, "cuda", run)[0] == "pass"
+    assert "checkpoint-*/rng_state_1.pth" in bench.fewer_ranks(entry, 2).evidence_for("cuda").files
+
+
+def test_the_bench_points_the_images_file_paths_at_copies_on_the_host(tmp_path):
+    """The zero3 entry names /opt/stackbuild/files/ds_config_zero3_offload.json, which only the image has."""
+    bench = _bench()
+    stack = load_stack("deepspeed-zero3-offload")
+    entry = stack.release("2026.12").training[0]
+    argv = entry.argv("cuda", {"model": "m", "data": "d", "output": "o", "steps": "2"})
+    assert "/opt/stackbuild/files/ds_config_zero3_offload.json" in argv
+    host = bench.on_host(argv, stack, str(tmp_path))
+    config = tmp_path / "files" / "ds_config_zero3_offload.json"
+    assert str(config) in host and not any("/opt/stackbuild" in word for word in host)
+    assert json.loads(config.read_text())["zero_optimization"]["stage"] == 3
