@@ -25,7 +25,8 @@ from pathlib import Path
 import _shared  # noqa: F401  (the checkout on sys.path)
 import yaml
 
-from builder.lock.proposal import propose, report_markdown, write_proposal
+from builder.lock.proposal import propose, write_proposal
+from builder.lock.report import report_markdown
 from builder.profile.load import available_stacks, load_stack, stack_path
 
 ENTRY = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)", re.M)

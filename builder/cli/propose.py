@@ -9,8 +9,8 @@ import typer
 
 from . import output
 from ..errors import ProposeError, StackbuildError
-from ..lock.proposal import (check_proposal_input, propose, proposal_stacks, proposal_usage, write_proposal,
-                             write_report)
+from ..lock.proposal import check_proposal_input, propose, proposal_stacks, proposal_usage, write_proposal
+from ..lock.report import write_report
 from .options import settings as _settings
 
 propose_app = typer.Typer()

@@ -23,7 +23,7 @@ step may hold a pin back, and says why with its evidence:
 
 What passes is written at once: the release block into the profile (builder/profile/release_text.py
 keeps the file's comments and layout; default only with ``make_default``), its locks through the lock
-writer, and a Markdown report. A failed proposal writes only the report.
+writer, and a Markdown report (builder/lock/report.py). A failed proposal writes only the report.
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ from ..safety.files import MAX_PROFILE_BYTES, read_text
 from ..safety.paths import display_path
 from ..safety.printable import printable
 from .format import Lock, read_lock
+from .report import EVIDENCE_LINES, held_entries
 from .resolution import lock_each, lock_selection, make_lock, newest_version
 
 # Where a held-back move is tried first: the layer nearest the end of the image rebuilds least, and a
 # leaf package is likelier to be the one a conflict can do without than torch, which everything sits on.
 HOLD_ORDER = ("option", "last_packages", "packages", "compiled", "with_torch", "bootstrap", "torch")
-EVIDENCE_LINES = 12  # of a resolver error, build tail or check output, kept in the profile's held entry
 
 
 @dataclass(frozen=True)
@@ -359,24 +359,6 @@ def _summary(proposal: Proposal) -> str:
     held = len(held_entries(proposal))
     return (f"Proposed {proposal.date} from {proposal.base}: torch {torch}{cuda}" + (f"; {names}" if names else "")
             + (f"; {held} pin{'s' if held != 1 else ''} held (see held)" if held else ""))
-
-
-def held_entries(proposal: Proposal) -> tuple[dict, ...]:
-    """The profile's held entries for every pin below its newest version, and each held entry of the release it
-    starts from whose pin stays where that entry holds it (its reason still stands: scipy 1.18 needing a newer
-    Python than the image's is no newer version uv offers for that Python, so the proposal finds no hold of its
-    own)."""
-    entries = {d.name: {"package": d.name, "at": d.chosen, "newest": d.newest, "why": d.why or "held back",
-                        "evidence": list(d.evidence[-EVIDENCE_LINES:])}
-               for d in proposal.decisions.values() if d.held}
-    for held in proposal.carried:
-        decision = proposal.decisions.get(canonicalize_name(held.package))
-        if decision is None or decision.name in entries or decision.chosen != held.at:
-            continue
-        entries[decision.name] = {"package": held.package, "at": held.at, "newest": held.newest, "why": held.why,
-                                  "evidence": list(held.evidence), "issue": held.issue,
-                                  "references": list(held.references)}
-    return tuple(entries[name] for name in sorted(entries))
 
 
 def _release_cuda(release: Release) -> str | None:
@@ -862,62 +844,3 @@ def check_proposal_input(stacks: list[str], date: str | None, name: str | None) 
 def proposal_stacks(spec: str | None) -> list[str]:
     """The stacks to propose for: the one named, or every shipped stack (--all)."""
     return [spec] if spec else available_stacks()
-
-
-def report_markdown(proposals: list[Proposal]) -> str:
-    """The Markdown report of one or more proposals: what moved from -> to, what was held and why, the evidence."""
-    out: list[str] = []
-    for p in proposals:
-        state = "proposed" if p.ok else "FAILED"
-        out += [f"# {p.spec} ({state}): the newest versions as of {p.date}", ""]
-        out += [f"From {p.stack}@{p.base}, the stack's default release, in {display_path(p.profile)}.", ""]
-        if not p.ok:
-            out += ["Nothing was written: the blocking incompatibility, with its error:", "", "```text",
-                    *[printable(redact(line)) for line in p.failure.splitlines()], "```", ""]
-        moved = [d for d in p.decisions.values() if d.moved]
-        out += ["## Moved", ""]
-        if moved:
-            out += ["| package | from | to | newest |", "|---|---|---|---|"]
-            out += [f"| {d.name} | {d.current} | {d.chosen} | {d.newest} |" for d in sorted(moved, key=lambda d: d.name)]
-        else:
-            out += ["Nothing moved."]
-        if p.cuda:
-            out += ["", f"CUDA {p.cuda[0]} -> {p.cuda[1]} (the CUDA of PyPI's torch {p.decisions['torch'].chosen})."]
-        for target, (base_ref, _python) in p.targets.items():
-            out += [f"The {target} target moves to {base_ref}, with CUDA from torch's wheels (the compiler from "
-                    "PyPI where it compiles)."]
-        entries = held_entries(p)
-        out += ["", "## Held back", ""]
-        if not entries:
-            out += ["Nothing: every pin is at the newest version of the date."]
-        for entry in entries:
-            carried = not p.decisions[canonicalize_name(entry["package"])].held
-            out += [f"### {entry['package']} {entry['at']} (newest {entry['newest']})", "",
-                    entry["why"] + (f" (held in {p.base}; the reason still stands)" if carried else ""), ""]
-            if entry["evidence"]:
-                out += ["```text", *entry["evidence"], "```", ""]
-        carried_names = {canonicalize_name(e["package"]) for e in entries}
-        unchanged = [d for d in p.decisions.values() if not d.moved and not d.held and d.name not in carried_names]
-        if unchanged:
-            out += ["", "Already the newest: " + ", ".join(f"{d.name} {d.current}" for d in
-                                                          sorted(unchanged, key=lambda d: d.name)) + "."]
-        out += ["", "## What was run", ""]
-        for step in p.steps:
-            out += [f"- {'ok' if step.ok else 'no'}: {step.what}"]
-            if step.detail and not step.ok:
-                out += ["", "  ```text", *[f"  {line}" for line in step.detail], "  ```", ""]
-        if p.checks:
-            out += ["", "Smoke checks of the cpu image: " + ", ".join(f"{c} {s}" for c, s, _ in p.checks) + "."]
-        if p.training:
-            out += ["", f"Training scripts: {p.training}."]
-        if p.review:
-            out += ["", "## Text to read again", "", "These lines of the new block still name a version that moved:",
-                    "", *[f"- `{line}`" for line in p.review]]
-        if p.written:
-            out += ["", "## Written", "", *[f"- {path}" for path in p.written]]
-        out += [""]
-    return "\n".join(out)
-
-
-def write_report(path: str, proposals: list[Proposal]) -> None:
-    write_atomic(path, report_markdown(proposals), ProposeError)

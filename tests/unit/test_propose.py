@@ -347,7 +347,7 @@ def test_a_held_entry_of_the_base_release_is_carried_while_its_pin_stays(index, 
     assert set(entries) == {"pip", "lib", "torch"}  # app moved: its old reason is gone
     assert (entries["pip"]["at"], entries["pip"]["newest"], entries["pip"]["evidence"]) == (
         "25.3", "26.0", ["the resolver's words"])
-    from builder.lock.proposal import report_markdown
+    from builder.lock.report import report_markdown
     assert "pip 26 needs a newer Python than this image's (held in 2026.11; the reason still stands)" in \
         report_markdown([proposal])
     write_proposal(proposal)
