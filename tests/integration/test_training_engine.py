@@ -40,7 +40,11 @@ def test_the_current_releases_training_entries_run_and_save_what_they_must(stack
     expected = [entry.name for entry in rel.training if "cpu" in entry.targets]
     assert [r.check for r in report.results] == expected
     for result in report.results:
-        assert result.status == "pass", f"{result.check}: {result.detail}\n{logs.get(result.check, '')[-4000:]}"
+        # warn: everything was saved and checked, then a rank aborted at exit (TRL's script leaves its process
+        # group to the interpreter's teardown; builder/smoke/training.py, TEARDOWN_ABORT), as CI saw once
+        assert result.status == "pass" or (result.status == "warn" and "then a rank aborted at exit" in result.detail), \
+            f"{result.check}: {result.detail}\n{logs.get(result.check, '')[-4000:]}"
+    assert report.ok
 
 
 def test_an_adapter_saved_untrained_fails_the_same_runner(stack_images, engine):

@@ -185,7 +185,11 @@ def _full(**changes) -> dict:
 
 
 QLORA = load_stack("qlora").release("2026.11").training[0]
-FULL = QLORA.__class__(**{**QLORA.__dict__, "saves": "full", "processes": 2,
+# the end of sft-zero3-offload's log in the CI run where a rank aborted at exit (2026-12-07)
+ABORT = ("terminate called without an active exception\n"
+         "E1207 08:55:08.424000 23 torch/distributed/elastic/multiprocessing/api.py:1002] failed (exitcode: -6) "
+         "local_rank: 1 (pid: 34) of binary: /opt/venv/bin/python\ntrl.scripts.sft FAILED\n")
+FULL = QLORA.__class__(**{**QLORA.__dict__, "command": ("accelerate", "launch"), "saves": "full", "processes": 2,
                           "evidence": QLORA.evidence.__class__(("Detected ZeRO Offload",), ("checkpoint-*/rng_state_1.pth",))})
 
 
@@ -209,8 +213,17 @@ FULL = QLORA.__class__(**{**QLORA.__dict__, "saves": "full", "processes": 2,
      "all 21 saved weights equal the initial ones: nothing was trained"),
     (FULL, EntryRun(0, "Detected ZeRO Offload", _full(shared=12), 1.0), "fail",
      "the saved model holds 12 of the 21 initial weights"),
+    # a rank aborted at exit after a complete save (CI, sft-zero3-offload on 2026.12): a warning, not a failure
+    (FULL, EntryRun(1, "Detected ZeRO Offload\nModel saved to out.\n" + ABORT, _full(), 1.0), "warn",
+     "full model: 21 weights, 21 trained away from their initial values; 2 evidence items seen; then a rank "
+     "aborted at exit ('terminate called without an active exception'"),
+    # ... but the same abort with an incomplete save, or any other non-zero exit, fails
+    (FULL, EntryRun(1, "Detected ZeRO Offload\n" + ABORT, _full(changed=0), 1.0), "fail",
+     "accelerate exited 1: trl.scripts.sft FAILED"),
+    (FULL, EntryRun(1, "Detected ZeRO Offload\nModel saved to out.\nRuntimeError: boom\n", _full(), 1.0), "fail",
+     "accelerate exited 1: RuntimeError: boom"),
 ], ids=["adapter", "exit", "no-adapter-file", "empty-adapter", "untrained-b", "meta", "full", "no-log-evidence",
-        "no-file-evidence", "untrained-full", "partial-full"])
+        "no-file-evidence", "untrained-full", "partial-full", "teardown-abort", "abort-unsaved", "other-exit"])
 def test_the_verdict_names_what_was_saved_or_what_is_missing(entry, run, status, text):
     got, detail = verdict(entry, "cpu", run)
     assert got == status, detail
